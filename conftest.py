@@ -1,0 +1,27 @@
+"""Fixtures shared by every test folder: where the real recordings are, and a private POISE_HOME."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent
+MEDIA = REPO.parent / "shared" / "media"
+
+
+@pytest.fixture(scope="session")
+def media_dir() -> Path:
+    """The real recordings. Their absence is a broken checkout, so it fails rather than skips."""
+    if not MEDIA.is_dir():
+        pytest.fail(f"real media not found at {MEDIA}: tests need ../shared/media beside the repository")
+    return MEDIA
+
+
+@pytest.fixture()
+def poise_home(tmp_path, monkeypatch) -> Path:
+    """Each test gets its own local state folder."""
+    home = tmp_path / "poise-home"
+    home.mkdir()
+    monkeypatch.setenv("POISE_HOME", str(home))
+    return home

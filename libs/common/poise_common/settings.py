@@ -1,0 +1,103 @@
+"""Settings for every Poise process, read from ``POISE_*`` environment variables.
+
+The defaults are the embedded profile: in-memory bus, SQLite under ``POISE_HOME``,
+models in-process on the CPU. A distributed deployment changes URLs, not code.
+Nested models take their prefix from their path: ``POISE_VISION__SAMPLE_FPS``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_models_dir() -> Path:
+    # Model files travel with the environment that `make setup` built, like package data.
+    return Path(sys.prefix) / "share" / "poise" / "models"
+
+
+class GatewaySettings(BaseModel):
+    """Probing, validation and splitting of uploaded answers."""
+
+    max_file_bytes: int = Field(2 * 1024**3, description="Largest accepted upload, in bytes.")
+    max_duration_s: float = Field(20 * 60.0, description="Longest accepted answer, in seconds.")
+    max_width: int = Field(4096, description="Widest accepted video frame, in pixels.")
+    max_height: int = Field(4096, description="Tallest accepted video frame, in pixels.")
+    max_fps: float = Field(120.0, description="Highest accepted average frame rate.")
+    sample_fps: float = Field(10.0, description="Frames per second sent to vision.")
+    frame_width: int = Field(640, description="Width of frames sent to vision (height keeps the aspect).")
+    jpeg_quality: int = Field(85, ge=30, le=100, description="JPEG quality of frames on the bus.")
+    audio_chunk_s: float = Field(1.0, description="Seconds of 16 kHz mono PCM per audio message.")
+
+
+class VisionSettings(BaseModel):
+    """Face landmarks, blendshapes and head pose per sampled frame."""
+
+    face_model_path: Path = Field(
+        default_factory=lambda: default_models_dir() / "face_landmarker.task",
+        description="MediaPipe FaceLandmarker bundle (face_landmarker.task).",
+    )
+    max_faces: int = Field(2, description="Faces looked for per frame; more than one raises a warning.")
+    threads: int = Field(1, description="Frames analysed at once (one landmarker per answer stream).")
+
+
+class AudioSettings(BaseModel):
+    """Voice activity, prosody and speech recognition."""
+
+    asr_model_path: str | None = Field(
+        None, description="CTranslate2 Whisper model folder; unset means the bundled tiny.en."
+    )
+    asr_compute_type: str = Field("int8", description="CTranslate2 compute type.")
+    asr_threads: int = Field(2, description="CPU threads for speech recognition.")
+    asr_beam_size: int = Field(1, description="Beam size; 1 is greedy decoding.")
+    asr_disfluent_prompt: bool = Field(
+        True, description="Prompt Whisper with disfluent text so that it writes filled pauses (um, uh)."
+    )
+    vad_aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad aggressiveness, 0-3.")
+
+
+class NlpSettings(BaseModel):
+    """Content features of transcripts."""
+
+    min_words_for_scoring: int = Field(8, description="Fewer words than this is insufficient evidence.")
+
+
+class FusionSettings(BaseModel):
+    """Joining the streams, scoring and storing scorecards."""
+
+    frameworks_dir: Path | None = Field(
+        None, description="Folder of competency framework YAML files; unset means the bundled ones."
+    )
+    default_role: str = Field("generic", description="Competency profile used when none is given.")
+
+
+class PoiseSettings(BaseSettings):
+    """Everything a Poise process reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="POISE_", env_nested_delimiter="__", extra="ignore", validate_default=True
+    )
+
+    home: Path = Field(Path("~/.poise"), description="Folder of local state: database, media, keys.")
+    bus_url: str = Field("memory://", description="memory:// (embedded) or kafka://host:port[,host:port].")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; unset means SQLite under home.")
+    tenant: str = Field("local", description="Tenant that CLI runs act for.")
+    log_level: str = Field("INFO", description="Python logging level.")
+    master_key: SecretStr | None = Field(None, description="Master key for media encryption.")
+
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    vision: VisionSettings = Field(default_factory=VisionSettings)
+    audio: AudioSettings = Field(default_factory=AudioSettings)
+    nlp: NlpSettings = Field(default_factory=NlpSettings)
+    fusion: FusionSettings = Field(default_factory=FusionSettings)
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home_dir / 'poise.db'}"
