@@ -1,0 +1,27 @@
+"""Message transports chosen by URL: ``memory://`` (embedded) or ``kafka://`` (distributed)."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlparse
+
+from poise_common.bus.base import Bus, DeliveryPolicy, Handler, Subscription
+
+__all__ = ["Bus", "DeliveryPolicy", "Handler", "Subscription", "create_bus"]
+
+
+def create_bus(url: str) -> Bus:
+    """``memory://?partitions=4&capacity=256`` or ``kafka://host:port[,host:port]``."""
+    parsed = urlparse(url)
+    options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+    prefix = options.get("prefix", "")
+    if parsed.scheme == "memory":
+        from poise_common.bus.memory import MemoryBus
+
+        return MemoryBus(
+            partitions=int(options.get("partitions", 4)),
+            capacity=int(options.get("capacity", 256)),
+            prefix=prefix,
+        )
+    if parsed.scheme == "kafka":
+        raise NotImplementedError("the Kafka transport is not available in this build")
+    raise ValueError(f"unknown bus URL scheme {parsed.scheme!r}: use memory:// or kafka://")

@@ -1,0 +1,138 @@
+"""The bus interface every transport implements, and the delivery rules they share.
+
+Rules (the contract suite in libs/common/tests checks them against every transport):
+- one key (the interview id) always lands on one partition, so its messages stay in order;
+- a consumer group sees every message once per group; members of a group share partitions;
+- delivery is at-least-once: the offset is committed only after the handler returns;
+- a handler that keeps failing is retried a bounded number of times, then the message goes
+  to the group's dead-letter topic with the error, and the partition keeps flowing;
+- a message that cannot be decoded is poison: it goes straight to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from poise_common.messages import Envelope, Topics
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Envelope], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """How hard a consumer tries before it dead-letters a message."""
+
+    max_attempts: int = 3
+    backoff_s: float = 0.05
+    backoff_max_s: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.backoff_max_s, self.backoff_s * (2 ** (attempt - 1)))
+
+
+class Subscription(abc.ABC):
+    """One member of a consumer group."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop consuming. An in-flight message is not committed, so another member gets it."""
+
+
+class Bus(abc.ABC):
+    """Publish envelopes keyed by interview id; consume them in groups."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    async def publish(self, topic: str, envelope: Envelope) -> None:
+        """Append ``envelope`` to ``topic`` (unprefixed name) under its interview id."""
+
+    @abc.abstractmethod
+    async def publish_raw(self, topic: str, key: str, value: bytes) -> None:
+        """Append bytes as they are: for tools, replays and tests of poison messages."""
+
+    @abc.abstractmethod
+    async def read_all(self, topic: str) -> list[bytes]:
+        """Every record ``topic`` (unprefixed) still holds, oldest first per partition.
+
+        For operators and tests (e.g. reading a dead-letter topic), not for consuming.
+        """
+
+    @abc.abstractmethod
+    async def subscribe(
+        self,
+        topics: Sequence[str],
+        group: str,
+        handler: Handler,
+        policy: DeliveryPolicy | None = None,
+    ) -> Subscription:
+        """Join ``group`` on ``topics`` (unprefixed names) and start handling messages."""
+
+
+def dead_letter_record(topic: str, value: bytes, error: BaseException, attempts: int) -> bytes:
+    """What a dead-letter topic holds: the original bytes and why they could not be handled."""
+    return json.dumps(
+        {
+            "topic": topic,
+            "error": f"{type(error).__name__}: {error}"[:2000],
+            "attempts": attempts,
+            "value": value.decode("utf-8", errors="replace"),
+        }
+    ).encode()
+
+
+async def handle_with_retries(
+    handler: Handler,
+    value: bytes,
+    *,
+    topic: str,
+    group: str,
+    policy: DeliveryPolicy,
+    dead_letter: Callable[[str, bytes], Awaitable[None]],
+    sleep: Callable[[float], Awaitable[None]],
+) -> None:
+    """Decode and handle one record; after bounded retries, hand it to the dead-letter topic.
+
+    Returns once the record may be committed. Cancellation propagates, so a closed consumer
+    leaves the record uncommitted and another member receives it again.
+    """
+    try:
+        envelope = Envelope.from_bytes(value)
+    except Exception as exc:  # noqa: BLE001 - any decode failure makes the record poison
+        log.warning("poison message on %s for group %s: %s", topic, group, type(exc).__name__)
+        await dead_letter(Topics.dead_letter(group), dead_letter_record(topic, value, exc, 0))
+        return
+    for attempt in range(1, policy.max_attempts + 1):
+        try:
+            await handler(envelope)
+            return
+        except Exception as exc:  # noqa: BLE001 - the handler's failure decides retry or dead letter
+            if attempt == policy.max_attempts:
+                log.error(
+                    "dead-lettering message from %s after %d attempts (group %s, stream %s, seq %d): %s",
+                    topic, attempt, group, envelope.stream, envelope.seq, type(exc).__name__,
+                )
+                await dead_letter(
+                    Topics.dead_letter(group), dead_letter_record(topic, value, exc, attempt)
+                )
+                return
+            log.warning(
+                "handler failed on %s (group %s, attempt %d): %s", topic, group, attempt, type(exc).__name__
+            )
+            await sleep(policy.delay(attempt))

@@ -1,0 +1,248 @@
+"""The delivery contract every bus transport must keep.
+
+The transports are the fixture's parameters; a new transport joins by adding one, and the
+same tests then run against it unchanged. Each test uses its own topic prefix and groups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import defaultdict
+
+import pytest
+
+from poise_common.bus import Bus, DeliveryPolicy, create_bus
+from poise_common.messages import Envelope, FramesEnd, Topics
+
+FAST = DeliveryPolicy(max_attempts=3, backoff_s=0.01, backoff_max_s=0.05)
+TOPIC = "contract.events"
+
+
+def bus_url(kind: str) -> str:
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    if kind == "memory":
+        return f"memory://?partitions=4&capacity=16&prefix={prefix}"
+    raise AssertionError(kind)
+
+
+@pytest.fixture(params=["memory"])
+def transport(request) -> str:
+    return request.param
+
+
+def envelope(interview: str, seq: int, answer: str = "a") -> Envelope:
+    return Envelope(
+        interview_id=interview, answer_id=answer, tenant="t", stream="frames", seq=seq,
+        payload=FramesEnd(count=seq),
+    )
+
+
+async def wait_for(predicate, timeout: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("timed out waiting for the bus")
+        await asyncio.sleep(0.01)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 120))
+
+
+async def started(kind: str) -> Bus:
+    bus = create_bus(bus_url(kind))
+    await bus.start()
+    return bus
+
+
+def test_per_key_order_across_partitions(transport):
+    async def scenario():
+        bus = await started(transport)
+        seen: dict[str, list[int]] = defaultdict(list)
+
+        async def handler(env: Envelope) -> None:
+            seen[env.interview_id].append(env.seq)
+
+        await bus.subscribe([TOPIC], f"g-{uuid.uuid4().hex[:6]}", handler, FAST)
+        keys = [f"interview-{k}" for k in range(12)]
+        for seq in range(20):
+            for key in keys:
+                await bus.publish(TOPIC, envelope(key, seq))
+        await wait_for(lambda: sum(map(len, seen.values())) == 240)
+        await bus.stop()
+        return seen
+
+    seen = run(scenario())
+    for key, seqs in seen.items():
+        assert seqs == list(range(20)), key
+
+
+def test_failed_handler_is_redelivered_not_committed(transport):
+    async def scenario():
+        bus = await started(transport)
+        attempts: list[int] = []
+        done: list[int] = []
+
+        async def flaky(env: Envelope) -> None:
+            attempts.append(env.seq)
+            if env.seq == 1 and attempts.count(1) < 2:
+                raise RuntimeError("transient")
+            done.append(env.seq)
+
+        await bus.subscribe([TOPIC], f"g-{uuid.uuid4().hex[:6]}", flaky, FAST)
+        for seq in range(3):
+            await bus.publish(TOPIC, envelope("k", seq))
+        await wait_for(lambda: len(done) == 3)
+        await bus.stop()
+        return attempts, done
+
+    attempts, done = run(scenario())
+    assert done == [0, 1, 2]
+    assert attempts == [0, 1, 1, 2]
+
+
+def test_bounded_retries_then_dead_letter_and_partition_keeps_flowing(transport):
+    async def scenario():
+        bus = await started(transport)
+        group = f"g-{uuid.uuid4().hex[:6]}"
+        calls: list[int] = []
+        done: list[int] = []
+        dead: list[dict] = []
+
+        async def handler(env: Envelope) -> None:
+            calls.append(env.seq)
+            if env.seq == 1:
+                raise ValueError("always fails")
+            done.append(env.seq)
+
+        await bus.subscribe([TOPIC], group, handler, FAST)
+        for seq in range(3):
+            await bus.publish(TOPIC, envelope("k", seq))
+        await wait_for(lambda: len(done) == 2)
+        dead.extend(await dead_letters(bus, group, 1))
+        await bus.stop()
+        return calls, done, dead
+
+    calls, done, dead = run(scenario())
+    assert calls.count(1) == FAST.max_attempts
+    assert done == [0, 2]
+    record = dead[0]
+    assert record["attempts"] == FAST.max_attempts
+    assert "always fails" in record["error"]
+    assert Envelope.model_validate_json(record["value"]).seq == 1
+
+
+def test_poison_record_goes_to_dead_letter(transport):
+    async def scenario():
+        bus = await started(transport)
+        group = f"g-{uuid.uuid4().hex[:6]}"
+        done: list[int] = []
+
+        async def handler(env: Envelope) -> None:
+            done.append(env.seq)
+
+        await bus.subscribe([TOPIC], group, handler, FAST)
+        await bus.publish_raw(TOPIC, "k", b"\x00not json")
+        await bus.publish_raw(TOPIC, "k", json.dumps({"interview_id": "k"}).encode())
+        await bus.publish(TOPIC, envelope("k", 7))
+        await wait_for(lambda: done == [7])
+        dead = await dead_letters(bus, group, 2)
+        await bus.stop()
+        return dead
+
+    dead = run(scenario())
+    assert all(record["attempts"] == 0 for record in dead)
+    assert "not json" in dead[0]["value"]
+
+
+def test_each_group_sees_everything_members_share_partitions(transport):
+    async def scenario():
+        bus = await started(transport)
+        shared = f"g-{uuid.uuid4().hex[:6]}"
+        other = f"g-{uuid.uuid4().hex[:6]}"
+        by_member: dict[str, list[tuple[str, int]]] = defaultdict(list)
+
+        def recorder(name: str):
+            async def handler(env: Envelope) -> None:
+                by_member[name].append((env.interview_id, env.seq))
+                await asyncio.sleep(0)
+            return handler
+
+        await bus.subscribe([TOPIC], shared, recorder("a"), FAST)
+        await bus.subscribe([TOPIC], shared, recorder("b"), FAST)
+        await bus.subscribe([TOPIC], other, recorder("c"), FAST)
+        sent = [(f"key-{k}", s) for k in range(16) for s in range(5)]
+        for key, seq in sent:
+            await bus.publish(TOPIC, envelope(key, seq))
+        await wait_for(lambda: len(by_member["a"]) + len(by_member["b"]) == len(sent))
+        await wait_for(lambda: len(by_member["c"]) == len(sent))
+        await bus.stop()
+        return sent, by_member
+
+    sent, by_member = run(scenario())
+    assert sorted(by_member["a"] + by_member["b"]) == sorted(sent)  # once per group
+    assert by_member["a"] and by_member["b"]  # both members got partitions
+    assert not {k for k, _ in by_member["a"]} & {k for k, _ in by_member["b"]}  # a key stays on one
+    assert sorted(by_member["c"]) == sorted(sent)
+
+
+def test_member_closed_mid_message_leaves_it_uncommitted(transport):
+    async def scenario():
+        bus = await started(transport)
+        group = f"g-{uuid.uuid4().hex[:6]}"
+        entered = asyncio.Event()
+        first_done: list[int] = []
+        second_done: list[int] = []
+
+        async def stuck(env: Envelope) -> None:
+            entered.set()
+            await asyncio.sleep(3600)
+            first_done.append(env.seq)
+
+        async def healthy(env: Envelope) -> None:
+            second_done.append(env.seq)
+
+        first = await bus.subscribe([TOPIC], group, stuck, FAST)
+        await bus.publish(TOPIC, envelope("k", 0))
+        await bus.publish(TOPIC, envelope("k", 1))
+        await asyncio.wait_for(entered.wait(), 30)
+        await first.close()  # dies in the middle of seq 0
+        await bus.subscribe([TOPIC], group, healthy, FAST)
+        await wait_for(lambda: len(second_done) == 2)
+        await bus.stop()
+        return first_done, second_done
+
+    first_done, second_done = run(scenario())
+    assert first_done == []
+    assert second_done == [0, 1]
+
+
+def test_slow_consumer_applies_back_pressure_without_loss(transport):
+    async def scenario():
+        bus = await started(transport)
+        done: list[int] = []
+
+        async def slow(env: Envelope) -> None:
+            await asyncio.sleep(0.001)
+            done.append(env.seq)
+
+        await bus.subscribe([TOPIC], f"g-{uuid.uuid4().hex[:6]}", slow, FAST)
+        for seq in range(200):  # far beyond the partition capacity of 16
+            await bus.publish(TOPIC, envelope("one-key", seq))
+        await wait_for(lambda: len(done) == 200)
+        await bus.stop()
+        return done
+
+    assert run(scenario()) == list(range(200))
+
+
+async def dead_letters(bus: Bus, group: str, expected: int) -> list[dict]:
+    """The group's dead-letter records, once ``expected`` of them have arrived."""
+    for _ in range(2000):
+        records = [json.loads(v) for v in await bus.read_all(Topics.dead_letter(group))]
+        if len(records) >= expected:
+            return records
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"expected {expected} dead-letter records")
