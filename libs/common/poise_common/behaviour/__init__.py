@@ -1,0 +1,1 @@
+"""Behaviour measures shared by the analysers: episodes and per-answer summaries."""

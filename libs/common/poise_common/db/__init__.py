@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy 2 models, engines by URL dialect, Alembic migrations."""

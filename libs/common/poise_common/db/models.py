@@ -1,0 +1,86 @@
+"""Tables. The same models run on SQLite (embedded) and PostgreSQL (distributed)."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Interview(Base):
+    __tablename__ = "interviews"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    # Features can reach fusion before the interview's announcement (they travel on other
+    # topics), so the row may exist before role, answer count and questions are known.
+    role: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    status: Mapped[str] = mapped_column(String(32), default="processing")  # processing|scored|failed
+    answer_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    questions: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    scored_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Answer(Base):
+    __tablename__ = "answers"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    interview_id: Mapped[str] = mapped_column(ForeignKey("interviews.id", ondelete="CASCADE"), index=True)
+    question_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    status: Mapped[str] = mapped_column(String(32), default="processing")
+    media: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # AnswerMediaDone payload
+
+
+class AnswerPart(Base):
+    """One analyser's whole-answer result (audio features, transcript, nlp features, vision end)."""
+
+    __tablename__ = "answer_parts"
+    __table_args__ = (UniqueConstraint("answer_id", "part"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    answer_id: Mapped[str] = mapped_column(ForeignKey("answers.id", ondelete="CASCADE"), index=True)
+    part: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict] = mapped_column(JSON)
+
+
+class VisionFrame(Base):
+    """What vision saw in one sampled frame; the unique key makes a replay a no-op."""
+
+    __tablename__ = "vision_frames"
+    __table_args__ = (UniqueConstraint("answer_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    answer_id: Mapped[str] = mapped_column(ForeignKey("answers.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    t_s: Mapped[float] = mapped_column(Float)
+    face_count: Mapped[int] = mapped_column(Integer)
+    face: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+class Scorecard(Base):
+    __tablename__ = "scorecards"
+
+    interview_id: Mapped[str] = mapped_column(
+        ForeignKey("interviews.id", ondelete="CASCADE"), primary_key=True
+    )
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    model_version: Mapped[str] = mapped_column(String(128))
+    document: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class Failure(Base):
+    """Why an interview could not be scored (no candidate data, only the reason)."""
+
+    __tablename__ = "failures"
+
+    interview_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)

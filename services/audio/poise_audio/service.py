@@ -1,0 +1,68 @@
+"""Audio: gather an answer's PCM chunks, then measure and transcribe the whole answer.
+
+Speech recognition needs whole utterances, so the answer is analysed once its end marker
+arrives. Chunks are kept by seq, so a replayed chunk replaces itself instead of doubling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import numpy as np
+
+from poise_audio.analysis import analyse_audio
+from poise_audio.asr import SpeechRecognizer, create_recognizer
+from poise_common.bus import Bus, Subscription
+from poise_common.messages import AudioChunk, AudioEnd, AudioFeatures, Envelope, Topics, Transcript
+from poise_common.settings import AudioSettings
+
+log = logging.getLogger(__name__)
+
+GROUP = "audio"
+SAMPLE_RATE = 16000
+
+
+class AudioService:
+    def __init__(self, bus: Bus, settings: AudioSettings) -> None:
+        self.bus = bus
+        self.settings = settings
+        self._chunks: dict[str, dict[int, bytes]] = {}
+        self._recognizer: SpeechRecognizer | None = None
+        self._subscription: Subscription | None = None
+
+    async def start(self) -> None:
+        self._recognizer = create_recognizer(self.settings)
+        self._subscription = await self.bus.subscribe([Topics.MEDIA_AUDIO], GROUP, self.handle)
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.close()
+        if self._recognizer is not None:
+            self._recognizer.close()
+
+    def _analyse(self, pcm: bytes, question: str) -> tuple[Transcript, AudioFeatures]:
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+        segments = self._recognizer.transcribe(samples, question=question)
+        signals = analyse_audio(samples, SAMPLE_RATE, segments, self.settings)
+        duration = samples.size / SAMPLE_RATE
+        transcript = Transcript(question=question, duration_s=duration, segments=segments)
+        return transcript, AudioFeatures(signals=signals)
+
+    async def handle(self, env: Envelope) -> None:
+        payload = env.payload
+        if isinstance(payload, AudioChunk):
+            if payload.sample_rate != SAMPLE_RATE:
+                raise ValueError(f"audio must be {SAMPLE_RATE} Hz, got {payload.sample_rate}")
+            self._chunks.setdefault(env.answer_id, {})[env.seq] = payload.pcm
+        elif isinstance(payload, AudioEnd):
+            chunks = self._chunks.pop(env.answer_id, {})
+            missing = [seq for seq in range(payload.count) if seq not in chunks]
+            pcm = b"".join(chunks[seq] for seq in sorted(chunks))
+            transcript, features = await asyncio.to_thread(self._analyse, pcm, payload.question)
+            if missing:
+                features.warnings.append(f"{len(missing)} audio chunks were missing")
+            await self.bus.publish(Topics.TRANSCRIPTS, env.follow("transcript", 0, transcript))
+            await self.bus.publish(Topics.FEATURES_AUDIO, env.follow("audio", 0, features))
+        else:
+            raise TypeError(f"audio does not consume {payload.kind}")

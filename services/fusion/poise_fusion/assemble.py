@@ -1,0 +1,107 @@
+"""Build an answer's result and an interview's scorecard from what the store holds."""
+
+from __future__ import annotations
+
+from poise_common.behaviour.vision_summary import summarise_vision
+from poise_common.signals import AudioSignals, FaceObservation, NlpSignals
+from poise_fusion.framework import Framework
+from poise_fusion.scoring import AnswerInputs, roll_up, score_answer
+
+# The scorecard's signal groups keep measurements only; lists move to their own keys.
+_LISTS = {"episodes", "segments", "quotes", "star_parts"}
+
+
+def _measurements(signals: dict) -> dict:
+    return {k: v for k, v in signals.items() if k not in _LISTS}
+
+
+def build_answer(bundle: dict, framework: Framework, min_words: int, policy: str = "default") -> dict:
+    media = bundle["media"]
+    parts = bundle["parts"]
+    question_id = bundle["question_id"]
+    question = next((q.get("text", "") for q in bundle["questions"] if q["question_id"] == question_id), "")
+    frames = [
+        (t_s, count, FaceObservation.model_validate(face) if face else None)
+        for t_s, count, face in bundle["frames"]
+    ]
+    vision = summarise_vision(frames, media["sample_fps"])
+    audio = AudioSignals.model_validate(parts["audio"]["signals"])
+    nlp = NlpSignals.model_validate(parts["nlp"]["signals"])
+    transcript = parts["transcript"]["segments"]
+
+    warnings: list[str] = []
+    label = f"answer {question_id}"
+    has_face = vision.face_presence > 0
+    if vision.frames_analysed == 0:
+        warnings.append(f"{label}: no video frames could be analysed; face signals are null")
+    elif not has_face:
+        warnings.append(f"{label}: no face was found; face signals are null")
+    if vision.multiple_faces_ratio > 0.05:
+        warnings.append(
+            f"{label}: more than one face in {vision.multiple_faces_ratio:.0%} of frames; "
+            "the main (tracked) face was measured"
+        )
+    missing = parts["vision_end"]["count"] - vision.frames_analysed
+    if missing > 0:
+        warnings.append(f"{label}: {missing} video frames could not be analysed")
+    has_speech = audio.speech_ratio > 0 and nlp.word_count >= min_words
+    if not has_speech:
+        warnings.append(
+            f"{label}: too little speech ({nlp.word_count} words); speech-based competencies "
+            "are marked insufficient evidence"
+        )
+    warnings += [f"{label}: {w}" for w in parts["audio"].get("warnings", [])]
+
+    episodes = [e.model_dump() for e in vision.episodes + audio.episodes]
+    episodes.sort(key=lambda e: (e["start_s"], e["behaviour"]))
+    inputs = AnswerInputs(
+        answer_id=bundle["answer_id"],
+        question_id=question_id,
+        duration_s=media["duration_s"],
+        signals={
+            "vision": _measurements(vision.model_dump()),
+            "audio": _measurements(audio.model_dump()),
+            "nlp": _measurements(nlp.model_dump()),
+        },
+        quotes=[q.model_dump() for q in nlp.quotes],
+        episodes=episodes,
+        has_speech=has_speech,
+        has_face=has_face,
+    )
+    return {
+        "answer_id": bundle["answer_id"],
+        "question_id": question_id,
+        "question": question,
+        "duration_s": round(media["duration_s"], 3),
+        "media": {k: media.get(k) for k in ("width", "height", "source_fps", "sample_fps", "frame_count", "audio_count")},
+        "transcript": transcript,
+        "signals": inputs.signals,
+        "star_parts": nlp.star_parts,
+        "speech_segments": [s.model_dump() for s in audio.segments],
+        "episodes": episodes,
+        "quotes": inputs.quotes,
+        "competencies": score_answer(framework, inputs, policy),
+        "warnings": warnings,
+    }
+
+
+def model_version(framework: Framework) -> str:
+    # Rule-based norms until a calibrated model is activated for the framework.
+    return f"{framework.name}@{framework.version}+norms"
+
+
+def build_scorecard(bundle: dict, framework: Framework, policy: str = "default") -> dict:
+    order = {q["question_id"]: i for i, q in enumerate(bundle["questions"])}
+    answers = sorted(bundle["answers"], key=lambda a: (order.get(a["question_id"], 1 << 30), a["answer_id"]))
+    return {
+        "interview_id": bundle["interview_id"],
+        "tenant": bundle["tenant"],
+        "role": bundle["role"],
+        "status": "scored",
+        "model_version": model_version(framework),
+        "framework": {"name": framework.name, "version": framework.version},
+        "policy": policy,
+        "competencies": roll_up(framework, [a["competencies"] for a in answers]),
+        "answers": answers,
+        "warnings": [w for a in answers for w in a["warnings"]],
+    }

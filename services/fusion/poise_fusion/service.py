@@ -1,0 +1,79 @@
+"""Fusion: join the streams per answer, score complete answers, then whole interviews."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from poise_common.bus import Bus, Subscription
+from poise_common.messages import Envelope, InterviewOpened, ScoreEvent, Topics
+from poise_common.settings import PoiseSettings
+from poise_fusion.assemble import build_answer, build_scorecard, model_version
+from poise_fusion.framework import Framework, get_framework
+from poise_fusion.store import FusionStore
+
+log = logging.getLogger(__name__)
+
+CONSUMES = (
+    Topics.MEDIA_CONTROL,
+    Topics.FEATURES_VISION,
+    Topics.FEATURES_AUDIO,
+    Topics.TRANSCRIPTS,
+    Topics.FEATURES_NLP,
+)
+GROUP = "fusion"
+
+
+class FusionService:
+    def __init__(self, bus: Bus, store: FusionStore, settings: PoiseSettings) -> None:
+        self.bus = bus
+        self.store = store
+        self.settings = settings
+        self._subscription: Subscription | None = None
+
+    def framework(self, role: str | None) -> Framework:
+        return get_framework(role or self.settings.fusion.default_role, self.settings.fusion.frameworks_dir)
+
+    async def start(self) -> None:
+        self._subscription = await self.bus.subscribe(CONSUMES, GROUP, self.handle)
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.close()
+
+    async def handle(self, env: Envelope) -> None:
+        applied, complete_answer = await asyncio.to_thread(self.store.apply, env)
+        if complete_answer:
+            await self._finish_answer(env, complete_answer)
+        elif applied and isinstance(env.payload, InterviewOpened):
+            # The announcement can arrive after every answer was scored (it travels on its own topic).
+            if await asyncio.to_thread(self.store.interview_ready, env.interview_id):
+                await self.finish_interview(env, env.interview_id)
+
+    async def _finish_answer(self, env: Envelope, answer_id: str) -> None:
+        bundle = await asyncio.to_thread(self.store.answer_bundle, answer_id)
+        role = (await asyncio.to_thread(self.store.interview_bundle, env.interview_id))["role"]
+        framework = self.framework(role)
+        document = build_answer(bundle, framework, self.settings.nlp.min_words_for_scoring)
+        interview_id, ready = await asyncio.to_thread(self.store.save_answer_result, answer_id, document)
+        await self.bus.publish(
+            Topics.SCORECARDS,
+            env.follow("score", 0, ScoreEvent(type="answer.scored", scorecard=document)),
+        )
+        if ready:
+            await self.finish_interview(env, interview_id)
+
+    async def finish_interview(self, env: Envelope, interview_id: str) -> None:
+        bundle = await asyncio.to_thread(self.store.interview_bundle, interview_id)
+        framework = self.framework(bundle["role"])
+        scorecard = build_scorecard(bundle, framework)
+        saved = await asyncio.to_thread(
+            self.store.save_scorecard, interview_id, bundle["tenant"], model_version(framework), scorecard
+        )
+        if saved:
+            log.info("interview scored (%d answers)", len(bundle["answers"]))
+        event = Envelope(
+            interview_id=interview_id, tenant=bundle["tenant"], stream="score", seq=0,
+            trace_id=env.trace_id, payload=ScoreEvent(type="interview.scored", scorecard=scorecard),
+        )
+        await self.bus.publish(Topics.SCORECARDS, event)

@@ -1,0 +1,216 @@
+"""Fusion's state in the database: every message it applies, once, in one transaction.
+
+Fusion keeps nothing in memory between messages, so any replica (or a restarted process)
+can finish any interview; the unique keys make a replayed message a no-op.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from poise_common.db.models import Answer, AnswerPart, Failure, Interview, Scorecard, VisionFrame
+from poise_common.messages import (
+    AnswerMediaDone,
+    AudioFeatures,
+    Envelope,
+    FrameFeatures,
+    InterviewOpened,
+    NlpFeatures,
+    Transcript,
+    VisionEnd,
+)
+
+# Parts an answer needs before it can be scored; "media" is the gateway's announcement.
+REQUIRED_PARTS = frozenset({"media", "vision_end", "audio", "transcript", "nlp"})
+_PART_OF = {
+    AudioFeatures: "audio",
+    Transcript: "transcript",
+    NlpFeatures: "nlp",
+    VisionEnd: "vision_end",
+}
+
+
+class FusionStore:
+    def __init__(self, sessions: sessionmaker) -> None:
+        self.sessions = sessions
+        # SQLite has one writer; a process-wide lock also makes the completion check atomic.
+        # On PostgreSQL the row lock taken in _lock_interview does that across replicas.
+        self._lock = threading.Lock()
+
+    # -- applying messages ---------------------------------------------------------------
+    def apply(self, env: Envelope) -> tuple[bool, str | None]:
+        """Store ``env``. Returns (applied, answer_id now complete or None)."""
+        with self._lock, self.sessions.begin() as session:
+            interview = self._lock_interview(session, env)
+            payload = env.payload
+            if isinstance(payload, InterviewOpened):
+                if interview.answer_count is not None:
+                    return False, None
+                interview.role = payload.role
+                interview.answer_count = len(payload.questions)
+                interview.questions = [q.model_dump() for q in payload.questions]
+                return True, None
+            answer = self._answer(session, env)
+            if answer.status != "processing":
+                return False, None  # already scored: a replay
+            if isinstance(payload, FrameFeatures):
+                exists = session.scalar(
+                    select(VisionFrame.id).where(VisionFrame.answer_id == answer.id, VisionFrame.seq == env.seq)
+                )
+                if exists:
+                    return False, None
+                session.add(
+                    VisionFrame(
+                        answer_id=answer.id, seq=env.seq, t_s=payload.t_s, face_count=payload.face_count,
+                        face=payload.face.model_dump(mode="json") if payload.face else None,
+                    )
+                )
+                return True, None
+            if isinstance(payload, AnswerMediaDone):
+                if answer.media is not None:
+                    return False, None
+                answer.media = payload.model_dump(mode="json")
+                answer.question_id = payload.question_id
+                part = "media"
+            else:
+                part = _PART_OF[type(payload)]
+                exists = session.scalar(
+                    select(AnswerPart.id).where(AnswerPart.answer_id == answer.id, AnswerPart.part == part)
+                )
+                if exists:
+                    return False, None
+                session.add(AnswerPart(answer_id=answer.id, part=part, data=payload.model_dump(mode="json")))
+            session.flush()
+            return True, answer.id if self._complete(session, answer) else None
+
+    def _lock_interview(self, session: Session, env: Envelope) -> Interview:
+        interview = session.scalar(
+            select(Interview).where(Interview.id == env.interview_id).with_for_update()
+        )
+        if interview is None:
+            interview = Interview(id=env.interview_id, tenant=env.tenant, status="processing")
+            session.add(interview)
+            session.flush()
+        return interview
+
+    def _answer(self, session: Session, env: Envelope) -> Answer:
+        answer = session.get(Answer, env.answer_id)
+        if answer is None:
+            answer = Answer(id=env.answer_id, interview_id=env.interview_id, status="processing")
+            session.add(answer)
+            session.flush()
+        return answer
+
+    def _complete(self, session: Session, answer: Answer) -> bool:
+        parts = set(session.scalars(select(AnswerPart.part).where(AnswerPart.answer_id == answer.id)))
+        if answer.media is not None:
+            parts.add("media")
+        return REQUIRED_PARTS <= parts
+
+    # -- reading what scoring needs ------------------------------------------------------
+    def answer_bundle(self, answer_id: str) -> dict:
+        with self.sessions() as session:
+            answer = session.get(Answer, answer_id)
+            parts = {
+                p.part: p.data
+                for p in session.scalars(select(AnswerPart).where(AnswerPart.answer_id == answer_id))
+            }
+            frames = [
+                (f.t_s, f.face_count, f.face)
+                for f in session.scalars(
+                    select(VisionFrame).where(VisionFrame.answer_id == answer_id).order_by(VisionFrame.seq)
+                )
+            ]
+            interview = session.get(Interview, answer.interview_id)
+            return {
+                "answer_id": answer_id,
+                "interview_id": answer.interview_id,
+                "question_id": answer.question_id,
+                "questions": interview.questions or [],
+                "media": answer.media,
+                "parts": parts,
+                "frames": frames,
+            }
+
+    def save_answer_result(self, answer_id: str, document: dict) -> tuple[str, bool]:
+        """Mark the answer scored. Returns (interview_id, every answer of it is now scored)."""
+        with self._lock, self.sessions.begin() as session:
+            answer = session.get(Answer, answer_id)
+            interview = session.scalar(
+                select(Interview).where(Interview.id == answer.interview_id).with_for_update()
+            )
+            if answer.status == "processing":
+                answer.status = "scored"
+                session.add(AnswerPart(answer_id=answer_id, part="result", data=document))
+            scored = session.scalar(
+                select(func.count()).select_from(Answer).where(
+                    Answer.interview_id == interview.id, Answer.status == "scored"
+                )
+            )
+            ready = (
+                interview.answer_count is not None
+                and scored == interview.answer_count
+                and interview.status == "processing"
+            )
+            return interview.id, ready
+
+    def interview_ready(self, interview_id: str) -> bool:
+        with self.sessions() as session:
+            interview = session.get(Interview, interview_id)
+            scored = session.scalar(
+                select(func.count()).select_from(Answer).where(
+                    Answer.interview_id == interview_id, Answer.status == "scored"
+                )
+            )
+            return (
+                interview is not None
+                and interview.status == "processing"
+                and interview.answer_count is not None
+                and scored == interview.answer_count
+            )
+
+    def interview_bundle(self, interview_id: str) -> dict:
+        with self.sessions() as session:
+            interview = session.get(Interview, interview_id)
+            answers = []
+            for answer in session.scalars(select(Answer).where(Answer.interview_id == interview_id)):
+                result = session.scalar(
+                    select(AnswerPart.data).where(AnswerPart.answer_id == answer.id, AnswerPart.part == "result")
+                )
+                answers.append(result)
+            return {
+                "interview_id": interview.id,
+                "tenant": interview.tenant,
+                "role": interview.role,
+                "questions": interview.questions or [],
+                "answers": answers,
+            }
+
+    def save_scorecard(self, interview_id: str, tenant: str, model_version: str, document: dict) -> bool:
+        """Store the scorecard once. Returns False when it was already there (a replay)."""
+        with self._lock, self.sessions.begin() as session:
+            interview = session.scalar(select(Interview).where(Interview.id == interview_id).with_for_update())
+            if interview.status == "scored" or session.get(Scorecard, interview_id) is not None:
+                return False
+            interview.status = "scored"
+            interview.scored_at = time.time()
+            session.add(
+                Scorecard(interview_id=interview_id, tenant=tenant, model_version=model_version, document=document)
+            )
+            return True
+
+    def scorecard(self, interview_id: str) -> dict | None:
+        with self.sessions() as session:
+            row = session.get(Scorecard, interview_id)
+            return None if row is None else row.document
+
+    def discard_interview(self, interview_id: str, tenant: str, reason: str, record: bool = True) -> None:
+        """Remove everything stored for an interview that cannot be scored; keep only why."""
+        with self._lock, self.sessions.begin() as session:
+            session.execute(delete(Interview).where(Interview.id == interview_id))
+            if record and session.get(Failure, interview_id) is None:
+                session.add(Failure(interview_id=interview_id, tenant=tenant, reason=reason))

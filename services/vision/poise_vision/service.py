@@ -1,0 +1,75 @@
+"""Vision: one FaceTracker per answer stream, one feature message per sampled frame."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import cv2
+import numpy as np
+
+from poise_common.bus import Bus, Subscription
+from poise_common.messages import Envelope, Frame, FrameFeatures, FramesEnd, Topics, VisionEnd
+from poise_common.settings import VisionSettings
+from poise_vision.face_tracker import FaceTracker
+
+log = logging.getLogger(__name__)
+
+GROUP = "vision"
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError("frame is not a decodable JPEG")
+    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+class VisionService:
+    def __init__(self, bus: Bus, settings: VisionSettings) -> None:
+        self.bus = bus
+        self.settings = settings
+        self._trackers: dict[str, FaceTracker] = {}
+        self._subscription: Subscription | None = None
+
+    async def start(self) -> None:
+        if not self.settings.face_model_path.is_file():
+            raise FileNotFoundError(
+                f"face model not found at {self.settings.face_model_path}; run `make setup` "
+                "or set POISE_VISION__FACE_MODEL_PATH"
+            )
+        self._subscription = await self.bus.subscribe([Topics.MEDIA_FRAMES], GROUP, self.handle)
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.close()
+        for tracker in self._trackers.values():
+            tracker.close()
+        self._trackers.clear()
+
+    def _tracker(self, answer_id: str) -> FaceTracker:
+        tracker = self._trackers.get(answer_id)
+        if tracker is None:
+            tracker = FaceTracker(self.settings.face_model_path, self.settings.max_faces)
+            self._trackers[answer_id] = tracker
+        return tracker
+
+    def _observe(self, answer_id: str, frame: Frame) -> FrameFeatures:
+        rgb = decode_jpeg(frame.jpeg)
+        count, face = self._tracker(answer_id).observe(rgb, frame.t_s)
+        return FrameFeatures(t_s=frame.t_s, face_count=count, face=face)
+
+    async def handle(self, env: Envelope) -> None:
+        payload = env.payload
+        if isinstance(payload, Frame):
+            features = await asyncio.to_thread(self._observe, env.answer_id, payload)
+            await self.bus.publish(Topics.FEATURES_VISION, env.follow("vision", env.seq, features))
+        elif isinstance(payload, FramesEnd):
+            tracker = self._trackers.pop(env.answer_id, None)
+            if tracker is not None:
+                tracker.close()
+            await self.bus.publish(
+                Topics.FEATURES_VISION, env.follow("vision", payload.count, VisionEnd(count=payload.count))
+            )
+        else:
+            raise TypeError(f"vision does not consume {payload.kind}")
