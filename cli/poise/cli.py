@@ -47,14 +47,21 @@ def score(
     from poise.questions import QuestionsError, load_questions
     from poise.render import render_scorecard
     from poise_fusion.framework import FrameworkError
+    from poise_fusion.framework import get_framework
     from poise_gateway.errors import MediaRejected
+    from poise_gateway.service import validate_uploads
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = PoiseSettings(**({"database_url": db} if db else {}))
     try:
         uploads = uploads_for(paths, load_questions(questions) if questions else None)
-    except (QuestionsError, ValueError) as exc:
+        # Refuse bad input before anything starts, so a refusal writes nothing anywhere.
+        get_framework(role or settings.fusion.default_role, settings.fusion.frameworks_dir)
+        validate_uploads(uploads, settings.gateway)
+    except MediaRejected as exc:
+        fail(_rejection(exc, uploads))
+    except (QuestionsError, FrameworkError, ValueError) as exc:
         fail(str(exc))
     err = Console(stderr=True)
 
@@ -72,10 +79,7 @@ def score(
     try:
         card = asyncio.run(run())
     except MediaRejected as exc:
-        index = exc.answer_index
-        fail(exc.message if index is None else f"{uploads[index].path.name}: {exc.message}")
-    except FrameworkError as exc:
-        fail(str(exc))
+        fail(_rejection(exc, uploads))
     except ScoringFailed as exc:
         fail(str(exc), code=1)
     if as_json:
@@ -83,6 +87,11 @@ def score(
         sys.stdout.write("\n")
     else:
         render_scorecard(card, Console())
+
+
+def _rejection(exc, uploads) -> str:
+    index = exc.answer_index
+    return exc.message if index is None else f"{uploads[index].path.name}: {exc.message}"
 
 
 @app.command()

@@ -119,16 +119,14 @@ class FasterWhisperRecognizer(SpeechRecognizer):
             return self._model
 
     def prompt(self, question: str = "") -> str | None:
-        """The initial prompt: the question as preceding context, then the disfluent style.
+        """The initial prompt: only the disfluent style, never the question.
 
-        Whisper reads the prompt as earlier speech, so the question helps it spell the
-        terms the answer is likely to reuse. faster-whisper keeps the prompt's last 223
-        tokens, so the style sentence is placed last and always survives.
+        Whisper reads the prompt as earlier speech and leans towards its words. Active
+        listening is scored on how much the answer echoes the question, so priming the
+        recogniser with the question would put the question's words into the candidate's
+        mouth. ``question`` is accepted for interface stability and deliberately unused.
         """
-        parts = [" ".join(question.split())] if question.strip() else []
-        if self._settings.asr_disfluent_prompt:
-            parts.append(DISFLUENT_PROMPT)
-        return " ".join(parts) or None
+        return DISFLUENT_PROMPT if self._settings.asr_disfluent_prompt else None
 
     def transcribe(self, samples: np.ndarray, *, question: str = "") -> list[TranscriptSegment]:
         audio = _as_mono_float32(samples)

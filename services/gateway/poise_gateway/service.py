@@ -82,6 +82,18 @@ async def _in_thread(items: Iterator, maxsize: int = 8):
         await worker
 
 
+def validate_uploads(uploads: list[AnswerUpload], limits: GatewaySettings) -> list[MediaInfo]:
+    """Probe every answer; raises ``MediaRejected`` (with ``answer_index``) for the first bad one."""
+    infos = []
+    for index, upload in enumerate(uploads):
+        try:
+            infos.append(probe(upload.path, limits))
+        except MediaRejected as exc:
+            exc.answer_index = index
+            raise
+    return infos
+
+
 class Gateway:
     """Publishes interviews onto the bus. Validation happens before the first message."""
 
@@ -90,15 +102,7 @@ class Gateway:
         self.settings = settings
 
     def validate(self, uploads: list[AnswerUpload]) -> list[MediaInfo]:
-        """Probe every answer; raises ``MediaRejected`` (with ``answer_index``) for the first bad one."""
-        infos = []
-        for index, upload in enumerate(uploads):
-            try:
-                infos.append(probe(upload.path, self.settings))
-            except MediaRejected as exc:
-                exc.answer_index = index
-                raise
-        return infos
+        return validate_uploads(uploads, self.settings)
 
     async def open_interview(self, interview_id: str, tenant: str, role: str, questions: list[Question]) -> None:
         await self.bus.publish(

@@ -24,7 +24,9 @@ _NON_WORD = re.compile(r"[^\w']+|_")
 _TERMINAL = re.compile(r"[.!?\u2026][\"'\u201d\u2019)\]]*$")
 # Abbreviations whose period does not end a sentence. "etc." is left out on purpose: in speech it
 # nearly always closes the sentence.
-_ABBREVIATIONS = frozenset({"mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "vs.", "e.g.", "i.e.", "approx.", "jr.", "sr."})
+_ABBREVIATIONS = frozenset(
+    {"mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "vs.", "e.g.", "i.e.", "approx.", "jr.", "sr."}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,10 +13,11 @@ Head pose, in degrees:
 - roll: 0 when the eyes are level; positive when the head tilts counter-clockwise in
   the image (the top of the head towards image left, the subject's right shoulder).
 
-Yaw and pitch are measured from the line between the face and the camera, not from the
-camera's optical axis, so a face at the edge of the frame that looks into the lens reads
-0/0. MediaPipe places the face with a virtual camera of fixed field of view, so that
-correction is approximate for faces far off centre.
+Angles are relative to the camera's optical axis. A face far off centre that looks into
+the lens therefore reads a few degrees of yaw or pitch. Correcting that with the face's
+position would need the real lens's field of view: MediaPipe places faces with a virtual
+63-degree camera, which turned a frontal face at the edge of a portrait-lens clip into a
+26-degree yaw, so no such correction is made.
 """
 
 from __future__ import annotations
@@ -113,15 +114,14 @@ def observe_face(
 def head_pose_deg(transform: np.ndarray) -> tuple[float, float, float]:
     """(yaw, pitch, roll) in degrees from the facial transformation matrix.
 
-    Conventions in the module docstring. The rotation is taken relative to the line of
-    sight and decomposed as R = Ry(yaw) Rx(-pitch) Rz(roll) in MediaPipe's camera frame
-    (x right, y up, z towards the viewer), so yaw stays meaningful when the head nods.
+    Conventions in the module docstring. The rotation is decomposed as
+    R = Ry(yaw) Rx(-pitch) Rz(roll) in MediaPipe's camera frame (x right, y up, z towards
+    the viewer), so yaw stays meaningful when the head nods.
     """
     matrix = np.asarray(transform, dtype=np.float64)
     if matrix.shape != (4, 4):
         raise ValueError(f"expected a 4x4 matrix, got shape {matrix.shape}")
     rotation = _nearest_rotation(matrix[:3, :3])
-    rotation = _line_of_sight(matrix[:3, 3]).T @ rotation
     yaw = math.atan2(rotation[0, 2], rotation[2, 2])
     pitch = math.asin(float(np.clip(rotation[1, 2], -1.0, 1.0)))
     roll = math.atan2(rotation[1, 0], rotation[1, 1])
@@ -224,22 +224,6 @@ def _nearest_rotation(matrix: np.ndarray) -> np.ndarray:
         u[:, -1] = -u[:, -1]
         rotation = u @ vt
     return rotation
-
-
-def _line_of_sight(translation: np.ndarray) -> np.ndarray:
-    """Rotation taking the camera's +z to the direction from the face to the camera."""
-    direction = -np.asarray(translation, dtype=np.float64)
-    norm = float(np.linalg.norm(direction))
-    if norm == 0.0 or direction[2] <= 0.0:
-        # No usable placement (face at or behind the camera): measure from the optical axis.
-        return np.eye(3)
-    dx, dy, dz = direction / norm
-    yaw = math.atan2(dx, dz)
-    tilt = -math.asin(max(-1.0, min(1.0, dy)))
-    cy, sy, ct, st = math.cos(yaw), math.sin(yaw), math.cos(tilt), math.sin(tilt)
-    rot_y = np.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])
-    rot_x = np.array([[1.0, 0.0, 0.0], [0.0, ct, -st], [0.0, st, ct]])
-    return rot_y @ rot_x
 
 
 def _clip_unit(value: float) -> float:

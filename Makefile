@@ -1,0 +1,43 @@
+# Poise: `make run` scores the bundled sample interview; `make test` runs every test.
+# Both set everything up first (idempotent: quick when nothing changed).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+UV_VERSION := 0.13.8
+VENV := .venv
+UV := $(VENV)/bin/uv
+SAMPLE := examples/sample_interview.mp4
+QUESTIONS := examples/questions.yaml
+
+.PHONY: setup run test bench sample clean help
+
+help:
+	@echo "make run    - set up, then score the sample interview in one process"
+	@echo "make test   - set up, then run every test"
+	@echo "make setup  - create .venv from uv.lock and fetch the models (SHA-256 checked)"
+	@echo "make bench  - run the benchmarks in bench/ (figures saved under bench/results/)"
+	@echo "make sample - rebuild $(SAMPLE) from ../shared/media"
+
+$(UV):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+		{ echo "Poise needs Python 3.11 (found: $$($(PYTHON) --version))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+setup: $(UV)
+	$(UV) sync --locked --quiet
+	$(VENV)/bin/python -m poise_common.model_files
+
+run: setup
+	$(VENV)/bin/poise score $(SAMPLE) --questions $(QUESTIONS)
+
+test: setup
+	$(VENV)/bin/python -m pytest
+
+bench: setup
+	$(VENV)/bin/python bench/embedded_throughput.py
+
+sample: setup
+	$(VENV)/bin/python scripts/build_sample.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
