@@ -58,6 +58,9 @@ class SpeechRecognizer(ABC):
     def close(self) -> None:
         """Release the model; the recognizer may be used again and then reloads it."""
 
+    def warm_up(self) -> None:
+        """Load the model now (at service start) rather than on the first answer."""
+
     def __enter__(self) -> SpeechRecognizer:
         return self
 
@@ -93,6 +96,9 @@ class FasterWhisperRecognizer(SpeechRecognizer):
         self._model: WhisperModel | None = None
         # One answer stream may be transcribed from worker threads; load only once.
         self._lock = threading.Lock()
+
+    def warm_up(self) -> None:
+        self._load()
 
     def _load(self) -> WhisperModel:
         with self._lock:

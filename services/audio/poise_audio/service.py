@@ -33,6 +33,8 @@ class AudioService:
 
     async def start(self) -> None:
         self._recognizer = create_recognizer(self.settings)
+        # A missing model fails here, at start, and the first answer pays no load time.
+        await asyncio.to_thread(self._recognizer.warm_up)
         self._subscription = await self.bus.subscribe([Topics.MEDIA_AUDIO], GROUP, self.handle)
 
     async def stop(self) -> None:

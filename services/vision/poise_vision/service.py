@@ -38,6 +38,9 @@ class VisionService:
                 f"face model not found at {self.settings.face_model_path}; run `make setup` "
                 "or set POISE_VISION__FACE_MODEL_PATH"
             )
+        # Build (and drop) one landmarker now: a bad model file fails at start, and
+        # MediaPipe's import and graph set-up are not paid on the first answer.
+        await asyncio.to_thread(lambda: FaceTracker(self.settings.face_model_path, self.settings.max_faces).close())
         self._subscription = await self.bus.subscribe([Topics.MEDIA_FRAMES], GROUP, self.handle)
 
     async def stop(self) -> None:

@@ -152,7 +152,7 @@ def test_tracker_accepts_padded_frames_and_repeated_timestamps(media_dir: Path):
     assert [count for count, _ in results] == [1, 1, 1, 1]
 
 
-def test_tracker_refuses_misuse(media_dir: Path, tmp_path: Path):
+def test_tracker_refuses_misuse(tmp_path: Path):
     with pytest.raises(FileNotFoundError):
         FaceTracker(tmp_path / "missing.task")
     tracker = FaceTracker(PoiseSettings().vision.face_model_path)
