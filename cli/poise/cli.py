@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from poise_common.native_stderr import filter_native_stderr
 from poise_common.settings import PoiseSettings
 
 app = typer.Typer(
@@ -51,6 +52,7 @@ def score(
     from poise_gateway.errors import MediaRejected
     from poise_gateway.service import validate_uploads
 
+    filter_native_stderr()
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = PoiseSettings(**({"database_url": db} if db else {}))

@@ -151,6 +151,15 @@ class MemoryBus(Bus):
             state.members.remove(member)
             self._rebalance(member.group)
 
+    def idle(self) -> bool:
+        """True when every group has committed every record of every topic it reads."""
+        return all(
+            group.committed.get((topic, index), 0) >= part.end
+            for group in self._groups.values()
+            for topic in group.topics
+            for index, part in enumerate(self._topics[topic])
+        )
+
     async def read_all(self, topic: str) -> list[bytes]:
         return [value for part in self._partitions(self.topic(topic)) for _, value in part.records]
 

@@ -1,0 +1,137 @@
+"""Probing, validation and decoding on real recordings and on files made here."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from poise_common.bus.memory import MemoryBus
+from poise_common.messages import (
+    AnswerMediaDone, AudioChunk, AudioEnd, Envelope, Frame, FramesEnd, InterviewOpened, Question, Topics,
+)
+from poise_common.settings import GatewaySettings
+from poise_gateway.decode import iter_audio, iter_frames, scaled_size
+from poise_gateway.errors import MediaRejected
+from poise_gateway.probe import probe
+from poise_gateway.service import AnswerUpload, Gateway, validate_uploads
+
+
+def test_probe_reads_the_facts_of_real_videos(media_dir):
+    info = probe(media_dir / "pexels_face_20s.mp4", GatewaySettings())
+    assert (info.width, info.height, info.video_codec, info.audio_codec) == (640, 360, "h264", "aac")
+    assert info.duration_s == pytest.approx(19.7, abs=0.1)
+    assert info.fps == pytest.approx(23.976, abs=0.01)
+    hevc = probe(media_dir / "face_noface.mov", GatewaySettings())
+    assert hevc.video_codec == "hevc" and hevc.width == 960
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [("jfk.flac", "no_video"), ("lecture_60s.wav", "no_video"), ("astronaut.png", "not_video")],
+)
+def test_probe_refuses_what_is_not_an_interview_video(media_dir, name, code):
+    with pytest.raises(MediaRejected) as info:
+        probe(media_dir / name, GatewaySettings())
+    assert info.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("limits", "code"),
+    [
+        (GatewaySettings(max_file_bytes=1000), "too_large"),
+        (GatewaySettings(max_duration_s=10), "too_long"),
+        (GatewaySettings(max_width=320), "too_big_frame"),
+        (GatewaySettings(max_fps=20), "too_fast"),
+    ],
+)
+def test_limits(media_dir, limits, code):
+    with pytest.raises(MediaRejected) as info:
+        probe(media_dir / "pexels_face_20s.mp4", limits)
+    assert info.value.code == code
+
+
+def test_corrupt_bytes(tmp_path, media_dir):
+    data = bytearray((media_dir / "single_face.mp4").read_bytes())
+    rng = np.random.default_rng(1)
+    for pos in rng.integers(0, len(data), 2000):
+        data[pos] = rng.integers(0, 256)
+    path = tmp_path / "corrupt.mp4"
+    path.write_bytes(bytes(data[:1000]) + os.urandom(5000))
+    with pytest.raises(MediaRejected):
+        probe(path, GatewaySettings())
+
+
+def test_frames_are_sampled_by_time_and_scaled(media_dir):
+    frames = list(iter_frames(media_dir / "face_noface.mov", 5.0, 480))
+    times = [t for t, _ in frames]
+    assert 30 <= len(frames) <= 34  # 6.4 s at 5 fps
+    assert all(b > a for a, b in zip(times, times[1:]))
+    assert max(np.diff(times)) < 0.3
+    assert all(rgb.shape == (270, 480, 3) and rgb.flags["C_CONTIGUOUS"] for _, rgb in frames)
+
+
+def test_padded_widths_come_back_contiguous(media_dir):
+    _, rgb = next(iter_frames(media_dir / "talking_head_3.mp4", 5.0, 1000))
+    assert rgb.shape == (590, 590, 3) and rgb.flags["C_CONTIGUOUS"]
+
+
+def test_scaled_size_keeps_aspect_and_even():
+    assert scaled_size(1920, 1080, 640) == (640, 360)
+    assert scaled_size(320, 240, 640) == (320, 240)
+    assert scaled_size(845, 845, 640) == (640, 640)
+
+
+def test_audio_is_16k_mono_chunks_covering_the_whole_track(media_dir):
+    chunks = list(iter_audio(media_dir / "pexels_face_20s.mp4", 1.0))
+    assert [t for t, _ in chunks[:3]] == [0.0, 1.0, 2.0]
+    total = sum(len(pcm) for _, pcm in chunks) / 2 / 16000
+    assert total == pytest.approx(19.7, abs=0.1)
+    assert all(len(pcm) == 32000 for _, pcm in chunks[:-1])
+
+
+def test_validate_names_the_bad_answer(media_dir, tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    uploads = [
+        AnswerUpload(Question(question_id="q1"), media_dir / "single_face.mp4"),
+        AnswerUpload(Question(question_id="q2"), empty),
+    ]
+    with pytest.raises(MediaRejected) as info:
+        validate_uploads(uploads, GatewaySettings())
+    assert info.value.answer_index == 1 and info.value.code == "empty"
+
+
+def test_gateway_publishes_frames_audio_and_counts(media_dir):
+    async def scenario():
+        bus = MemoryBus(partitions=2, capacity=10_000)
+        await bus.start()
+        gateway = Gateway(bus, GatewaySettings(sample_fps=5))
+        upload = AnswerUpload(Question(question_id="q1", text="Why?"), media_dir / "single_face.mp4")
+        [info] = gateway.validate([upload])
+        await gateway.open_interview("iv1", "t1", "generic", [upload.question])
+        await gateway.publish_answer("iv1", "t1", 0, upload, info)
+        out = {}
+        for topic in (Topics.MEDIA_FRAMES, Topics.MEDIA_AUDIO, Topics.MEDIA_CONTROL):
+            out[topic] = [Envelope.from_bytes(v) for v in await bus.read_all(topic)]
+        await bus.stop()
+        return out
+
+    out = asyncio.run(scenario())
+    frames = out[Topics.MEDIA_FRAMES]
+    assert all(isinstance(e.payload, Frame) for e in frames[:-1])
+    assert isinstance(frames[-1].payload, FramesEnd) and frames[-1].payload.count == len(frames) - 1
+    assert [e.seq for e in frames] == list(range(len(frames)))
+    assert 11 <= len(frames) - 1 <= 13  # 2.4 s at 5 fps
+    audio = out[Topics.MEDIA_AUDIO]
+    assert all(isinstance(e.payload, AudioChunk) for e in audio[:-1])
+    assert isinstance(audio[-1].payload, AudioEnd) and audio[-1].payload.question == "Why?"
+    control = out[Topics.MEDIA_CONTROL]
+    assert isinstance(control[0].payload, InterviewOpened)
+    done = control[1].payload
+    assert isinstance(done, AnswerMediaDone)
+    assert (done.frame_count, done.audio_count) == (len(frames) - 1, len(audio) - 1)
+    assert {e.answer_id for e in frames + audio} == {"iv1-a1"}
