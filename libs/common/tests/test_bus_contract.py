@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import pytest
 
-from poise_common.bus import Bus, DeliveryPolicy, create_bus
+from poise_common.bus import Bus, DeliveryPolicy, create_bus, current_delivery
 from poise_common.messages import Envelope, FramesEnd, Topics
 
 FAST = DeliveryPolicy(max_attempts=3, backoff_s=0.01, backoff_max_s=0.05)
@@ -246,3 +246,87 @@ async def dead_letters(bus: Bus, group: str, expected: int) -> list[dict]:
             return records
         await asyncio.sleep(0.01)
     raise AssertionError(f"expected {expected} dead-letter records")
+
+
+def test_held_record_keeps_its_answer_replayable_until_released(transport):
+    """A consumer that dies mid-answer replays the answer from its held first record."""
+
+    async def scenario():
+        bus = await started(transport)
+        group = f"g-{uuid.uuid4().hex[:6]}"
+        first: list[int] = []
+        holds = {}
+
+        async def holder(env: Envelope) -> None:
+            if env.seq == 0:
+                holds[env.answer_id] = current_delivery().hold()
+            first.append(env.seq)
+            if env.seq == 4:  # the answer's last record: its result is out, release
+                holds.pop(env.answer_id).release()
+
+        member = await bus.subscribe([TOPIC], group, holder, FAST)
+        for seq in range(3):
+            await bus.publish(TOPIC, envelope("k", seq))
+        await wait_for(lambda: first == [0, 1, 2])
+        await member.close()  # dies holding seq 0, with 1 and 2 handled
+
+        second: list[int] = []
+
+        async def releaser(env: Envelope) -> None:
+            if env.seq == 0:
+                holds[env.answer_id] = current_delivery().hold()
+            second.append(env.seq)
+            if env.seq == 4:
+                holds.pop(env.answer_id).release()
+
+        member = await bus.subscribe([TOPIC], group, releaser, FAST)
+        for seq in range(3, 5):
+            await bus.publish(TOPIC, envelope("k", seq))
+        await wait_for(lambda: second == [0, 1, 2, 3, 4])
+        await member.close()
+
+        third: list[int] = []
+
+        async def plain(env: Envelope) -> None:
+            third.append(env.seq)
+
+        await bus.subscribe([TOPIC], group, plain, FAST)
+        await bus.publish(TOPIC, envelope("k", 5))
+        await wait_for(lambda: third == [5])  # released: nothing before 5 comes back
+        await asyncio.sleep(0.3)
+        await bus.stop()
+        return third
+
+    assert run(scenario()) == [5]
+
+
+def test_draining_close_finishes_and_commits_the_message_in_flight(transport):
+    async def scenario():
+        bus = await started(transport)
+        group = f"g-{uuid.uuid4().hex[:6]}"
+        entered = asyncio.Event()
+        finished: list[int] = []
+
+        async def slow(env: Envelope) -> None:
+            entered.set()
+            await asyncio.sleep(0.5)
+            finished.append(env.seq)
+
+        member = await bus.subscribe([TOPIC], group, slow, FAST)
+        await bus.publish(TOPIC, envelope("k", 0))
+        await asyncio.wait_for(entered.wait(), 30)
+        await member.close(drain=True)
+        assert finished == [0]
+
+        again: list[int] = []
+
+        async def record(env: Envelope) -> None:
+            again.append(env.seq)
+
+        await bus.subscribe([TOPIC], group, record, FAST)
+        await bus.publish(TOPIC, envelope("k", 1))
+        await wait_for(lambda: again == [1])
+        await bus.stop()
+        return again
+
+    assert run(scenario()) == [1]

@@ -1,7 +1,9 @@
 """Audio: gather an answer's PCM chunks, then measure and transcribe the whole answer.
 
 Speech recognition needs whole utterances, so the answer is analysed once its end marker
-arrives. Chunks are kept by seq, so a replayed chunk replaces itself instead of doubling.
+arrives. Chunks are kept by seq, so a replayed chunk replaces itself instead of doubling,
+and an open answer holds its first chunk on the bus: a worker that dies mid-answer leaves
+the whole answer to be replayed to the next one.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 
 from poise_audio.analysis import analyse_audio
 from poise_audio.asr import SpeechRecognizer, create_recognizer
-from poise_common.bus import Bus, Subscription
+from poise_common.bus import Bus, Hold, Subscription, current_delivery
 from poise_common.messages import AudioChunk, AudioEnd, AudioFeatures, Envelope, Topics, Transcript
 from poise_common.settings import AudioSettings
 
@@ -28,6 +30,7 @@ class AudioService:
         self.bus = bus
         self.settings = settings
         self._chunks: dict[str, dict[int, bytes]] = {}
+        self._holds: dict[str, Hold] = {}
         self._recognizer: SpeechRecognizer | None = None
         self._subscription: Subscription | None = None
 
@@ -39,7 +42,7 @@ class AudioService:
 
     async def stop(self) -> None:
         if self._subscription is not None:
-            await self._subscription.close()
+            await self._subscription.close(drain=True)
         if self._recognizer is not None:
             self._recognizer.close()
 
@@ -56,6 +59,8 @@ class AudioService:
         if isinstance(payload, AudioChunk):
             if payload.sample_rate != SAMPLE_RATE:
                 raise ValueError(f"audio must be {SAMPLE_RATE} Hz, got {payload.sample_rate}")
+            if env.answer_id not in self._holds:
+                self._holds[env.answer_id] = current_delivery().hold()
             self._chunks.setdefault(env.answer_id, {})[env.seq] = payload.pcm
         elif isinstance(payload, AudioEnd):
             chunks = self._chunks.pop(env.answer_id, {})
@@ -66,5 +71,8 @@ class AudioService:
                 features.warnings.append(f"{len(missing)} audio chunks were missing")
             await self.bus.publish(Topics.TRANSCRIPTS, env.follow("transcript", 0, transcript))
             await self.bus.publish(Topics.FEATURES_AUDIO, env.follow("audio", 0, features))
+            hold = self._holds.pop(env.answer_id, None)
+            if hold is not None:
+                hold.release()
         else:
             raise TypeError(f"audio does not consume {payload.kind}")

@@ -39,7 +39,7 @@ class FusionService:
 
     async def stop(self) -> None:
         if self._subscription is not None:
-            await self._subscription.close()
+            await self._subscription.close(drain=True)
 
     async def handle(self, env: Envelope) -> None:
         applied, complete_answer = await asyncio.to_thread(self.store.apply, env)

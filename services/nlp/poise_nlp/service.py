@@ -26,7 +26,7 @@ class NlpService:
 
     async def stop(self) -> None:
         if self._subscription is not None:
-            await self._subscription.close()
+            await self._subscription.close(drain=True)
 
     async def handle(self, env: Envelope) -> None:
         payload = env.payload

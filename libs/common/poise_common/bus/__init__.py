@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlparse
 
-from poise_common.bus.base import Bus, DeliveryPolicy, Handler, Subscription
+from poise_common.bus.base import Bus, DeliveryPolicy, Handler, Hold, Subscription, current_delivery
+from poise_common.metrics import BusMetrics
 
-__all__ = ["Bus", "DeliveryPolicy", "Handler", "Subscription", "create_bus"]
+__all__ = ["Bus", "DeliveryPolicy", "Handler", "Hold", "Subscription", "create_bus", "current_delivery"]
 
 
-def create_bus(url: str) -> Bus:
-    """``memory://?partitions=4&capacity=256`` or ``kafka://host:port[,host:port]``."""
+def create_bus(url: str, metrics: BusMetrics | None = None) -> Bus:
+    """``memory://?partitions=4&capacity=256`` or ``kafka://host:port[,host:port]?partitions=4``.
+
+    Options: ``prefix`` (topic name prefix), ``partitions`` (per topic), and for memory
+    ``capacity`` (records a partition holds beyond its slowest group before publishers wait).
+    """
     parsed = urlparse(url)
     options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
     prefix = options.get("prefix", "")
@@ -21,6 +26,7 @@ def create_bus(url: str) -> Bus:
             partitions=int(options.get("partitions", 4)),
             capacity=int(options.get("capacity", 256)),
             prefix=prefix,
+            metrics=metrics,
         )
     if parsed.scheme == "kafka":
         raise NotImplementedError("the Kafka transport is not available in this build")

@@ -6,7 +6,11 @@ Rules (the contract suite in libs/common/tests checks them against every transpo
 - delivery is at-least-once: the offset is committed only after the handler returns;
 - a handler that keeps failing is retried a bounded number of times, then the message goes
   to the group's dead-letter topic with the error, and the partition keeps flowing;
-- a message that cannot be decoded is poison: it goes straight to the dead-letter topic.
+- a message that cannot be decoded is poison: it goes straight to the dead-letter topic;
+- a handler may *hold* its record: the group's committed offset then stays at or before it
+  until the hold is released, so a consumer that dies mid-answer replays the whole answer.
+  Stateful stages (speech recognition needs the whole answer, face tracking needs the frames
+  in order) hold an answer's first record and release it once the answer's result is out.
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ from __future__ import annotations
 import abc
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 from poise_common.messages import Envelope, Topics
+from poise_common.metrics import BusMetrics, NullMetrics
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +43,72 @@ class DeliveryPolicy:
         return min(self.backoff_max_s, self.backoff_s * (2 ** (attempt - 1)))
 
 
+class Hold:
+    """Keeps a partition's committed offset at or before one record until released."""
+
+    def __init__(self, cursor: "PartitionCursor", offset: int) -> None:
+        self._cursor = cursor
+        self.offset = offset
+
+    def release(self) -> None:
+        self._cursor.held.discard(self.offset)
+
+
+@dataclass
+class PartitionCursor:
+    """Where a member stands in one partition: its next record and what it holds."""
+
+    position: int
+    held: set[int] = field(default_factory=set)
+
+    def commit_point(self) -> int:
+        return min(self.held, default=self.position)
+
+
+@dataclass
+class Delivery:
+    """The record a handler is working on, for handlers that need to hold it."""
+
+    topic: str
+    partition: int
+    offset: int
+    cursor: PartitionCursor
+
+    def hold(self) -> Hold:
+        self.cursor.held.add(self.offset)
+        return Hold(self.cursor, self.offset)
+
+
+_delivery: ContextVar[Delivery | None] = ContextVar("poise_bus_delivery", default=None)
+
+
+def current_delivery() -> Delivery:
+    """The record being handled by the calling handler."""
+    delivery = _delivery.get()
+    if delivery is None:
+        raise RuntimeError("current_delivery() is only available inside a bus handler")
+    return delivery
+
+
 class Subscription(abc.ABC):
     """One member of a consumer group."""
 
     @abc.abstractmethod
-    async def close(self) -> None:
-        """Stop consuming. An in-flight message is not committed, so another member gets it."""
+    async def close(self, drain: bool = False) -> None:
+        """Stop consuming.
+
+        ``drain=False`` (a crash, in effect): an in-flight message is not committed, so
+        another member gets it. ``drain=True`` (SIGTERM): the in-flight message is finished
+        and committed first; nothing new is started.
+        """
 
 
 class Bus(abc.ABC):
     """Publish envelopes keyed by interview id; consume them in groups."""
 
-    def __init__(self, prefix: str = "") -> None:
+    def __init__(self, prefix: str = "", metrics: BusMetrics | None = None) -> None:
         self.prefix = prefix
+        self.metrics = metrics or NullMetrics()
 
     def topic(self, name: str) -> str:
         return f"{self.prefix}{name}"
@@ -106,6 +166,8 @@ async def handle_with_retries(
     policy: DeliveryPolicy,
     dead_letter: Callable[[str, bytes], Awaitable[None]],
     sleep: Callable[[float], Awaitable[None]],
+    delivery: Delivery,
+    metrics: BusMetrics | NullMetrics,
 ) -> None:
     """Decode and handle one record; after bounded retries, hand it to the dead-letter topic.
 
@@ -116,23 +178,34 @@ async def handle_with_retries(
         envelope = Envelope.from_bytes(value)
     except Exception as exc:  # noqa: BLE001 - any decode failure makes the record poison
         log.warning("poison message on %s for group %s: %s", topic, group, type(exc).__name__)
+        metrics.consumed.labels(topic=topic, outcome="poison").inc()
         await dead_letter(Topics.dead_letter(group), dead_letter_record(topic, value, exc, 0))
         return
-    for attempt in range(1, policy.max_attempts + 1):
-        try:
-            await handler(envelope)
-            return
-        except Exception as exc:  # noqa: BLE001 - the handler's failure decides retry or dead letter
-            if attempt == policy.max_attempts:
-                log.error(
-                    "dead-lettering message from %s after %d attempts (group %s, stream %s, seq %d): %s",
-                    topic, attempt, group, envelope.stream, envelope.seq, type(exc).__name__,
-                )
-                await dead_letter(
-                    Topics.dead_letter(group), dead_letter_record(topic, value, exc, attempt)
-                )
+    token = _delivery.set(delivery)
+    try:
+        for attempt in range(1, policy.max_attempts + 1):
+            started = time.perf_counter()
+            try:
+                await handler(envelope)
+                metrics.handler_seconds.labels(topic=topic).observe(time.perf_counter() - started)
+                metrics.consumed.labels(topic=topic, outcome="ok").inc()
                 return
-            log.warning(
-                "handler failed on %s (group %s, attempt %d): %s", topic, group, attempt, type(exc).__name__
-            )
-            await sleep(policy.delay(attempt))
+            except Exception as exc:  # noqa: BLE001 - the handler's failure decides retry or dead letter
+                if attempt == policy.max_attempts:
+                    metrics.consumed.labels(topic=topic, outcome="dead_letter").inc()
+                    log.error(
+                        "dead-lettering message from %s after %d attempts (group %s, stream %s, seq %d): %s",
+                        topic, attempt, group, envelope.stream, envelope.seq, type(exc).__name__,
+                    )
+                    await dead_letter(
+                        Topics.dead_letter(group), dead_letter_record(topic, value, exc, attempt)
+                    )
+                    return
+                metrics.consumed.labels(topic=topic, outcome="retried").inc()
+                log.warning(
+                    "handler failed on %s (group %s, attempt %d): %s", topic, group, attempt, type(exc).__name__
+                )
+                await sleep(policy.delay(attempt))
+    finally:
+        _delivery.reset(token)
+

@@ -14,8 +14,17 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from poise_common.bus.base import Bus, DeliveryPolicy, Handler, Subscription, handle_with_retries
+from poise_common.bus.base import (
+    Bus,
+    Delivery,
+    DeliveryPolicy,
+    Handler,
+    PartitionCursor,
+    Subscription,
+    handle_with_retries,
+)
 from poise_common.messages import Envelope
+from poise_common.metrics import BusMetrics
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +50,8 @@ class _Partition:
 @dataclass
 class _Group:
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
+    # Where the group's members have read to; ahead of committed while records are held.
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
     members: list["_MemorySubscription"] = field(default_factory=list)
     topics: set[str] = field(default_factory=set)
 
@@ -48,8 +59,10 @@ class _Group:
 class MemoryBus(Bus):
     """An in-process bus with per-key order, consumer groups and at-least-once delivery."""
 
-    def __init__(self, partitions: int = 4, capacity: int = 256, prefix: str = "") -> None:
-        super().__init__(prefix)
+    def __init__(
+        self, partitions: int = 4, capacity: int = 256, prefix: str = "", metrics: BusMetrics | None = None
+    ) -> None:
+        super().__init__(prefix, metrics)
         self.partitions = partitions
         self.capacity = capacity  # records a partition may hold beyond its slowest group
         self._topics: dict[str, list[_Partition]] = {}
@@ -80,9 +93,11 @@ class MemoryBus(Bus):
             self._topics[topic] = [_Partition() for _ in range(self.partitions)]
         return self._topics[topic]
 
-    def _slowest(self, topic: str, index: int) -> int | None:
+    def _slowest(self, topic: str, index: int, read: bool = False) -> int | None:
+        """The lowest committed offset (what must be retained), or with ``read`` the lowest
+        read position (what back-pressure waits on: a held answer must not block its own tail)."""
         offsets = [
-            group.committed.get((topic, index), 0)
+            (group.positions if read else group.committed).get((topic, index), 0)
             for group in self._groups.values()
             if topic in group.topics
         ]
@@ -97,12 +112,13 @@ class MemoryBus(Bus):
         part = self._partitions(name)[index]
         async with self.changed:
             while True:
-                slowest = self._slowest(name, index)
+                slowest = self._slowest(name, index, read=True)
                 if slowest is None or part.end - slowest < self.capacity:
                     break
                 await self.changed.wait()
             part.records.append((key, value))
             self.changed.notify_all()
+        self.metrics.published.labels(topic=topic).inc()
 
     # -- consuming -----------------------------------------------------------------------
     async def subscribe(
@@ -133,8 +149,9 @@ class MemoryBus(Bus):
         for member, assigned in zip(state.members, assignments):
             member.assign(assigned)
 
-    def _commit(self, group: str, topic: str, index: int, offset: int) -> None:
+    def _commit(self, group: str, topic: str, index: int, offset: int, position: int) -> None:
         self._groups[group].committed[(topic, index)] = offset
+        self._groups[group].positions[(topic, index)] = position
         self._release(topic, index)
         self.changed.notify_all()
 
@@ -180,6 +197,9 @@ class _MemorySubscription(Subscription):
         self.policy = policy
         self._tasks: dict[tuple[str, int], asyncio.Task] = {}
         self._closed = False
+        self._busy = 0
+        self._draining = False
+        self._drained = asyncio.Event()
 
     def assign(self, slots: list[tuple[str, int]]) -> None:
         wanted = set(slots)
@@ -200,29 +220,48 @@ class _MemorySubscription(Subscription):
 
     async def _consume(self, topic: str, index: int) -> None:
         state = self.bus._groups[self.group]
+        # A member starts where its group committed: after a crash or a rebalance that is
+        # the oldest record anyone still held, so a held answer is replayed whole.
+        cursor = PartitionCursor(position=state.committed.get((topic, index), 0))
+        short = topic[len(self.bus.prefix):]
         while True:
-            offset = state.committed.get((topic, index), 0)
+            offset = cursor.position
             key, value = await self._next(topic, index, offset)
+            self._busy += 1
+            try:
+                async def dead_letter(dlq: str, record: bytes, key: str = key) -> None:
+                    await self.bus.publish_raw(dlq, key, record)
 
-            async def dead_letter(dlq: str, record: bytes, key: str = key) -> None:
-                await self.bus.publish_raw(dlq, key, record)
+                await handle_with_retries(
+                    self.handler,
+                    value,
+                    topic=short,
+                    group=self.group,
+                    policy=self.policy,
+                    dead_letter=dead_letter,
+                    sleep=asyncio.sleep,
+                    delivery=Delivery(topic=short, partition=index, offset=offset, cursor=cursor),
+                    metrics=self.bus.metrics,
+                )
+                cursor.position = offset + 1
+                async with self.bus.changed:
+                    self.bus._commit(self.group, topic, index, cursor.commit_point(), cursor.position)
+                    end = self.bus._topics[topic][index].end
+                self.bus.metrics.lag.labels(topic=short).set(end - cursor.position)
+            finally:
+                self._busy -= 1
+                if self._draining and self._busy == 0:
+                    self._drained.set()
+            if self._draining:
+                return
 
-            await handle_with_retries(
-                self.handler,
-                value,
-                topic=topic,
-                group=self.group,
-                policy=self.policy,
-                dead_letter=dead_letter,
-                sleep=asyncio.sleep,
-            )
-            async with self.bus.changed:
-                self.bus._commit(self.group, topic, index, offset + 1)
-
-    async def close(self) -> None:
+    async def close(self, drain: bool = False) -> None:
         if self._closed:
             return
         self._closed = True
+        if drain and self._busy:
+            self._draining = True  # each partition task stops after its current record
+            await self._drained.wait()
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
