@@ -22,6 +22,7 @@ def default_models_dir() -> Path:
 class GatewaySettings(BaseModel):
     """Probing, validation and splitting of uploaded answers."""
 
+    port: int = Field(8080, description="HTTP port of the gateway process (upload API, health, metrics).")
     max_file_bytes: int = Field(2 * 1024**3, description="Largest accepted upload, in bytes.")
     max_duration_s: float = Field(20 * 60.0, description="Longest accepted answer, in seconds.")
     max_width: int = Field(4096, description="Widest accepted video frame, in pixels.")
@@ -36,6 +37,7 @@ class GatewaySettings(BaseModel):
 class VisionSettings(BaseModel):
     """Face landmarks, blendshapes and head pose per sampled frame."""
 
+    port: int = Field(8081, description="HTTP port of the vision process (health, metrics).")
     face_model_path: Path = Field(
         default_factory=lambda: default_models_dir() / "face_landmarker.task",
         description="MediaPipe FaceLandmarker bundle (face_landmarker.task).",
@@ -47,6 +49,7 @@ class VisionSettings(BaseModel):
 class AudioSettings(BaseModel):
     """Voice activity, prosody and speech recognition."""
 
+    port: int = Field(8082, description="HTTP port of the audio process (health, metrics).")
     asr_model_path: str | None = Field(
         None, description="CTranslate2 Whisper model folder; unset means the bundled tiny.en."
     )
@@ -62,12 +65,14 @@ class AudioSettings(BaseModel):
 class NlpSettings(BaseModel):
     """Content features of transcripts."""
 
+    port: int = Field(8083, description="HTTP port of the NLP process (health, metrics).")
     min_words_for_scoring: int = Field(8, description="Fewer words than this is insufficient evidence.")
 
 
 class FusionSettings(BaseModel):
     """Joining the streams, scoring and storing scorecards."""
 
+    port: int = Field(8084, description="HTTP port of the fusion process (scorecards, health, metrics).")
     frameworks_dir: Path | None = Field(
         None, description="Folder of competency framework YAML files; unset means the bundled ones."
     )
@@ -86,6 +91,7 @@ class PoiseSettings(BaseSettings):
     database_url: str | None = Field(None, description="SQLAlchemy URL; unset means SQLite under home.")
     tenant: str = Field("local", description="Tenant that CLI runs act for.")
     log_level: str = Field("INFO", description="Python logging level.")
+    http_host: str = Field("127.0.0.1", description="Address the service processes' HTTP servers bind to.")
     master_key: SecretStr | None = Field(None, description="Master key for media encryption.")
 
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
@@ -97,6 +103,11 @@ class PoiseSettings(BaseSettings):
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser()
+
+    @property
+    def media_dir(self) -> Path:
+        """Uploaded answers waiting to be published (distributed gateway)."""
+        return self.home_dir / "media"
 
     @property
     def resolved_database_url(self) -> str:

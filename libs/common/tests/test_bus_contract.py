@@ -14,7 +14,8 @@ from collections import defaultdict
 import pytest
 
 from poise_common.bus import Bus, DeliveryPolicy, create_bus, current_delivery
-from poise_common.messages import Envelope, FramesEnd, Topics
+from poise_common.bus.errors import MessageTooLarge
+from poise_common.messages import Envelope, Frame, FramesEnd, Topics
 
 FAST = DeliveryPolicy(max_attempts=3, backoff_s=0.01, backoff_max_s=0.05)
 TOPIC = "contract.events"
@@ -330,3 +331,17 @@ def test_draining_close_finishes_and_commits_the_message_in_flight(transport):
         return again
 
     assert run(scenario()) == [1]
+
+
+def test_oversize_message_is_refused_with_a_clear_error(transport):
+    async def scenario():
+        bus = await started(transport)
+        big = Envelope(
+            interview_id="k", answer_id="a", tenant="t", stream="frames", seq=0,
+            payload=Frame(t_s=0.0, width=1, height=1, jpeg=b"\xff" * 2_000_000),
+        )
+        with pytest.raises(MessageTooLarge, match="over the 1000000-byte limit"):
+            await bus.publish(TOPIC, big)
+        await bus.stop()
+
+    run(scenario())

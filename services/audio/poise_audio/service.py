@@ -59,7 +59,8 @@ class AudioService:
         if isinstance(payload, AudioChunk):
             if payload.sample_rate != SAMPLE_RATE:
                 raise ValueError(f"audio must be {SAMPLE_RATE} Hz, got {payload.sample_rate}")
-            if env.answer_id not in self._holds:
+            if env.seq == 0 or env.answer_id not in self._holds:
+                # seq 0 starts an answer, or its replay: hold it on the cursor that now owns it.
                 self._holds[env.answer_id] = current_delivery().hold()
             self._chunks.setdefault(env.answer_id, {})[env.seq] = payload.pcm
         elif isinstance(payload, AudioEnd):

@@ -203,6 +203,15 @@ class FusionStore:
             )
             return True
 
+    def interview_status(self, interview_id: str) -> tuple[str, str] | None:
+        """(tenant, status) of an interview: processing, scored, or failed; None if unknown."""
+        with self.sessions() as session:
+            interview = session.get(Interview, interview_id)
+            if interview is not None:
+                return interview.tenant, interview.status
+            failure = session.get(Failure, interview_id)
+            return None if failure is None else (failure.tenant, "failed")
+
     def scorecard(self, interview_id: str) -> dict | None:
         with self.sessions() as session:
             row = session.get(Scorecard, interview_id)

@@ -29,5 +29,16 @@ def create_bus(url: str, metrics: BusMetrics | None = None) -> Bus:
             metrics=metrics,
         )
     if parsed.scheme == "kafka":
-        raise NotImplementedError("the Kafka transport is not available in this build")
+        from poise_common.bus.kafka import KafkaBus
+
+        if not parsed.netloc:
+            raise ValueError("a kafka:// bus URL needs host:port, e.g. kafka://127.0.0.1:9092")
+        return KafkaBus(
+            parsed.netloc,
+            prefix=prefix,
+            partitions=int(options.get("partitions", 4)),
+            replication=int(options.get("replication", 1)),
+            compression=options.get("compression", "gzip") or None,
+            metrics=metrics,
+        )
     raise ValueError(f"unknown bus URL scheme {parsed.scheme!r}: use memory:// or kafka://")

@@ -23,6 +23,7 @@ from poise_common.bus.base import (
     Subscription,
     handle_with_retries,
 )
+from poise_common.bus.errors import MessageTooLarge
 from poise_common.messages import Envelope
 from poise_common.metrics import BusMetrics
 
@@ -60,11 +61,17 @@ class MemoryBus(Bus):
     """An in-process bus with per-key order, consumer groups and at-least-once delivery."""
 
     def __init__(
-        self, partitions: int = 4, capacity: int = 256, prefix: str = "", metrics: BusMetrics | None = None
+        self,
+        partitions: int = 4,
+        capacity: int = 256,
+        prefix: str = "",
+        metrics: BusMetrics | None = None,
+        max_message_bytes: int = 1_000_000,
     ) -> None:
         super().__init__(prefix, metrics)
         self.partitions = partitions
         self.capacity = capacity  # records a partition may hold beyond its slowest group
+        self.max_message_bytes = max_message_bytes  # the same limit as Kafka's, so embedded runs catch it too
         self._topics: dict[str, list[_Partition]] = {}
         self._groups: dict[str, _Group] = {}
         self._changed: asyncio.Condition | None = None
@@ -107,6 +114,8 @@ class MemoryBus(Bus):
         await self.publish_raw(topic, envelope.interview_id, envelope.to_bytes())
 
     async def publish_raw(self, topic: str, key: str, value: bytes) -> None:
+        if len(value) > self.max_message_bytes:
+            raise MessageTooLarge(topic, len(value), self.max_message_bytes)
         name = self.topic(topic)
         index = partition_for(key, self.partitions)
         part = self._partitions(name)[index]

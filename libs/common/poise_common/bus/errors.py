@@ -1,0 +1,9 @@
+"""Errors a publisher can act on."""
+
+
+class MessageTooLarge(ValueError):
+    """A message is over the bus's size limit; frames must be sampled smaller, not the limit raised."""
+
+    def __init__(self, topic: str, size: int, limit: int) -> None:
+        super().__init__(f"a {size}-byte message for {topic} is over the {limit}-byte limit of the bus")
+        self.topic, self.size, self.limit = topic, size, limit

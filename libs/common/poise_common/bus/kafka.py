@@ -1,0 +1,267 @@
+"""The Kafka transport (aiokafka), with the same delivery rules as the in-memory bus.
+
+- Topics (prefixed) are created with the configured partition count when first needed;
+  the standard ones when the bus starts.
+- The key is the interview id, so an interview stays ordered on one partition.
+- Offsets are committed by hand after a handler returns, at the oldest held record.
+- One consumer per subscription; records of a fetched batch are handled partition by
+  partition concurrently and in order within a partition, and the next fetch waits for the
+  batch, so no record is in flight while the group rebalances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from poise_common.bus.base import (
+    Bus,
+    Delivery,
+    DeliveryPolicy,
+    Handler,
+    PartitionCursor,
+    Subscription,
+    handle_with_retries,
+)
+from poise_common.bus.errors import MessageTooLarge
+from poise_common.messages import Envelope, Topics
+from poise_common.metrics import BusMetrics
+
+log = logging.getLogger(__name__)
+
+STANDARD_TOPICS = (
+    Topics.MEDIA_FRAMES, Topics.MEDIA_AUDIO, Topics.MEDIA_CONTROL, Topics.FEATURES_VISION,
+    Topics.FEATURES_AUDIO, Topics.TRANSCRIPTS, Topics.FEATURES_NLP, Topics.SCORECARDS,
+)
+# Kafka's default message.max.bytes is about 1 MiB; stay under it with room for headers.
+DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
+
+
+class KafkaBus(Bus):
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        prefix: str = "",
+        partitions: int = 4,
+        replication: int = 1,
+        compression: str | None = "gzip",
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        client_id: str = "poise",
+        metrics: BusMetrics | None = None,
+    ) -> None:
+        super().__init__(prefix, metrics)
+        self.bootstrap = bootstrap
+        self.partitions = partitions
+        self.replication = replication
+        self.compression = compression
+        self.max_message_bytes = max_message_bytes
+        self.client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._ensured: set[str] = set()
+        self._topic_lock = asyncio.Lock()
+        self._subscriptions: list[_KafkaSubscription] = []
+
+    async def start(self) -> None:
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.client_id}-admin")
+        await self._admin.start()
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            client_id=self.client_id,
+            acks="all",
+            enable_idempotence=True,
+            compression_type=self.compression,
+            max_request_size=self.max_message_bytes + 64 * 1024,
+            linger_ms=2,
+        )
+        await self._producer.start()
+        await self.ensure_topics([self.topic(t) for t in STANDARD_TOPICS])
+
+    async def stop(self) -> None:
+        for subscription in list(self._subscriptions):
+            await subscription.close(drain=True)
+        if self._producer is not None:
+            await self._producer.stop()
+        if self._admin is not None:
+            await self._admin.close()
+
+    async def ensure_topics(self, names: Sequence[str]) -> None:
+        missing = [n for n in names if n not in self._ensured]
+        if not missing:
+            return
+        async with self._topic_lock:
+            existing = set(await self._admin.list_topics())
+            new = [
+                NewTopic(name=n, num_partitions=self.partitions, replication_factor=self.replication)
+                for n in missing if n not in existing
+            ]
+            if new:
+                try:
+                    await self._admin.create_topics(new)
+                except TopicAlreadyExistsError:
+                    pass  # another process created it first
+            self._ensured.update(missing)
+
+    async def publish(self, topic: str, envelope: Envelope) -> None:
+        await self.publish_raw(topic, envelope.interview_id, envelope.to_bytes())
+
+    async def publish_raw(self, topic: str, key: str, value: bytes) -> None:
+        name = self.topic(topic)
+        if len(value) > self.max_message_bytes:
+            raise MessageTooLarge(topic, len(value), self.max_message_bytes)
+        await self.ensure_topics([name])
+        await self._producer.send_and_wait(name, value, key=key.encode())
+        self.metrics.published.labels(topic=topic).inc()
+
+    async def read_all(self, topic: str) -> list[bytes]:
+        name = self.topic(topic)
+        await self.ensure_topics([name])
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            partitions = [TopicPartition(name, p) for p in (consumer.partitions_for_topic(name) or ())]
+            if not partitions:
+                await consumer._client.force_metadata_update()  # noqa: SLF001 - first use of a new topic
+                partitions = [TopicPartition(name, p) for p in (consumer.partitions_for_topic(name) or ())]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            values: list[bytes] = []
+            while any(await consumer.position(tp) < ends[tp] for tp in partitions):
+                batch = await consumer.getmany(timeout_ms=1000)
+                for records in batch.values():
+                    values += [r.value for r in records]
+            return values
+        finally:
+            await consumer.stop()
+
+    async def subscribe(
+        self,
+        topics: Sequence[str],
+        group: str,
+        handler: Handler,
+        policy: DeliveryPolicy | None = None,
+    ) -> Subscription:
+        names = [self.topic(t) for t in topics]
+        await self.ensure_topics(names)
+        subscription = _KafkaSubscription(self, names, group, handler, policy or DeliveryPolicy())
+        await subscription.start()
+        self._subscriptions.append(subscription)
+        return subscription
+
+
+class _Revoker(ConsumerRebalanceListener):
+    def __init__(self, subscription: "_KafkaSubscription") -> None:
+        self.subscription = subscription
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        for tp in revoked:
+            self.subscription.cursors.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        return None
+
+
+class _KafkaSubscription(Subscription):
+    def __init__(self, bus: KafkaBus, topics: list[str], group: str, handler: Handler, policy: DeliveryPolicy) -> None:
+        self.bus = bus
+        self.topics = topics
+        self.group = group
+        self.handler = handler
+        self.policy = policy
+        self.cursors: dict[TopicPartition, PartitionCursor] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task | None = None
+        self._draining = False
+        self._closed = False
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bus.bootstrap,
+            group_id=self.group,
+            client_id=f"{self.bus.client_id}-{self.group}-{uuid.uuid4().hex[:6]}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # Speech recognition of a long answer runs inside one handler call.
+            max_poll_interval_ms=15 * 60 * 1000,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=3_000,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        self._consumer.subscribe(self.topics, listener=_Revoker(self))
+        await self._consumer.start()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        consumer = self._consumer
+        while not self._draining:
+            batch = await consumer.getmany(timeout_ms=500, max_records=500)
+            if batch:
+                await asyncio.gather(*(self._partition(tp, records) for tp, records in batch.items()))
+            self._report_lag()
+
+    async def _partition(self, tp: TopicPartition, records) -> None:
+        short = tp.topic[len(self.bus.prefix):]
+        for record in records:
+            if self._draining:
+                return
+            cursor = self.cursors.get(tp)
+            if cursor is None:
+                cursor = self.cursors[tp] = PartitionCursor(position=record.offset)
+
+            async def dead_letter(dlq: str, value: bytes, key: bytes | None = record.key) -> None:
+                await self.bus.publish_raw(dlq, (key or b"").decode(errors="replace"), value)
+
+            await handle_with_retries(
+                self.handler,
+                record.value,
+                topic=short,
+                group=self.group,
+                policy=self.policy,
+                dead_letter=dead_letter,
+                sleep=asyncio.sleep,
+                delivery=Delivery(topic=short, partition=tp.partition, offset=record.offset, cursor=cursor),
+                metrics=self.bus.metrics,
+            )
+            cursor.position = record.offset + 1
+            point = cursor.commit_point()
+            if self._committed.get(tp) != point:
+                await self._consumer.commit({tp: point})
+                self._committed[tp] = point
+
+    def _report_lag(self) -> None:
+        lag: dict[str, int] = {}
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is None:
+                continue
+            done = self.cursors[tp].position if tp in self.cursors else self._committed.get(tp, high)
+            short = tp.topic[len(self.bus.prefix):]
+            lag[short] = lag.get(short, 0) + max(0, high - done)
+        for topic, value in lag.items():
+            self.bus.metrics.lag.labels(topic=topic).set(value)
+
+    async def close(self, drain: bool = False) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if drain:
+            self._draining = True  # the current batch stops after its in-flight records
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=15 * 60)
+            except Exception:  # noqa: BLE001 - a failed run loop still has to leave the group
+                log.exception("consumer loop of group %s ended with an error", self.group)
+        else:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()
+        if self in self.bus._subscriptions:
+            self.bus._subscriptions.remove(self)
