@@ -25,3 +25,21 @@ def poise_home(tmp_path, monkeypatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("POISE_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def kafka_broker():
+    """One real Apache Kafka broker for the whole test session, stopped by PID at the end.
+
+    A test that asks for it and cannot get it fails: Kafka is part of what is tested.
+    """
+    from poise_devstack.kafka import KafkaBroker
+
+    broker = KafkaBroker()
+    try:
+        broker.start()
+    except Exception as exc:  # noqa: BLE001 - reported as the failure of the test that asked
+        broker.close()
+        pytest.fail(f"could not start the Kafka broker: {exc}")
+    yield broker
+    broker.close()

@@ -21,16 +21,22 @@ FAST = DeliveryPolicy(max_attempts=3, backoff_s=0.01, backoff_max_s=0.05)
 TOPIC = "contract.events"
 
 
+URLS: dict[str, str] = {}
+
+
+@pytest.fixture(params=["memory", "kafka"])
+def transport(request) -> str:
+    """The transport under test; Kafka is a real broker started for the session."""
+    if request.param == "kafka":
+        URLS["kafka"] = f"kafka://{request.getfixturevalue('kafka_broker').bootstrap}?partitions=4"
+    return request.param
+
+
 def bus_url(kind: str) -> str:
-    prefix = f"t{uuid.uuid4().hex[:10]}."
+    prefix = f"t{uuid.uuid4().hex[:10]}."  # unique topics (and so groups' offsets) per test
     if kind == "memory":
         return f"memory://?partitions=4&capacity=16&prefix={prefix}"
-    raise AssertionError(kind)
-
-
-@pytest.fixture(params=["memory"])
-def transport(request) -> str:
-    return request.param
+    return f"{URLS['kafka']}&prefix={prefix}"
 
 
 def envelope(interview: str, seq: int, answer: str = "a") -> Envelope:

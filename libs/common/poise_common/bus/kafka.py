@@ -134,10 +134,12 @@ class KafkaBus(Bus):
             await consumer.seek_to_beginning(*partitions)
             ends = await consumer.end_offsets(partitions)
             values: list[bytes] = []
-            while any(await consumer.position(tp) < ends[tp] for tp in partitions):
-                batch = await consumer.getmany(timeout_ms=1000)
+            pending = [tp for tp in partitions if ends[tp] > 0]
+            while pending:
+                batch = await consumer.getmany(*pending, timeout_ms=1000)
                 for records in batch.values():
                     values += [r.value for r in records]
+                pending = [tp for tp in pending if await consumer.position(tp) < ends[tp]]
             return values
         finally:
             await consumer.stop()
