@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
+from poise_common.bus.errors import TransportUnavailable
 from poise_common.messages import Envelope, Topics
 from poise_common.metrics import BusMetrics, NullMetrics
 
@@ -183,13 +184,23 @@ async def handle_with_retries(
         return
     token = _delivery.set(delivery)
     try:
-        for attempt in range(1, policy.max_attempts + 1):
+        attempt = 0
+        outage = 0
+        while True:
+            attempt += 1
             started = time.perf_counter()
             try:
                 await handler(envelope)
                 metrics.handler_seconds.labels(topic=topic).observe(time.perf_counter() - started)
                 metrics.consumed.labels(topic=topic, outcome="ok").inc()
                 return
+            except TransportUnavailable:
+                # The bus itself is away: wait for it without spending the message's attempts.
+                attempt -= 1
+                outage += 1
+                metrics.consumed.labels(topic=topic, outcome="transport_unavailable").inc()
+                log.warning("bus unavailable while handling %s (group %s); waiting", topic, group)
+                await sleep(policy.delay(min(outage, 8)))
             except Exception as exc:  # noqa: BLE001 - the handler's failure decides retry or dead letter
                 if attempt == policy.max_attempts:
                     metrics.consumed.labels(topic=topic, outcome="dead_letter").inc()

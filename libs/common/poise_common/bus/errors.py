@@ -7,3 +7,11 @@ class MessageTooLarge(ValueError):
     def __init__(self, topic: str, size: int, limit: int) -> None:
         super().__init__(f"a {size}-byte message for {topic} is over the {limit}-byte limit of the bus")
         self.topic, self.size, self.limit = topic, size, limit
+
+
+class TransportUnavailable(ConnectionError):
+    """The bus cannot be reached right now (broker down, leader moving).
+
+    Not the message's fault: a consumer waits and tries again instead of counting it
+    towards the message's retries and dead-lettering it.
+    """

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from poise_common.bus.base import (
     Bus,
@@ -29,7 +29,7 @@ from poise_common.bus.base import (
     Subscription,
     handle_with_retries,
 )
-from poise_common.bus.errors import MessageTooLarge
+from poise_common.bus.errors import MessageTooLarge, TransportUnavailable
 from poise_common.messages import Envelope, Topics
 from poise_common.metrics import BusMetrics
 
@@ -96,6 +96,12 @@ class KafkaBus(Bus):
         missing = [n for n in names if n not in self._ensured]
         if not missing:
             return
+        try:
+            await self._create_topics(missing)
+        except KafkaError as exc:
+            raise TransportUnavailable(f"cannot create topics: {type(exc).__name__}") from exc
+
+    async def _create_topics(self, missing: list[str]) -> None:
         async with self._topic_lock:
             existing = set(await self._admin.list_topics())
             new = [
@@ -117,7 +123,11 @@ class KafkaBus(Bus):
         if len(value) > self.max_message_bytes:
             raise MessageTooLarge(topic, len(value), self.max_message_bytes)
         await self.ensure_topics([name])
-        await self._producer.send_and_wait(name, value, key=key.encode())
+        try:
+            # The producer itself retries retriable errors until its request timeout.
+            await self._producer.send_and_wait(name, value, key=key.encode())
+        except KafkaError as exc:
+            raise TransportUnavailable(f"cannot publish to {topic}: {type(exc).__name__}") from exc
         self.metrics.published.labels(topic=topic).inc()
 
     async def read_all(self, topic: str) -> list[bytes]:
@@ -205,7 +215,12 @@ class _KafkaSubscription(Subscription):
     async def _run(self) -> None:
         consumer = self._consumer
         while not self._draining:
-            batch = await consumer.getmany(timeout_ms=500, max_records=500)
+            try:
+                batch = await consumer.getmany(timeout_ms=500, max_records=500)
+            except KafkaError as exc:
+                log.warning("fetch failed for group %s: %s; retrying", self.group, type(exc).__name__)
+                await asyncio.sleep(1.0)
+                continue
             if batch:
                 await asyncio.gather(*(self._partition(tp, records) for tp, records in batch.items()))
             self._report_lag()
@@ -222,22 +237,35 @@ class _KafkaSubscription(Subscription):
             async def dead_letter(dlq: str, value: bytes, key: bytes | None = record.key) -> None:
                 await self.bus.publish_raw(dlq, (key or b"").decode(errors="replace"), value)
 
-            await handle_with_retries(
-                self.handler,
-                record.value,
-                topic=short,
-                group=self.group,
-                policy=self.policy,
-                dead_letter=dead_letter,
-                sleep=asyncio.sleep,
-                delivery=Delivery(topic=short, partition=tp.partition, offset=record.offset, cursor=cursor),
-                metrics=self.bus.metrics,
-            )
+            try:
+                await handle_with_retries(
+                    self.handler,
+                    record.value,
+                    topic=short,
+                    group=self.group,
+                    policy=self.policy,
+                    dead_letter=dead_letter,
+                    sleep=asyncio.sleep,
+                    delivery=Delivery(topic=short, partition=tp.partition, offset=record.offset, cursor=cursor),
+                    metrics=self.bus.metrics,
+                )
+            except Exception as exc:  # noqa: BLE001 - e.g. the dead-letter topic was unreachable
+                # The record is not done: fetch it again rather than skip it.
+                log.warning("record on %s not handled (%s); it will be fetched again", short, type(exc).__name__)
+                if tp in self._consumer.assignment():
+                    self._consumer.seek(tp, record.offset)
+                await asyncio.sleep(1.0)
+                return
             cursor.position = record.offset + 1
             point = cursor.commit_point()
             if self._committed.get(tp) != point:
-                await self._consumer.commit({tp: point})
-                self._committed[tp] = point
+                try:
+                    await self._consumer.commit({tp: point})
+                    self._committed[tp] = point
+                except KafkaError as exc:
+                    # Not fatal: a later record commits a point at or beyond this one; at worst
+                    # some records are delivered again, which every consumer tolerates.
+                    log.warning("commit failed for group %s: %s", self.group, type(exc).__name__)
 
     def _report_lag(self) -> None:
         lag: dict[str, int] = {}
