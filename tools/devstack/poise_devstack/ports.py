@@ -54,5 +54,5 @@ def wait_for_port(host: str, port: int, timeout: float = 30.0, interval: float =
         if port_accepts(host, port):
             return
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"nothing accepted connections on {host}:{port} within {timeout:.0f} s")
+            raise TimeoutError(f"nothing accepted connections on {host}:{port} within {timeout:g} s")
         time.sleep(interval)

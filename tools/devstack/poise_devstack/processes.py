@@ -119,7 +119,7 @@ class ManagedProcess:
             raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
         self._close_log()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self._log_file = open(self.log_path, "ab")  # closed when the process is finished
         env = dict(os.environ) if self.inherit_env else {}
         env.update(self.env)
         user_kwargs: dict[str, object] = {}
@@ -128,18 +128,22 @@ class ManagedProcess:
             if entry.pw_uid != os.geteuid():
                 user_kwargs = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
             env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
-        self._proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
-            self.args,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=self.cwd,
-            # A new session makes the child the leader of its own process group, so killpg reaches
-            # it and its children and nothing of ours.
-            start_new_session=True,
-            **user_kwargs,  # type: ignore[arg-type]
-        )
+        try:
+            self._proc = subprocess.Popen(
+                self.args,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.cwd,
+                # A new session makes the child the leader of its own process group, so killpg
+                # reaches it and its children and nothing of ours.
+                start_new_session=True,
+                **user_kwargs,  # type: ignore[arg-type]
+            )
+        except BaseException:
+            self._close_log()
+            raise
         _register(self)
         log.info("started %s (pid %d), log %s", self.name, self._proc.pid, self.log_path)
 
@@ -162,6 +166,10 @@ class ManagedProcess:
                 proc.wait()
         self._finish()
         return proc.returncode
+
+    def detach(self) -> None:
+        """Leave the process running when this interpreter exits (``make up``)."""
+        _unregister(self)
 
     def kill(self) -> int | None:
         """SIGKILL the whole process group now, as a crash would. Idempotent."""
@@ -229,7 +237,7 @@ class ManagedProcess:
                 return
             if time.monotonic() >= deadline:
                 raise StartupError(self._describe_failure(
-                    f"{self.name} (pid {self.pid}) not {what} within {timeout:.0f} s", extra_logs))
+                    f"{self.name} (pid {self.pid}) not {what} within {timeout:g} s", extra_logs))
             time.sleep(interval)
 
     def wait_healthy(self, url: str, timeout: float = 60.0, interval: float = 0.2) -> None:
