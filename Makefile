@@ -8,12 +8,14 @@ UV := $(VENV)/bin/uv
 SAMPLE := examples/sample_interview.mp4
 QUESTIONS := examples/questions.yaml
 
-.PHONY: setup run test bench sample clean help
+.PHONY: setup system-packages run test bench up down sample clean help
 
 help:
 	@echo "make run    - set up, then score the sample interview in one process"
 	@echo "make test   - set up, then run every test"
 	@echo "make setup  - create .venv from uv.lock and fetch the models (SHA-256 checked)"
+	@echo "make up     - start the distributed stack locally (Kafka, PostgreSQL, five services)"
+	@echo "make down   - stop it"
 	@echo "make bench  - run the benchmarks in bench/ (figures saved under bench/results/)"
 	@echo "make sample - rebuild $(SAMPLE) from ../shared/media"
 
@@ -27,14 +29,24 @@ setup: $(UV)
 	$(UV) sync --locked --quiet
 	$(VENV)/bin/python -m poise_common.model_files
 
+system-packages:
+	@scripts/ensure_system_packages.sh
+
 run: setup
 	$(VENV)/bin/poise score $(SAMPLE) --questions $(QUESTIONS)
 
-test: setup
+test: setup system-packages
+	$(VENV)/bin/python -m poise_devstack kafka-jars >/dev/null
 	$(VENV)/bin/python -m pytest
 
 bench: setup
 	$(VENV)/bin/python bench/embedded_throughput.py
+
+up: setup system-packages
+	$(VENV)/bin/python -m poise_devstack up
+
+down:
+	$(VENV)/bin/python -m poise_devstack down
 
 sample: setup
 	$(VENV)/bin/python scripts/build_sample.py

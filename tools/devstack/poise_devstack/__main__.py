@@ -2,6 +2,8 @@
 
 Commands:
     kafka-jars   fetch the Kafka broker jars once (Maven) and print the folder that holds them.
+    up           start Kafka, PostgreSQL and the five Poise services locally, and leave them running.
+    down         stop what `up` started.
 """
 
 from __future__ import annotations
@@ -21,6 +23,28 @@ def _kafka_jars(args: argparse.Namespace) -> int:
     return 0
 
 
+def _up(args: argparse.Namespace) -> int:
+    from poise_devstack.local_stack import up
+
+    state = up()
+    print("Poise is up (distributed: Kafka, PostgreSQL, five services).")
+    for name, url in state["urls"].items():
+        print(f"  {name:<8} {url}   (health {url}/healthz, metrics {url}/metrics)")
+    print(f"  bus      {state['bus_url']}")
+    print(f"  database {state['database_url']}")
+    print(f"  logs     {state['logs']}")
+    print("Stop it with `make down`.")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from poise_devstack.local_stack import down
+
+    stopped = down()
+    print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; the lead adds more subcommands here."""
     parser = argparse.ArgumentParser(
@@ -33,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     jars.add_argument("--cache-dir", type=Path, default=None,
                       help="where to keep the jars (default: <repo>/.cache/kafka)")
     jars.set_defaults(handler=_kafka_jars)
+    commands.add_parser("up", help="start the distributed stack locally and leave it running").set_defaults(handler=_up)
+    commands.add_parser("down", help="stop what `up` started").set_defaults(handler=_down)
     return parser
 
 

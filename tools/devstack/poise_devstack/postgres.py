@@ -237,6 +237,11 @@ class PostgresServer:
         self.stop(timeout)
         return self.start()
 
+    def detach(self) -> None:
+        """Leave the server running when this interpreter exits (``make up``)."""
+        if self._process is not None:
+            self._process.detach()
+
     def close(self) -> None:
         """Stop the server and remove its folder if this object created it."""
         self.stop()

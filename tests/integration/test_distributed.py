@@ -1,0 +1,223 @@
+"""Distributed mode: every service its own process on a real Kafka broker and PostgreSQL.
+
+The stack is started by the test harness on 127.0.0.1 (poise_devstack) and stopped by PID.
+Scorecards must equal the embedded run's on the same input, whatever crashes in between.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from poise_devstack.postgres import PostgresServer
+from poise_devstack.stack import PoiseStack
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "examples" / "sample_interview.mp4"
+QUESTION = "Tell us about a time you asked people to commit to something bigger than themselves."
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    server = PostgresServer()
+    try:
+        server.start()
+    except Exception as exc:  # noqa: BLE001 - a test that needs PostgreSQL fails without it
+        server.close()
+        pytest.fail(f"could not start PostgreSQL: {exc}")
+    yield server
+    server.close()
+
+
+def new_stack(kafka_broker, postgres, tmp_path: Path, **env) -> PoiseStack:
+    """A stack with its own topics (prefix) and its own database."""
+    tag = uuid.uuid4().hex[:8]
+    return PoiseStack(
+        bus_url=f"kafka://{kafka_broker.bootstrap}?partitions=4&prefix=t{tag}.",
+        database_url=postgres.create_database(f"poise_{tag}"),
+        home=tmp_path / "home",
+        log_dir=tmp_path / "logs",
+        env={k: str(v) for k, v in env.items()},
+    )
+
+
+def upload(stack: PoiseStack, media: list[Path], questions: list[str] | None = None) -> str:
+    questions = questions or [QUESTION] * len(media)
+    gateway = stack.url("gateway")
+    body = {"role": "generic", "questions": [{"question_id": f"q{i + 1}", "text": q} for i, q in enumerate(questions)]}
+    created = httpx.post(f"{gateway}/v1/interviews", json=body, timeout=30)
+    assert created.status_code == 201, created.text
+    interview_id = created.json()["interview_id"]
+    for i, path in enumerate(media):
+        with path.open("rb") as fh:
+            put = httpx.put(f"{gateway}/v1/interviews/{interview_id}/answers/q{i + 1}", content=fh, timeout=120)
+        assert put.status_code == 200, put.text
+    done = httpx.post(f"{gateway}/v1/interviews/{interview_id}/complete", timeout=300)
+    assert done.status_code == 202, done.text
+    return interview_id
+
+
+def wait_scorecard(stack: PoiseStack, interview_id: str, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    url = f"{stack.url('fusion')}/v1/interviews/{interview_id}/scorecard"
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, timeout=10)
+            if response.status_code == 200:
+                return response.json()
+            assert response.status_code in (202, 404), response.text
+        except httpx.TransportError:
+            pass  # fusion may be restarting
+        time.sleep(0.5)
+    logs = "\n".join(f"--- {n}\n{stack.log_tail(n, 30)}" for n in stack.processes)
+    raise AssertionError(f"no scorecard for {interview_id} within {timeout} s\n{logs}")
+
+
+def embedded_scorecard(media: list[Path], tmp_path: Path, questions: list[str] | None = None) -> dict:
+    questions = questions or [QUESTION] * len(media)
+    qfile = tmp_path / "questions.json"
+    qfile.write_text(json.dumps(questions))
+    env = {**os.environ, "POISE_HOME": str(tmp_path / "embedded")}
+    result = subprocess.run(
+        [sys.executable, "-m", "poise", "score", *map(str, media), "--questions", str(qfile), "--json"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout)
+
+
+def scores(card: dict) -> dict:
+    return {c["name"]: c["score"] for c in card["competencies"]}
+
+
+def answer_signals(card: dict) -> list:
+    return [a["signals"] for a in card["answers"]]
+
+
+def frame_rows(stack: PoiseStack) -> dict[str, tuple[int, int]]:
+    """Per answer: stored vision frames and distinct frame seqs (a duplicate would differ)."""
+    engine = create_engine(stack.database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "select answer_id, count(*), count(distinct seq) from vision_frames group by answer_id"
+        )).all()
+    engine.dispose()
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict:
+    return embedded_scorecard([SAMPLE], tmp_path_factory.mktemp("embedded"))
+
+
+def test_upload_through_the_gateway_gives_the_embedded_scorecard(kafka_broker, postgres, tmp_path, reference):
+    with new_stack(kafka_broker, postgres, tmp_path) as stack:
+        stack.start_all()
+        interview_id = upload(stack, [SAMPLE])
+        card = wait_scorecard(stack, interview_id)
+        assert card["interview_id"] == interview_id
+        assert scores(card) == scores(reference)
+        assert answer_signals(card) == answer_signals(reference)
+        assert stack.metric("vision", "poise_vision_messages_consumed_total", topic="media.frames", outcome="ok") > 100
+        assert stack.metric("fusion", "poise_fusion_handler_seconds_count") > 100
+
+
+def test_workers_killed_mid_answer_recover_without_duplicates(kafka_broker, postgres, tmp_path, reference):
+    with new_stack(kafka_broker, postgres, tmp_path) as stack:
+        stack.start_all()
+        interview_id = upload(stack, [SAMPLE])
+        # Kill vision in the middle of the answer's frames, then audio before it is done.
+        wait_metric(stack, "vision", "poise_vision_messages_consumed_total", 40, topic="media.frames")
+        assert stack.metric("vision", "poise_vision_messages_consumed_total", topic="media.frames") < 190
+        stack.kill("vision")
+        stack.start("vision")
+        wait_metric(stack, "audio", "poise_audio_messages_consumed_total", 5, topic="media.audio")
+        stack.kill("audio")
+        stack.start("audio")
+        card = wait_scorecard(stack, interview_id)
+        assert scores(card) == scores(reference)
+        assert answer_signals(card) == answer_signals(reference)
+        [(rows, distinct)] = frame_rows(stack).values()
+        assert rows == distinct == card["answers"][0]["media"]["frame_count"]
+
+
+def test_broker_stopped_and_restarted_mid_run(kafka_broker, postgres, tmp_path, reference):
+    with new_stack(kafka_broker, postgres, tmp_path) as stack:
+        stack.start_all()
+        interview_id = upload(stack, [SAMPLE])
+        wait_metric(stack, "vision", "poise_vision_messages_consumed_total", 30, topic="media.frames")
+        kafka_broker.stop()
+        time.sleep(3)
+        kafka_broker.start()
+        card = wait_scorecard(stack, interview_id, timeout=400)
+        assert scores(card) == scores(reference)
+
+
+def test_poison_message_goes_to_dead_letter_and_the_partition_keeps_flowing(kafka_broker, postgres, tmp_path):
+    import asyncio
+
+    from poise_common.bus import create_bus
+
+    with new_stack(kafka_broker, postgres, tmp_path) as stack:
+        stack.start_all()
+        interview_id = upload(stack, [SAMPLE])
+        wait_scorecard(stack, interview_id)
+
+        async def poison_then_read() -> list[dict]:
+            bus = create_bus(stack.bus_url)
+            await bus.start()
+            # Same key as the interview: same partition, so the later upload must flow past it.
+            await bus.publish_raw("media.frames", interview_id, b"{not an envelope")
+            for _ in range(300):
+                records = [json.loads(r) for r in await bus.read_all("dlq.vision")]
+                if records:
+                    break
+                await asyncio.sleep(0.2)
+            await bus.stop()
+            return records
+
+        dead = asyncio.run(poison_then_read())
+        assert len(dead) == 1 and dead[0]["attempts"] == 0 and "not an envelope" in dead[0]["value"]
+        second = upload(stack, [SAMPLE])
+        assert wait_scorecard(stack, second)["interview_id"] == second
+
+
+def test_two_vision_workers_share_the_partitions(kafka_broker, postgres, tmp_path, media_dir):
+    clip = media_dir / "single_face.mp4"
+    with new_stack(kafka_broker, postgres, tmp_path) as stack:
+        stack.start_all()
+        stack.start("vision-2")
+        interviews: list[str] = []
+
+        def consumed(worker: str) -> float:
+            return stack.metric(worker, "poise_vision_messages_consumed_total", topic="media.frames", outcome="ok")
+
+        # Interview ids are random, so their partitions are: keep uploading until both workers
+        # have had work (each upload lands on either worker's partitions with even odds).
+        while len(interviews) < 12 and not (interviews and consumed("vision") and consumed("vision-2")):
+            interviews.append(upload(stack, [clip]))
+            wait_scorecard(stack, interviews[-1])
+        cards = [wait_scorecard(stack, i) for i in interviews]
+        assert len({json.dumps(scores(c), sort_keys=True) for c in cards}) == 1  # same input, same scores
+        first, second = consumed("vision"), consumed("vision-2")
+        assert first > 0 and second > 0, (first, second)
+        frames = sum(c["answers"][0]["media"]["frame_count"] + 1 for c in cards)  # frames + end marker
+        assert first + second >= frames  # every frame handled (a rebalance may replay a held answer)
+
+
+def wait_metric(stack: PoiseStack, instance: str, name: str, at_least: float, timeout: float = 120, **labels) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if stack.metric(instance, name, **labels) >= at_least:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{instance}: {name} never reached {at_least}\n{stack.log_tail(instance)}")
