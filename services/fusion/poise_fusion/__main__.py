@@ -1,0 +1,47 @@
+"""``python -m poise_fusion``: fusion as its own process (streams -> scorecards, plus the scorecard API)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CollectorRegistry
+
+from poise_common.bus import Bus
+from poise_common.runtime import ServiceParts, main
+from poise_common.settings import PoiseSettings
+
+
+async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) -> ServiceParts:
+    """Database (migrated once, here), store, fusion service and the scorecard API."""
+    from poise_common.db.engine import create_db_engine, session_factory, upgrade
+    from poise_fusion.api import create_router
+    from poise_fusion.framework import get_framework
+    from poise_fusion.service import FusionService
+    from poise_fusion.store import FusionStore
+
+    # A broken frameworks folder or default role fails the start, not the first interview.
+    get_framework(settings.fusion.default_role, settings.fusion.frameworks_dir)
+    engine = create_db_engine(settings.resolved_database_url)
+    try:
+        await asyncio.to_thread(upgrade, engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    store = FusionStore(session_factory(engine))
+    return ServiceParts(
+        services=[FusionService(bus, store, settings)],
+        routers=[create_router(store, settings)],
+        close=[engine.dispose],
+    )
+
+
+if __name__ == "__main__":
+    main(
+        "fusion",
+        build,
+        description=(
+            "Poise fusion: joins vision, audio and NLP results per answer, scores them, stores "
+            "scorecards and serves GET /v1/interviews/{id}/scorecard."
+        ),
+        reads=["home", "database_url", "tenant", "fusion", "nlp.min_words_for_scoring"],
+    )

@@ -1,0 +1,55 @@
+"""The scorecard API: what fusion stored for an interview, by its id.
+
+``GET /v1/interviews/{interview_id}/scorecard`` answers 200 with the scorecard (the document
+``poise score --json`` prints), 202 ``{"status": "processing"}`` while it is being scored,
+422 ``{"status": "failed"}`` when it could not be scored, and 404 when the interview is unknown
+(including right after the gateway published it, until fusion has seen its first message).
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the routes' Annotated
+# dependencies as objects, and they are made inside create_router.
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
+from fastapi.responses import JSONResponse
+
+from poise_common.settings import PoiseSettings
+from poise_fusion.store import FusionStore
+
+_RESPONSES = {
+    202: {"description": "Still being scored: `{\"status\": \"processing\"}`."},
+    404: {"description": "No such interview: `{\"error\": {\"code\": \"not_found\", ...}}`."},
+    422: {"description": "The interview could not be scored: `{\"status\": \"failed\"}`."},
+}
+
+
+def create_router(store: FusionStore, settings: PoiseSettings) -> APIRouter:
+    """The scorecard routes on ``store``. Until authentication exists, every caller acts for ``settings.tenant``."""
+
+    def current_tenant() -> str:
+        """The caller's tenant: the hook where authentication will decide it."""
+        return settings.tenant
+
+    Tenant = Annotated[str, Depends(current_tenant)]
+    InterviewId = Annotated[str, Path(min_length=1, max_length=64)]
+    router = APIRouter(prefix="/v1/interviews", tags=["scorecards"])
+
+    @router.get("/{interview_id}/scorecard", responses=_RESPONSES)
+    async def get_scorecard(interview_id: InterviewId, tenant: Tenant) -> JSONResponse:
+        """The interview's scorecard, or where its scoring stands."""
+        found = await asyncio.to_thread(store.interview_status, interview_id)
+        # Another tenant's interview does not exist for this caller.
+        if found is None or found[0] != tenant:
+            return JSONResponse({"error": {"code": "not_found", "message": "no such interview"}}, status_code=404)
+        status = found[1]
+        if status == "failed":
+            return JSONResponse({"status": "failed"}, status_code=422)
+        if status == "scored":
+            document = await asyncio.to_thread(store.scorecard, interview_id)
+            if document is not None:
+                return JSONResponse(document)
+        return JSONResponse({"status": "processing"}, status_code=202)
+
+    return router

@@ -1,0 +1,87 @@
+"""The scorecard API over a real SQLite store: 404, 202, 200 and 422 as scoring progresses."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from poise_common.db.engine import create_db_engine, session_factory, upgrade
+from poise_common.messages import Envelope, InterviewOpened, Question
+from poise_common.settings import PoiseSettings
+from poise_fusion.api import create_router
+from poise_fusion.store import FusionStore
+
+SCORECARD = {
+    "interview_id": "iv1",
+    "role": "generic",
+    "model_version": "generic@1.0+norms",
+    "competencies": [{"name": "communication_clarity", "score": 71.5, "band": "strong"}],
+    "answers": [],
+    "warnings": [],
+}
+
+
+@pytest.fixture()
+def store(tmp_path):
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'poise.db'}")
+    upgrade(engine)
+    yield FusionStore(session_factory(engine))
+    engine.dispose()
+
+
+def opened(interview_id: str, tenant: str = "local") -> Envelope:
+    return Envelope(
+        interview_id=interview_id, tenant=tenant, stream="control", seq=0,
+        payload=InterviewOpened(role="generic", questions=[Question(question_id="q1", text="Why us?")]),
+    )
+
+
+def get_all(store: FusionStore, paths: list[str], tenant: str = "local") -> list[httpx.Response]:
+    app = FastAPI()
+    app.include_router(create_router(store, PoiseSettings(tenant=tenant)))
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://fusion") as client:
+            return [await client.get(path) for path in paths]
+
+    return asyncio.run(scenario())
+
+
+def test_unknown_interview_is_404(store):
+    (response,) = get_all(store, ["/v1/interviews/nope/scorecard"])
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_processing_then_scored(store):
+    store.apply(opened("iv1"))
+    (processing,) = get_all(store, ["/v1/interviews/iv1/scorecard"])
+    assert store.save_scorecard("iv1", "local", "generic@1.0+norms", SCORECARD)
+    (scored,) = get_all(store, ["/v1/interviews/iv1/scorecard"])
+    assert processing.status_code == 202 and processing.json() == {"status": "processing"}
+    assert scored.status_code == 200 and scored.json() == SCORECARD
+
+
+def test_failed_interview_is_422(store):
+    store.apply(opened("iv2"))
+    store.discard_interview("iv2", "local", "the audio stage could not process this interview")
+    (response,) = get_all(store, ["/v1/interviews/iv2/scorecard"])
+    assert response.status_code == 422 and response.json() == {"status": "failed"}
+
+
+def test_another_tenants_interview_does_not_exist(store):
+    store.apply(opened("iv3", tenant="acme"))
+    store.save_scorecard("iv3", "acme", "generic@1.0+norms", SCORECARD)
+    (theirs,) = get_all(store, ["/v1/interviews/iv3/scorecard"], tenant="acme")
+    (ours,) = get_all(store, ["/v1/interviews/iv3/scorecard"], tenant="local")
+    assert theirs.status_code == 200
+    assert ours.status_code == 404
+
+
+def test_overlong_ids_are_refused_before_the_database(store):
+    (response,) = get_all(store, [f"/v1/interviews/{'x' * 65}/scorecard"])
+    assert response.status_code == 422

@@ -1,0 +1,36 @@
+"""``python -m poise_gateway``: the gateway as its own process (the upload API)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CollectorRegistry
+
+from poise_common.bus import Bus
+from poise_common.runtime import ServiceParts, main
+from poise_common.settings import PoiseSettings
+
+
+async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) -> ServiceParts:
+    """The upload desk (media under POISE_HOME/media) publishing through a Gateway on ``bus``."""
+    from poise_gateway.api import UploadDesk, create_router
+    from poise_gateway.service import Gateway
+
+    desk = UploadDesk(
+        settings.media_dir, Gateway(bus, settings.gateway), settings.gateway,
+        default_role=settings.fusion.default_role,
+    )
+    await asyncio.to_thread(desk.prepare)  # an unwritable media folder fails the start
+    return ServiceParts(routers=[create_router(desk, settings)])
+
+
+if __name__ == "__main__":
+    main(
+        "gateway",
+        build,
+        description=(
+            "Poise gateway: the upload API. POST /v1/interviews, PUT the raw video of each answer to "
+            "/v1/interviews/{id}/answers/{question_id}, then POST /v1/interviews/{id}/complete to publish."
+        ),
+        reads=["home", "tenant", "gateway", "fusion.default_role"],
+    )

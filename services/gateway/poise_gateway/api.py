@@ -1,0 +1,457 @@
+"""The gateway's upload API for the distributed deployment.
+
+Flow: ``POST /v1/interviews`` with the questions -> ``PUT /v1/interviews/{id}/answers/{question_id}``
+once per question, the raw request body being the video (any content type; multipart is not
+accepted, so clients stream the file as it is) -> ``POST /v1/interviews/{id}/complete``.
+
+Each interview is a folder under ``media_dir`` holding ``manifest.json`` (written atomically:
+temp file, fsync, rename) and one media file per answer. An upload streams to a ``.part``
+file, is renamed once whole, probed, and only then named in the manifest: a file the
+manifest names is always complete and accepted, and a refused one is deleted at once.
+
+Publishing happens inside the ``complete`` request, so a 202 means every message is on the
+bus. If the process dies half-way the manifest still says "publishing" and keeps the media;
+calling ``complete`` again publishes everything again, and consumers are idempotent on
+(answer_id, stream, seq), so the repeat changes nothing downstream. A background task would
+answer sooner, but it would need its own recovery at start and would turn a failure the
+client sees (and retries) into one that only logs show. Media files are deleted once published.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the routes' Annotated
+# dependencies as objects, and they are made inside create_router.
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import re
+import time
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from poise_common.messages import Question
+from poise_common.settings import GatewaySettings, PoiseSettings
+from poise_gateway.errors import MediaRejected
+from poise_gateway.probe import MediaInfo, probe
+from poise_gateway.service import AnswerUpload, Gateway
+
+log = logging.getLogger(__name__)
+
+MAX_QUESTIONS = 50
+ROLE_PATTERN = r"^[a-z0-9-]{1,64}$"
+# Question ids travel in URL paths: no slash, no control characters.
+QUESTION_ID_PATTERN = r"^[^/\x00-\x1f]{1,128}$"
+MANIFEST = "manifest.json"
+_INTERVIEW_ID = re.compile(r"^[0-9a-f]{32}$")
+# Chunks are gathered to this size before each write, so the loop hands the disk few, large writes.
+_WRITE_BYTES = 1 << 20
+# A partial upload untouched this long belongs to a dead process (a live one writes continuously).
+_STALE_PARTIAL_S = 3600.0
+
+
+# -- errors ----------------------------------------------------------------------------
+class ApiError(Exception):
+    """An error answer: ``{"error": {"code": ..., "message": ..., **details}}`` with ``status``."""
+
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(
+            {"error": {"code": self.code, "message": self.message, **self.details}}, status_code=self.status
+        )
+
+
+class ErrorRoute(APIRoute):
+    """A route whose ``ApiError`` becomes its answer (a router cannot register exception handlers)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ApiError as exc:
+                return exc.response()
+
+        return route
+
+
+def _unknown_interview() -> ApiError:
+    return ApiError(404, "not_found", "no such interview")
+
+
+# -- request and response bodies ---------------------------------------------------------
+class QuestionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question_id: str = Field(pattern=QUESTION_ID_PATTERN, description="The caller's id of the question.")
+    text: str = Field(max_length=4000, description="The question as the candidate saw it.")
+
+
+class NewInterview(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: str | None = Field(
+        None, pattern=ROLE_PATTERN,
+        description="Competency profile; unset means the default. Fusion checks that it exists.",
+    )
+    questions: list[QuestionIn] = Field(min_length=1, max_length=MAX_QUESTIONS)
+    candidate_ref: str | None = Field(
+        None, max_length=256, description="The caller's reference for the candidate; kept here, never published."
+    )
+
+    @field_validator("questions")
+    @classmethod
+    def _unique_ids(cls, questions: list[QuestionIn]) -> list[QuestionIn]:
+        ids = [q.question_id for q in questions]
+        if len(set(ids)) != len(ids):
+            raise ValueError("question ids must be unique")
+        return questions
+
+
+class InterviewCreated(BaseModel):
+    interview_id: str
+
+
+class Codecs(BaseModel):
+    video: str | None
+    audio: str
+
+
+class AnswerAccepted(BaseModel):
+    """What the probe found in an accepted answer."""
+
+    interview_id: str
+    question_id: str
+    size_bytes: int
+    duration_s: float
+    width: int | None
+    height: int | None
+    fps: float | None
+    container: str
+    codecs: Codecs
+
+    @classmethod
+    def of(cls, interview_id: str, question_id: str, info: MediaInfo) -> "AnswerAccepted":
+        return cls(
+            interview_id=interview_id, question_id=question_id, size_bytes=info.size_bytes,
+            duration_s=info.duration_s, width=info.width, height=info.height, fps=info.fps,
+            container=info.container, codecs=Codecs(video=info.video_codec, audio=info.audio_codec),
+        )
+
+
+class Processing(BaseModel):
+    interview_id: str
+    status: Literal["processing"] = "processing"
+
+
+# -- the manifest ----------------------------------------------------------------------
+class StoredAnswer(BaseModel):
+    file: str | None = Field(description="Media file in the interview's folder; None once published and deleted.")
+    media: dict = Field(description="The probe's facts (MediaInfo fields).")
+
+
+class Manifest(BaseModel):
+    """An interview's state on disk: its questions, accepted answers and publishing status."""
+
+    interview_id: str
+    tenant: str
+    role: str
+    candidate_ref: str | None = None
+    questions: list[Question]
+    answers: dict[str, StoredAnswer] = Field(default_factory=dict)
+    status: Literal["open", "publishing", "completed"] = "open"
+    created_at: float
+    completed_at: float | None = None
+
+    def question_index(self, question_id: str) -> int:
+        for index, question in enumerate(self.questions):
+            if question.question_id == question_id:
+                return index
+        raise ApiError(404, "not_found", "the interview has no such question")
+
+    def missing(self) -> list[str]:
+        return [q.question_id for q in self.questions if q.question_id not in self.answers]
+
+    def require_open(self) -> None:
+        if self.status != "open":
+            raise ApiError(409, "completed", "the interview was completed; its answers can no longer change")
+
+
+# -- the desk ----------------------------------------------------------------------------
+class UploadDesk:
+    """Interviews being uploaded, one folder each under ``root``, published through ``gateway``.
+
+    One gateway process owns a folder; a per-interview lock orders the manifest's changes.
+    """
+
+    def __init__(self, root: Path, gateway: Gateway, limits: GatewaySettings, default_role: str) -> None:
+        self.root = root
+        self.gateway = gateway
+        self.limits = limits
+        self.default_role = default_role
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    # Blocking helpers; the async methods call them through asyncio.to_thread.
+    def prepare(self) -> None:
+        """Create the media folder; delete what a dead process left (stale partial uploads,
+        media of interviews already published, half-written manifests)."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        stale = time.time() - _STALE_PARTIAL_S
+        for folder in self.root.iterdir():
+            if not _INTERVIEW_ID.match(folder.name) or not folder.is_dir():
+                continue
+            try:
+                published = (manifest := self._load(folder)) is not None and manifest.status == "completed"
+            except ValueError:  # unreadable manifest: leave the folder to an operator
+                continue
+            for leftover in folder.iterdir():
+                with contextlib.suppress(OSError):
+                    if leftover.name.endswith((".part", ".tmp")) and leftover.stat().st_mtime < stale:
+                        leftover.unlink()
+                    elif published and leftover.name.endswith(".media"):
+                        leftover.unlink()
+
+    def _load(self, folder: Path) -> Manifest | None:
+        try:
+            return Manifest.model_validate_json((folder / MANIFEST).read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def _folder(self, interview_id: str) -> Path:
+        # Only ids this desk made name folders, so a path parameter never walks the disk.
+        if not _INTERVIEW_ID.match(interview_id):
+            raise _unknown_interview()
+        return self.root / interview_id
+
+    def _read(self, interview_id: str, tenant: str) -> Manifest:
+        manifest = self._load(self._folder(interview_id))
+        # Another tenant's interview does not exist for this caller.
+        if manifest is None or manifest.tenant != tenant:
+            raise _unknown_interview()
+        return manifest
+
+    def _write(self, manifest: Manifest) -> None:
+        folder = self.root / manifest.interview_id
+        temp = folder / f".manifest-{uuid.uuid4().hex}.tmp"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with open(fd, "wb") as fh:
+                fh.write(manifest.model_dump_json(indent=1).encode())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(temp, folder / MANIFEST)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+
+    def _lock(self, interview_id: str) -> asyncio.Lock:
+        lock = self._locks.get(interview_id)
+        if lock is None:
+            lock = self._locks[interview_id] = asyncio.Lock()
+        return lock
+
+    # The three operations of the API.
+    async def create(self, request: NewInterview, tenant: str) -> str:
+        """Open an interview; returns its id."""
+        manifest = Manifest(
+            interview_id=uuid.uuid4().hex,
+            tenant=tenant,
+            role=request.role or self.default_role,
+            candidate_ref=request.candidate_ref,
+            questions=[Question(question_id=q.question_id, text=q.text) for q in request.questions],
+            created_at=time.time(),
+        )
+
+        def write() -> None:
+            (self.root / manifest.interview_id).mkdir(parents=True, mode=0o700)
+            self._write(manifest)
+
+        await asyncio.to_thread(write)
+        log.info(
+            "interview opened", extra={"interview_id": manifest.interview_id, "questions": len(manifest.questions)}
+        )
+        return manifest.interview_id
+
+    async def receive(
+        self,
+        interview_id: str,
+        question_id: str,
+        tenant: str,
+        body: AsyncIterator[bytes],
+        declared_bytes: int | None = None,
+    ) -> MediaInfo:
+        """Stream one answer to disk, probe it and list it in the manifest (replacing an earlier one)."""
+        async with self._lock(interview_id):
+            manifest = await asyncio.to_thread(self._read, interview_id, tenant)
+            index = manifest.question_index(question_id)
+            manifest.require_open()
+        if declared_bytes is not None and declared_bytes > self.limits.max_file_bytes:
+            raise self._too_large()
+        folder = self.root / interview_id
+        name = f"a{index + 1}-{uuid.uuid4().hex[:12]}"
+        partial, final = folder / f".{name}.part", folder / f"{name}.media"
+        kept = False
+        try:
+            # The lock is not held while streaming: answers to other questions upload in parallel.
+            await self._stream_to(partial, body)
+            os.replace(partial, final)
+            try:
+                info = await asyncio.to_thread(probe, final, self.limits)
+            except MediaRejected as exc:
+                log.info("answer refused", extra={"interview_id": interview_id, "answer": index + 1, "code": exc.code})
+                raise ApiError(422, exc.code, exc.message) from exc
+            async with self._lock(interview_id):
+                manifest = await asyncio.to_thread(self._read, interview_id, tenant)
+                manifest.require_open()  # completed while this answer was uploading
+                previous = manifest.answers.get(question_id)
+                manifest.answers[question_id] = StoredAnswer(file=final.name, media=asdict(info))
+                await asyncio.to_thread(self._write, manifest)
+                kept = True
+            if previous is not None and previous.file:
+                (folder / previous.file).unlink(missing_ok=True)
+        finally:
+            if not kept:  # refused, too large, client gone, or any failure: nothing half-written stays
+                partial.unlink(missing_ok=True)
+                final.unlink(missing_ok=True)
+        log.info("answer accepted", extra={"interview_id": interview_id, "answer": index + 1, "bytes": info.size_bytes})
+        return info
+
+    async def complete(self, interview_id: str, tenant: str) -> None:
+        """Publish the interview and its answers, then delete the media. Safe to repeat."""
+        async with self._lock(interview_id):
+            manifest = await asyncio.to_thread(self._read, interview_id, tenant)
+            if manifest.status == "completed":
+                return  # published already: a repeated call changes nothing
+            missing = manifest.missing()
+            if missing:
+                raise ApiError(
+                    409, "answers_missing",
+                    f"{len(missing)} of {len(manifest.questions)} questions have no answer yet", missing=missing,
+                )
+            if manifest.status == "open":
+                manifest.status = "publishing"  # from here on answers cannot change, even across a crash
+                await asyncio.to_thread(self._write, manifest)
+            try:
+                await self._publish(manifest)
+            except Exception as exc:  # noqa: BLE001 - becomes an answer the client can retry
+                log.error(
+                    "publishing failed", extra={"interview_id": interview_id, "error": type(exc).__name__}
+                )
+                status = 503 if isinstance(exc, ConnectionError) else 500
+                raise ApiError(
+                    status, "publish_failed", "publishing the interview failed; calling complete again is safe"
+                ) from exc
+            files = [a.file for a in manifest.answers.values() if a.file]
+            for answer in manifest.answers.values():
+                answer.file = None
+            manifest.status, manifest.completed_at = "completed", time.time()
+            # Mark completed before deleting: a crash in between leaves orphans that prepare()
+            # removes, never a manifest pointing at deleted media.
+            await asyncio.to_thread(self._write, manifest)
+        await asyncio.to_thread(self._delete, self.root / interview_id, files)
+        log.info("interview published", extra={"interview_id": interview_id, "answers": len(files)})
+
+    async def _publish(self, manifest: Manifest) -> None:
+        folder = self.root / manifest.interview_id
+        await self.gateway.open_interview(manifest.interview_id, manifest.tenant, manifest.role, manifest.questions)
+        for index, question in enumerate(manifest.questions):
+            stored = manifest.answers[question.question_id]
+            upload = AnswerUpload(question=question, path=folder / stored.file)
+            await self.gateway.publish_answer(
+                manifest.interview_id, manifest.tenant, index, upload, MediaInfo(**stored.media)
+            )
+
+    @staticmethod
+    def _delete(folder: Path, names: list[str]) -> None:
+        for name in names:
+            (folder / name).unlink(missing_ok=True)
+
+    def _too_large(self) -> ApiError:
+        limit = self.limits.max_file_bytes
+        return ApiError(413, "too_large", f"the answer is larger than the limit of {limit} bytes")
+
+    async def _stream_to(self, path: Path, body: AsyncIterator[bytes]) -> None:
+        """Write ``body`` to ``path`` chunk by chunk; 413 as soon as it passes the size limit."""
+        limit = self.limits.max_file_bytes
+        size = 0
+        pending = bytearray()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with open(fd, "wb") as fh:
+                async for chunk in body:
+                    size += len(chunk)
+                    if size > limit:
+                        raise self._too_large()
+                    pending += chunk
+                    if len(pending) >= _WRITE_BYTES:
+                        await asyncio.to_thread(fh.write, pending)
+                        pending.clear()
+
+                def finish() -> None:
+                    fh.write(pending)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+
+                await asyncio.to_thread(finish)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise ApiError(507, "storage_full", "the gateway has no room for this answer now; retry later") from exc
+            raise
+
+
+# -- routes ------------------------------------------------------------------------------
+_RAW_VIDEO_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The answer's video file as it is (mp4, mov, webm, mkv, ...); not multipart.",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+def _declared_length(request: Request) -> int | None:
+    value = request.headers.get("content-length", "")
+    return int(value) if value.isdigit() else None
+
+
+def create_router(desk: UploadDesk, settings: PoiseSettings) -> APIRouter:
+    """The upload routes. Until authentication exists, every caller acts for ``settings.tenant``."""
+
+    def current_tenant() -> str:
+        """The caller's tenant: the hook where authentication will decide it."""
+        return settings.tenant
+
+    Tenant = Annotated[str, Depends(current_tenant)]
+    router = APIRouter(prefix="/v1/interviews", tags=["interviews"], route_class=ErrorRoute)
+
+    @router.post("", status_code=201)
+    async def create_interview(body: NewInterview, tenant: Tenant) -> InterviewCreated:
+        """Open an interview with its questions."""
+        return InterviewCreated(interview_id=await desk.create(body, tenant))
+
+    @router.put("/{interview_id}/answers/{question_id}", openapi_extra=_RAW_VIDEO_BODY)
+    async def upload_answer(interview_id: str, question_id: str, request: Request, tenant: Tenant) -> AnswerAccepted:
+        """Upload one answer: the raw request body is the video."""
+        info = await desk.receive(interview_id, question_id, tenant, request.stream(), _declared_length(request))
+        return AnswerAccepted.of(interview_id, question_id, info)
+
+    @router.post("/{interview_id}/complete", status_code=202)
+    async def complete_interview(interview_id: str, tenant: Tenant) -> Processing:
+        """Publish the interview for scoring once every question has an answer."""
+        await desk.complete(interview_id, tenant)
+        return Processing(interview_id=interview_id)
+
+    return router

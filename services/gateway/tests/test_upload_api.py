@@ -1,0 +1,292 @@
+"""The distributed upload API on real recordings: streaming, refusals, limits, publishing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+
+from poise_common.bus.memory import MemoryBus
+from poise_common.messages import AnswerMediaDone, AudioEnd, Envelope, FramesEnd, InterviewOpened, Topics
+from poise_common.settings import GatewaySettings, PoiseSettings
+from poise_gateway.api import UploadDesk, create_router
+from poise_gateway.service import Gateway
+
+QUESTIONS = [
+    {"question_id": "q1", "text": "Tell me about a time you disagreed with a colleague."},
+    {"question_id": "q2", "text": "How do you explain a technical idea to a customer?"},
+]
+
+
+class Harness:
+    def __init__(self, client: httpx.AsyncClient, bus: MemoryBus, desk: UploadDesk) -> None:
+        self.client, self.bus, self.desk = client, bus, desk
+
+    async def create(self, questions=QUESTIONS, **extra) -> str:
+        response = await self.client.post("/v1/interviews", json={"questions": questions, **extra})
+        assert response.status_code == 201, response.text
+        return response.json()["interview_id"]
+
+    async def put(self, interview_id: str, question_id: str, content) -> httpx.Response:
+        return await self.client.put(f"/v1/interviews/{interview_id}/answers/{question_id}", content=content)
+
+    def files(self, interview_id: str) -> list[str]:
+        return sorted(p.name for p in (self.desk.root / interview_id).iterdir())
+
+    async def messages(self, topic: str) -> list[Envelope]:
+        return [Envelope.from_bytes(record) for record in await self.bus.read_all(topic)]
+
+
+@asynccontextmanager
+async def harness(tmp_path: Path, **limits) -> AsyncIterator[Harness]:
+    settings = PoiseSettings(home=tmp_path / "home", gateway=GatewaySettings(**limits))
+    bus = MemoryBus()
+    await bus.start()
+    desk = UploadDesk(settings.media_dir, Gateway(bus, settings.gateway), settings.gateway, default_role="generic")
+    desk.prepare()
+    app = FastAPI()
+    app.include_router(create_router(desk, settings))
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=60) as client:
+            yield Harness(client, bus, desk)
+    finally:
+        await bus.stop()
+
+
+async def chunks(path: Path, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    """The file as a chunked body without a Content-Length, the way a streaming client sends it."""
+    with path.open("rb") as fh:
+        while block := fh.read(size):
+            yield block
+
+
+def test_create_upload_complete_publishes_every_answer_in_question_order(tmp_path, media_dir):
+    async def scenario():
+        async with harness(tmp_path) as h:
+            interview_id = await h.create(role="sales-development-rep", candidate_ref="ats-123")
+            first = await h.put(interview_id, "q1", chunks(media_dir / "single_face.mp4"))
+            second = await h.put(interview_id, "q2", (media_dir / "talking_head_3.mp4").read_bytes())
+            assert first.status_code == 200, first.text
+            assert second.status_code == 200, second.text
+            assert len([f for f in h.files(interview_id) if f.endswith(".media")]) == 2
+            done = await h.client.post(f"/v1/interviews/{interview_id}/complete")
+            control = await h.messages(Topics.MEDIA_CONTROL)
+            frames = await h.messages(Topics.MEDIA_FRAMES)
+            audio = await h.messages(Topics.MEDIA_AUDIO)
+            files = h.files(interview_id)
+            manifest = json.loads((h.desk.root / interview_id / "manifest.json").read_text())
+            late = await h.put(interview_id, "q1", (media_dir / "single_face.mp4").read_bytes())
+            again = await h.client.post(f"/v1/interviews/{interview_id}/complete")
+            republished = len(await h.bus.read_all(Topics.MEDIA_CONTROL))
+            return interview_id, first, second, done, control, frames, audio, files, manifest, late, again, republished
+
+    interview_id, first, second, done, control, frames, audio, files, manifest, late, again, republished = (
+        asyncio.run(scenario())
+    )
+    facts = first.json()
+    assert facts["width"] == 640 and facts["height"] == 360
+    assert facts["codecs"] == {"video": "h264", "audio": "mp3float"}
+    assert 2.3 < facts["duration_s"] < 2.5
+    assert second.json()["width"] == 590
+
+    assert done.status_code == 202
+    assert done.json() == {"interview_id": interview_id, "status": "processing"}
+    opened, *announced = control
+    assert isinstance(opened.payload, InterviewOpened)
+    assert opened.interview_id == interview_id and opened.tenant == "local"
+    assert opened.payload.role == "sales-development-rep"
+    assert [q.question_id for q in opened.payload.questions] == ["q1", "q2"]
+    assert [(e.answer_id, e.payload.question_id) for e in announced] == [
+        (f"{interview_id}-a1", "q1"), (f"{interview_id}-a2", "q2"),
+    ]
+    assert all(isinstance(e.payload, AnswerMediaDone) for e in announced)
+    # Every frame and audio message the announcement counts is on the bus, ended by its marker.
+    for envelope in announced:
+        media: AnswerMediaDone = envelope.payload
+        answer_frames = [e for e in frames if e.answer_id == envelope.answer_id]
+        answer_audio = [e for e in audio if e.answer_id == envelope.answer_id]
+        assert media.frame_count > 10 and len(answer_frames) == media.frame_count + 1
+        assert isinstance(answer_frames[-1].payload, FramesEnd)
+        assert isinstance(answer_audio[-1].payload, AudioEnd) and len(answer_audio) == media.audio_count + 1
+    # Published media is gone; the manifest remains, completed, with nothing personal beyond the caller's ref.
+    assert files == ["manifest.json"]
+    assert manifest["status"] == "completed"
+    assert all(answer["file"] is None for answer in manifest["answers"].values())
+    assert late.status_code == 409 and late.json()["error"]["code"] == "completed"
+    assert again.status_code == 202 and republished == len(control)  # a repeat publishes nothing more
+
+
+def test_random_bytes_are_refused_with_a_code_and_leave_nothing(tmp_path):
+    async def scenario():
+        async with harness(tmp_path) as h:
+            interview_id = await h.create()
+            response = await h.put(interview_id, "q1", os.urandom(200_000))
+            return response, h.files(interview_id)
+
+    response, files = asyncio.run(scenario())
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] in {"unreadable", "corrupt", "not_video"}
+    assert response.json()["error"]["message"]
+    assert files == ["manifest.json"]
+
+
+def test_audio_only_upload_is_refused_as_no_video(tmp_path, media_dir):
+    async def scenario():
+        async with harness(tmp_path) as h:
+            interview_id = await h.create()
+            return await h.put(interview_id, "q1", (media_dir / "jfk.flac").read_bytes()), h.files(interview_id)
+
+    response, files = asyncio.run(scenario())
+    assert response.status_code == 422 and response.json()["error"]["code"] == "no_video"
+    assert files == ["manifest.json"]
+
+
+def test_an_upload_over_the_limit_is_cut_off_with_413_and_no_leftover(tmp_path, media_dir):
+    video = media_dir / "talking_head_3.mp4"  # about 390 kB
+    limit = 100_000
+
+    async def scenario():
+        async with harness(tmp_path, max_file_bytes=limit) as h:
+            interview_id = await h.create()
+            streamed = await h.put(interview_id, "q1", chunks(video, 16 * 1024))
+            declared = await h.put(interview_id, "q1", video.read_bytes())
+            return streamed, declared, h.files(interview_id)
+
+    streamed, declared, files = asyncio.run(scenario())
+    assert streamed.status_code == 413 and streamed.json()["error"]["code"] == "too_large"
+    assert declared.status_code == 413
+    assert files == ["manifest.json"]
+
+
+def test_unknown_interview_or_question_is_404(tmp_path, media_dir):
+    body = (media_dir / "single_face.mp4").read_bytes()
+
+    async def scenario():
+        async with harness(tmp_path) as h:
+            interview_id = await h.create()
+            return [
+                await h.put("0" * 32, "q1", body),
+                await h.put("..%2F..%2Fetc", "q1", body),
+                    await h.put("not-an-interview-id", "q1", body),
+                await h.put(interview_id, "q9", body),
+                await h.client.post(f"/v1/interviews/{'f' * 32}/complete"),
+            ], h.files(interview_id)
+
+    responses, files = asyncio.run(scenario())
+    assert [r.status_code for r in responses] == [404] * 5
+    # The encoded traversal never reaches a route; every other miss is the API's own 404.
+    assert all(r.json()["error"]["code"] == "not_found" for r in responses[:1] + responses[2:])
+    assert files == ["manifest.json"]
+
+
+def test_complete_before_every_answer_is_409_and_publishes_nothing(tmp_path, media_dir):
+    async def scenario():
+        async with harness(tmp_path) as h:
+            interview_id = await h.create()
+            await h.put(interview_id, "q1", (media_dir / "single_face.mp4").read_bytes())
+            response = await h.client.post(f"/v1/interviews/{interview_id}/complete")
+            return response, await h.bus.read_all(Topics.MEDIA_CONTROL)
+
+    response, control = asyncio.run(scenario())
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "answers_missing"
+    assert response.json()["error"]["missing"] == ["q2"]
+    assert control == []
+
+
+def test_a_new_upload_replaces_the_answer_and_its_file(tmp_path, media_dir):
+    async def scenario():
+        async with harness(tmp_path) as h:
+            interview_id = await h.create()
+            await h.put(interview_id, "q1", (media_dir / "single_face.mp4").read_bytes())
+            again = await h.put(interview_id, "q1", (media_dir / "talking_head_5.mp4").read_bytes())
+            return again, h.files(interview_id)
+
+    again, files = asyncio.run(scenario())
+    assert again.status_code == 200 and again.json()["width"] == 524
+    assert len([f for f in files if f.endswith(".media")]) == 1
+
+
+def test_bad_interview_requests_are_refused(tmp_path):
+    bad = [
+        {"questions": []},
+        {"questions": [{"question_id": f"q{i}", "text": "?"} for i in range(51)]},
+        {"questions": [QUESTIONS[0], QUESTIONS[0]]},
+        {"questions": QUESTIONS, "role": "Sales Rep!"},
+        {"questions": [{"question_id": "a/b", "text": "?"}]},
+    ]
+
+    async def scenario():
+        async with harness(tmp_path) as h:
+            responses = [await h.client.post("/v1/interviews", json=body) for body in bad]
+            return responses, list(h.desk.root.iterdir())
+
+    responses, folders = asyncio.run(scenario())
+    assert [r.status_code for r in responses] == [422] * len(bad)
+    assert folders == []
+
+
+def test_complete_after_a_failure_half_way_publishes_everything_again(tmp_path, media_dir):
+    async def scenario():
+        async with harness(tmp_path) as h:
+            interview_id = await h.create()
+            for question_id, name in (("q1", "single_face.mp4"), ("q2", "talking_head_5.mp4")):
+                assert (await h.put(interview_id, question_id, (media_dir / name).read_bytes())).status_code == 200
+            publish = h.desk.gateway.publish_answer
+            calls = Counter()
+
+            async def dies_on_the_second_answer(interview_id, tenant, index, upload, info):
+                calls[index] += 1
+                if index == 1 and calls[index] == 1:
+                    raise ConnectionError("broker went away")
+                await publish(interview_id, tenant, index, upload, info)
+
+            h.desk.gateway.publish_answer = dies_on_the_second_answer
+            failed = await h.client.post(f"/v1/interviews/{interview_id}/complete")
+            kept = h.files(interview_id)
+            blocked = await h.put(interview_id, "q1", (media_dir / "single_face.mp4").read_bytes())
+            retried = await h.client.post(f"/v1/interviews/{interview_id}/complete")
+            return interview_id, failed, kept, blocked, retried, await h.messages(Topics.MEDIA_CONTROL), h.files(
+                interview_id
+            )
+
+    interview_id, failed, kept, blocked, retried, control, files = asyncio.run(scenario())
+    assert failed.status_code == 503 and failed.json()["error"]["code"] == "publish_failed"
+    assert len([f for f in kept if f.endswith(".media")]) == 2  # the media waits for the retry
+    assert blocked.status_code == 409  # answers are frozen once publishing began
+    assert retried.status_code == 202
+    kinds = [(e.answer_id, e.payload.kind) for e in control]
+    # The repeat publishes the whole interview again; downstream dedupes on (answer_id, stream, seq).
+    assert kinds == [
+        ("", "interview.opened"), (f"{interview_id}-a1", "answer.media_done"),
+        ("", "interview.opened"), (f"{interview_id}-a1", "answer.media_done"),
+        (f"{interview_id}-a2", "answer.media_done"),
+    ]
+    assert files == ["manifest.json"]
+
+
+def test_prepare_removes_what_a_dead_process_left(tmp_path, media_dir):
+    async def scenario():
+        async with harness(tmp_path) as h:
+            interview_id = await h.create(questions=QUESTIONS[:1])
+            await h.put(interview_id, "q1", (media_dir / "single_face.mp4").read_bytes())
+            await h.client.post(f"/v1/interviews/{interview_id}/complete")
+            return h.desk, interview_id
+
+    desk, interview_id = asyncio.run(scenario())
+    folder = desk.root / interview_id
+    stale = folder / ".a1-dead.part"
+    stale.write_bytes(b"partial")
+    os.utime(stale, (0, 0))
+    orphan = folder / "a1-orphan.media"  # published, but the process died before deleting it
+    orphan.write_bytes(b"media")
+    desk.prepare()
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json"]
