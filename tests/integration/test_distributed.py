@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -50,7 +51,7 @@ def new_stack(kafka_broker, postgres, tmp_path: Path, **env) -> PoiseStack:
     )
 
 
-def upload(stack: PoiseStack, media: list[Path], questions: list[str] | None = None) -> str:
+def upload(stack: PoiseStack, media: list[Path], questions: list[str] | None = None, complete: bool = True) -> str:
     questions = questions or [QUESTION] * len(media)
     gateway = stack.url("gateway")
     body = {"role": "generic", "questions": [{"question_id": f"q{i + 1}", "text": q} for i, q in enumerate(questions)]}
@@ -61,9 +62,14 @@ def upload(stack: PoiseStack, media: list[Path], questions: list[str] | None = N
         with path.open("rb") as fh:
             put = httpx.put(f"{gateway}/v1/interviews/{interview_id}/answers/q{i + 1}", content=fh, timeout=120)
         assert put.status_code == 200, put.text
-    done = httpx.post(f"{gateway}/v1/interviews/{interview_id}/complete", timeout=300)
-    assert done.status_code == 202, done.text
+    if complete:
+        complete_interview(stack, interview_id)
     return interview_id
+
+
+def complete_interview(stack: PoiseStack, interview_id: str) -> None:
+    done = httpx.post(f"{stack.url('gateway')}/v1/interviews/{interview_id}/complete", timeout=300)
+    assert done.status_code == 202, done.text
 
 
 def wait_scorecard(stack: PoiseStack, interview_id: str, timeout: float = 300) -> dict:
@@ -84,6 +90,7 @@ def wait_scorecard(stack: PoiseStack, interview_id: str, timeout: float = 300) -
 
 def embedded_scorecard(media: list[Path], tmp_path: Path, questions: list[str] | None = None) -> dict:
     questions = questions or [QUESTION] * len(media)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     qfile = tmp_path / "questions.json"
     qfile.write_text(json.dumps(questions))
     env = {**os.environ, "POISE_HOME": str(tmp_path / "embedded")}
@@ -131,23 +138,58 @@ def test_upload_through_the_gateway_gives_the_embedded_scorecard(kafka_broker, p
         assert stack.metric("fusion", "poise_fusion_handler_seconds_count") > 100
 
 
-def test_workers_killed_mid_answer_recover_without_duplicates(kafka_broker, postgres, tmp_path, reference):
+@pytest.fixture(scope="module")
+def long_answer() -> Path:
+    """79 s of real face and speech (bench/long_answer.py), so crashes land mid-answer."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from long_answer import build_long_answer
+
+    return build_long_answer(4)
+
+
+def test_workers_killed_mid_answer_recover_without_duplicates(kafka_broker, postgres, tmp_path, long_answer):
+    reference = embedded_scorecard([long_answer], tmp_path / "ref")
     with new_stack(kafka_broker, postgres, tmp_path) as stack:
         stack.start_all()
-        interview_id = upload(stack, [SAMPLE])
-        # Kill vision in the middle of the answer's frames, then audio before it is done.
-        wait_metric(stack, "vision", "poise_vision_messages_consumed_total", 40, topic="media.frames")
-        assert stack.metric("vision", "poise_vision_messages_consumed_total", topic="media.frames") < 190
+        interview_id = upload(stack, [long_answer], complete=False)
+        publisher = threading.Thread(target=complete_interview, args=(stack, interview_id))
+        publisher.start()
+
+        def vision_frames() -> float:
+            return stack.metric("vision", "poise_vision_messages_consumed_total", topic="media.frames")
+
+        def audio_state() -> tuple[float, float]:
+            chunks = stack.metric("audio", "poise_audio_messages_consumed_total", topic="media.audio")
+            done = stack.metric("audio", "poise_audio_messages_published_total", topic="transcripts")
+            return chunks, done
+
+        # Vision first: killed with part of the answer's frames handled, none of its end.
+        wait_until(lambda: vision_frames() >= 20, "vision handled 20 frames")
+        handled = vision_frames()
         stack.kill("vision")
-        stack.start("vision")
-        wait_metric(stack, "audio", "poise_audio_messages_consumed_total", 5, topic="media.audio")
+        assert 20 <= handled < 700, handled
+        # Then audio, while it holds the open answer: chunks received, no transcript out yet.
+        wait_until(lambda: audio_state()[0] >= 1, "audio received a chunk")
+        chunks, transcripts = audio_state()
         stack.kill("audio")
+        assert chunks >= 1 and transcripts == 0, (chunks, transcripts)
+        publisher.join()
+        stack.start("vision")
         stack.start("audio")
         card = wait_scorecard(stack, interview_id)
         assert scores(card) == scores(reference)
         assert answer_signals(card) == answer_signals(reference)
         [(rows, distinct)] = frame_rows(stack).values()
         assert rows == distinct == card["answers"][0]["media"]["frame_count"]
+
+
+def wait_until(check, what: str, timeout: float = 120, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting until {what}")
 
 
 def test_broker_stopped_and_restarted_mid_run(kafka_broker, postgres, tmp_path, reference):
