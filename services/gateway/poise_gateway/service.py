@@ -144,6 +144,8 @@ class Gateway:
                 ),
             ),
         )
+        # Every message of the answer is acknowledged by the bus before the caller hears "done".
+        await self.bus.flush()
 
     async def _publish_frames(self, base: Envelope, path: Path) -> int:
         quality = [int(cv2.IMWRITE_JPEG_QUALITY), self.settings.jpeg_quality]

@@ -74,6 +74,9 @@ class Delivery:
     partition: int
     offset: int
     cursor: PartitionCursor
+    # Sends the handler started but the broker has not yet acknowledged; a transport that
+    # publishes asynchronously awaits them before it commits this record.
+    pending: list = field(default_factory=list)
 
     def hold(self) -> Hold:
         self.cursor.held.add(self.offset)
@@ -81,6 +84,11 @@ class Delivery:
 
 
 _delivery: ContextVar[Delivery | None] = ContextVar("poise_bus_delivery", default=None)
+
+
+def delivery_in_progress() -> Delivery | None:
+    """The record being handled, or None outside a handler (a transport's view)."""
+    return _delivery.get()
 
 
 def current_delivery() -> Delivery:
@@ -127,6 +135,15 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     async def publish_raw(self, topic: str, key: str, value: bytes) -> None:
         """Append bytes as they are: for tools, replays and tests of poison messages."""
+
+    async def flush(self) -> None:
+        """Return once everything published so far is durably on the bus.
+
+        Publishing may return before the broker acknowledges (so that many messages travel
+        together); a producer that must know its messages are safe, such as the gateway
+        before it answers an upload, flushes. Handlers need not: their sends are awaited
+        before their input is committed.
+        """
 
     @abc.abstractmethod
     async def read_all(self, topic: str) -> list[bytes]:

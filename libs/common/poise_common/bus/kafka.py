@@ -27,6 +27,7 @@ from poise_common.bus.base import (
     Handler,
     PartitionCursor,
     Subscription,
+    delivery_in_progress,
     handle_with_retries,
 )
 from poise_common.bus.errors import MessageTooLarge, TransportUnavailable
@@ -41,6 +42,10 @@ STANDARD_TOPICS = (
 )
 # Kafka's default message.max.bytes is about 1 MiB; stay under it with room for headers.
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
+# Sends outside a handler that may be unacknowledged at once before publish waits for the oldest.
+MAX_UNFLUSHED = 2000
+# A long batch still commits at least this often, so a crash replays little.
+COMMIT_INTERVAL_S = 1.0
 
 
 class KafkaBus(Bus):
@@ -68,6 +73,7 @@ class KafkaBus(Bus):
         self._ensured: set[str] = set()
         self._topic_lock = asyncio.Lock()
         self._subscriptions: list[_KafkaSubscription] = []
+        self._unflushed: list[asyncio.Future] = []
 
     async def start(self) -> None:
         self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.client_id}-admin")
@@ -124,11 +130,31 @@ class KafkaBus(Bus):
             raise MessageTooLarge(topic, len(value), self.max_message_bytes)
         await self.ensure_topics([name])
         try:
-            # The producer itself retries retriable errors until its request timeout.
-            await self._producer.send_and_wait(name, value, key=key.encode())
+            # send() only enqueues: messages travel in batches and the acknowledgement is
+            # awaited where it matters, before a handler's input is committed or on flush().
+            # The idempotent producer keeps per-partition order across its retries.
+            ack = await self._producer.send(name, value, key=key.encode())
         except KafkaError as exc:
             raise TransportUnavailable(f"cannot publish to {topic}: {type(exc).__name__}") from exc
+        delivery = delivery_in_progress()
+        if delivery is not None:
+            delivery.pending.append(ack)
+        else:
+            self._unflushed.append(ack)
+            if len(self._unflushed) > MAX_UNFLUSHED:
+                await self._settle(self._unflushed[: len(self._unflushed) // 2])
         self.metrics.published.labels(topic=topic).inc()
+
+    async def flush(self) -> None:
+        await self._settle(self._unflushed)
+
+    async def _settle(self, acks: list[asyncio.Future]) -> None:
+        taken = list(acks)
+        del acks[: len(taken)]
+        try:
+            await asyncio.gather(*taken)
+        except KafkaError as exc:
+            raise TransportUnavailable(f"a publish was not acknowledged: {type(exc).__name__}") from exc
 
     async def read_all(self, topic: str) -> list[bytes]:
         name = self.topic(topic)
@@ -227,12 +253,15 @@ class _KafkaSubscription(Subscription):
 
     async def _partition(self, tp: TopicPartition, records) -> None:
         short = tp.topic[len(self.bus.prefix):]
+        acks: list[asyncio.Future] = []
+        last_commit = asyncio.get_running_loop().time()
         for record in records:
             if self._draining:
-                return
+                break
             cursor = self.cursors.get(tp)
             if cursor is None:
                 cursor = self.cursors[tp] = PartitionCursor(position=record.offset)
+            delivery = Delivery(topic=short, partition=tp.partition, offset=record.offset, cursor=cursor)
 
             async def dead_letter(dlq: str, value: bytes, key: bytes | None = record.key) -> None:
                 await self.bus.publish_raw(dlq, (key or b"").decode(errors="replace"), value)
@@ -246,26 +275,57 @@ class _KafkaSubscription(Subscription):
                     policy=self.policy,
                     dead_letter=dead_letter,
                     sleep=asyncio.sleep,
-                    delivery=Delivery(topic=short, partition=tp.partition, offset=record.offset, cursor=cursor),
+                    delivery=delivery,
                     metrics=self.bus.metrics,
                 )
             except Exception as exc:  # noqa: BLE001 - e.g. the dead-letter topic was unreachable
                 # The record is not done: fetch it again rather than skip it.
                 log.warning("record on %s not handled (%s); it will be fetched again", short, type(exc).__name__)
+                await self._commit(tp, cursor, acks)
                 if tp in self._consumer.assignment():
                     self._consumer.seek(tp, record.offset)
                 await asyncio.sleep(1.0)
                 return
+            acks += delivery.pending
             cursor.position = record.offset + 1
-            point = cursor.commit_point()
-            if self._committed.get(tp) != point:
-                try:
-                    await self._consumer.commit({tp: point})
-                    self._committed[tp] = point
-                except KafkaError as exc:
-                    # Not fatal: a later record commits a point at or beyond this one; at worst
-                    # some records are delivered again, which every consumer tolerates.
-                    log.warning("commit failed for group %s: %s", self.group, type(exc).__name__)
+            now = asyncio.get_running_loop().time()
+            if now - last_commit >= COMMIT_INTERVAL_S:
+                if not await self._commit(tp, cursor, acks):
+                    return
+                acks, last_commit = [], now
+        cursor = self.cursors.get(tp)
+        if cursor is not None:
+            await self._commit(tp, cursor, acks)
+
+    async def _commit(self, tp: TopicPartition, cursor: PartitionCursor, acks: list[asyncio.Future]) -> bool:
+        """Commit what is handled, once everything it produced is acknowledged.
+
+        If some output was not acknowledged, nothing is committed and the partition is
+        rewound to the last commit: the records are handled again and consumers downstream
+        ignore what they already applied.
+        """
+        try:
+            await asyncio.gather(*acks)
+        except KafkaError as exc:
+            log.warning("output of group %s not acknowledged (%s); replaying", self.group, type(exc).__name__)
+            self.cursors.pop(tp, None)
+            if tp in self._consumer.assignment():
+                committed = await self._consumer.committed(tp)
+                if committed is not None:
+                    self._consumer.seek(tp, committed)
+                else:
+                    await self._consumer.seek_to_beginning(tp)
+            return False
+        point = cursor.commit_point()
+        if self._committed.get(tp) != point:
+            try:
+                await self._consumer.commit({tp: point})
+                self._committed[tp] = point
+            except KafkaError as exc:
+                # Not fatal: a later commit covers this point; at worst some records are
+                # delivered again, which every consumer tolerates.
+                log.warning("commit failed for group %s: %s", self.group, type(exc).__name__)
+        return True
 
     def _report_lag(self) -> None:
         lag: dict[str, int] = {}
