@@ -39,8 +39,9 @@ test: setup system-packages
 	$(VENV)/bin/python -m poise_devstack kafka-jars >/dev/null
 	$(VENV)/bin/python -m pytest
 
-bench: setup
+bench: setup system-packages
 	$(VENV)/bin/python bench/embedded_throughput.py
+	$(VENV)/bin/python bench/distributed_vs_embedded.py
 
 up: setup system-packages
 	$(VENV)/bin/python -m poise_devstack up
