@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from poise_audio.service import AudioService
 from poise_common.bus import Bus, create_bus
 from poise_common.db.engine import create_db_engine, session_factory, upgrade
+from poise_common.inference.backend import create_backend
 from poise_common.messages import Envelope, Question, ScoreEvent, Topics
 from poise_common.settings import PoiseSettings
 from poise_fusion.service import FusionService
@@ -65,8 +66,8 @@ class EmbeddedPoise:
         self._services = [
             FusionService(self.bus, self.store, settings),
             NlpService(self.bus, settings.nlp),
-            AudioService(self.bus, settings.audio),
-            VisionService(self.bus, settings.vision),
+            AudioService(self.bus, settings.audio, create_backend(settings)),
+            VisionService(self.bus, create_backend(settings)),
         ]
         for service in self._services:
             await service.start()

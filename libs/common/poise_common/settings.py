@@ -79,6 +79,19 @@ class FusionSettings(BaseModel):
     default_role: str = Field("generic", description="Competency profile used when none is given.")
 
 
+class InferenceSettings(BaseModel):
+    """Where the heavy models run: in this process, or on an NVIDIA Triton server."""
+
+    url: str = Field("local", description="local (in-process) or triton://host:grpc_port.")
+    timeout_s: float = Field(60.0, description="Deadline of one inference call.")
+    retries: int = Field(4, description="Retries of a failed call (with backoff) before it counts as a failure.")
+    backoff_s: float = Field(0.25, description="First retry delay; it doubles per retry.")
+    start_timeout_s: float = Field(60.0, description="How long start-up waits for the server and models.")
+    face_model: str = Field("face_landmarker", description="Triton model name of the face landmarker.")
+    speech_model: str = Field("speech_recognizer", description="Triton model name of the speech recognizer.")
+    batch_size: int = Field(1, description="Items per request; the model's max_batch_size must be at least this.")
+
+
 class PoiseSettings(BaseSettings):
     """Everything a Poise process reads from its environment."""
 
@@ -99,6 +112,7 @@ class PoiseSettings(BaseSettings):
     audio: AudioSettings = Field(default_factory=AudioSettings)
     nlp: NlpSettings = Field(default_factory=NlpSettings)
     fusion: FusionSettings = Field(default_factory=FusionSettings)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
 
     @property
     def home_dir(self) -> Path:

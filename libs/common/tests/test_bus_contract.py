@@ -14,7 +14,7 @@ from collections import defaultdict
 import pytest
 
 from poise_common.bus import Bus, DeliveryPolicy, create_bus, current_delivery
-from poise_common.bus.errors import MessageTooLarge
+from poise_common.bus.errors import MessageTooLarge, ReplayFromHold
 from poise_common.messages import Envelope, Frame, FramesEnd, Topics
 
 FAST = DeliveryPolicy(max_attempts=3, backoff_s=0.01, backoff_max_s=0.05)
@@ -351,3 +351,32 @@ def test_oversize_message_is_refused_with_a_clear_error(transport):
         await bus.stop()
 
     run(scenario())
+
+
+def test_replay_from_hold_rewinds_to_the_held_record(transport):
+    """A handler that lost an open answer's state gets the answer again from its first record."""
+
+    async def scenario():
+        bus = await started(transport)
+        seen: list[int] = []
+        holds = {}
+        lost = [True]
+
+        async def handler(env: Envelope) -> None:
+            seen.append(env.seq)
+            if env.seq == 0:
+                holds[env.answer_id] = current_delivery().hold()
+            if env.seq == 2 and lost[0]:
+                lost[0] = False
+                raise ReplayFromHold()
+            if env.seq == 3:
+                holds.pop(env.answer_id).release()
+
+        await bus.subscribe([TOPIC], f"g-{uuid.uuid4().hex[:6]}", handler, FAST)
+        for seq in range(4):
+            await bus.publish(TOPIC, envelope("k", seq))
+        await wait_for(lambda: seen[-1:] == [3])
+        await bus.stop()
+        return seen
+
+    assert run(scenario()) == [0, 1, 2, 0, 1, 2, 3]

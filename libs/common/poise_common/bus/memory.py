@@ -23,7 +23,7 @@ from poise_common.bus.base import (
     Subscription,
     handle_with_retries,
 )
-from poise_common.bus.errors import MessageTooLarge
+from poise_common.bus.errors import MessageTooLarge, ReplayFromHold
 from poise_common.messages import Envelope
 from poise_common.metrics import BusMetrics
 
@@ -241,17 +241,21 @@ class _MemorySubscription(Subscription):
                 async def dead_letter(dlq: str, record: bytes, key: str = key) -> None:
                     await self.bus.publish_raw(dlq, key, record)
 
-                await handle_with_retries(
-                    self.handler,
-                    value,
-                    topic=short,
-                    group=self.group,
-                    policy=self.policy,
-                    dead_letter=dead_letter,
-                    sleep=asyncio.sleep,
-                    delivery=Delivery(topic=short, partition=index, offset=offset, cursor=cursor),
-                    metrics=self.bus.metrics,
-                )
+                try:
+                    await handle_with_retries(
+                        self.handler,
+                        value,
+                        topic=short,
+                        group=self.group,
+                        policy=self.policy,
+                        dead_letter=dead_letter,
+                        sleep=asyncio.sleep,
+                        delivery=Delivery(topic=short, partition=index, offset=offset, cursor=cursor),
+                        metrics=self.bus.metrics,
+                    )
+                except ReplayFromHold:
+                    cursor.position = cursor.commit_point()
+                    continue
                 cursor.position = offset + 1
                 async with self.bus.changed:
                     self.bus._commit(self.group, topic, index, cursor.commit_point(), cursor.position)

@@ -1,0 +1,71 @@
+"""The inference backend interface, chosen by ``POISE_INFERENCE__URL``.
+
+Services ask for what they need (a face stream per answer, a transcription) and never
+learn whether the model runs in this process or on a Triton server.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+from poise_common.bus.errors import TransportUnavailable
+from poise_common.inference.faces import RawFaces
+from poise_common.inference.speech import RawSegment
+from poise_common.settings import PoiseSettings
+
+FACE = "face"
+SPEECH = "speech"
+
+
+class InferenceUnavailable(TransportUnavailable):
+    """The model server is away; a consumer waits for it rather than failing the message."""
+
+
+class StreamLost(RuntimeError):
+    """The server lost a stream's state (it restarted): the stream must start over from its first frame."""
+
+
+class InferenceConfigError(RuntimeError):
+    """The server's models do not fit this client (missing, not ready, batch too small)."""
+
+
+class FaceStream(abc.ABC):
+    """Frames of one answer, in time order, through one tracking face model."""
+
+    @abc.abstractmethod
+    async def detect(self, jpeg: bytes, t_ms: int) -> RawFaces: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+
+class InferenceBackend(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    async def start(self, needs: set[str]) -> None:
+        """Make sure the models in ``needs`` ({"face", "speech"}) can serve; fail clearly if not."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    def face_stream(self, stream_id: str) -> FaceStream: ...
+
+    @abc.abstractmethod
+    async def transcribe(self, samples: np.ndarray, prompt: str | None) -> list[RawSegment]: ...
+
+
+def create_backend(settings: PoiseSettings) -> InferenceBackend:
+    url = settings.inference.url
+    if url == "local":
+        from poise_common.inference.local import LocalBackend
+
+        return LocalBackend(settings)
+    if url.startswith("triton://"):
+        from poise_common.inference.triton import TritonBackend
+
+        return TritonBackend(url.removeprefix("triton://"), settings)
+    raise ValueError(f"unknown inference URL {url!r}: use local or triton://host:port")

@@ -1,0 +1,170 @@
+"""Inference on NVIDIA Triton over gRPC (``tritonclient.grpc.aio``).
+
+Every call has a deadline and is retried with backoff while the server is unavailable;
+past the retries it raises ``InferenceUnavailable``, which consumers treat like a bus
+outage (wait, never dead-letter). Faces are a Triton *sequence* per answer (the answer id is
+the correlation id), so one answer stays on one model instance with its tracking state.
+Many answers' requests in flight at once let Triton's batchers batch across interviews.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from poise_common.inference.backend import (
+    FACE,
+    SPEECH,
+    FaceStream,
+    InferenceBackend,
+    InferenceConfigError,
+    InferenceUnavailable,
+    StreamLost,
+)
+from poise_common.inference.faces import RawFaces
+from poise_common.inference.speech import RawSegment
+from poise_common.settings import PoiseSettings
+
+log = logging.getLogger(__name__)
+
+_RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "CANCELLED")
+
+
+def _bytes_input(name: str, value: bytes) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[value]], dtype=np.object_))
+    return tensor
+
+
+class _TritonFaceStream(FaceStream):
+    def __init__(self, backend: "TritonBackend", stream_id: str) -> None:
+        self.backend = backend
+        self.stream_id = stream_id
+        self.started = False
+
+    async def detect(self, jpeg: bytes, t_ms: int) -> RawFaces:
+        stamp = grpcclient.InferInput("TIMESTAMP_MS", [1, 1], "INT64")
+        stamp.set_data_from_numpy(np.array([[t_ms]], dtype=np.int64))
+        result = await self.backend.infer(
+            self.backend.settings.inference.face_model,
+            [_bytes_input("JPEG", jpeg), stamp],
+            ["FACE_COUNT", "LANDMARKS", "BLENDSHAPES", "MATRICES"],
+            sequence_id=self.stream_id,
+            sequence_start=not self.started,
+        )
+        self.started = True
+        if int(result.as_numpy("FACE_COUNT").reshape(-1)[0]) == 0:
+            return RawFaces.empty()
+        return RawFaces(
+            result.as_numpy("LANDMARKS")[0].astype(np.float32),
+            result.as_numpy("BLENDSHAPES")[0].astype(np.float32),
+            result.as_numpy("MATRICES")[0].astype(np.float32),
+        )
+
+    async def close(self) -> None:
+        if not self.started:
+            return
+        self.started = False
+        stamp = grpcclient.InferInput("TIMESTAMP_MS", [1, 1], "INT64")
+        stamp.set_data_from_numpy(np.array([[0]], dtype=np.int64))
+        try:
+            # An empty frame only ends the sequence, freeing the server's tracker.
+            await self.backend.infer(
+                self.backend.settings.inference.face_model,
+                [_bytes_input("JPEG", b""), stamp],
+                ["FACE_COUNT"],
+                sequence_id=self.stream_id,
+                sequence_end=True,
+            )
+        except (StreamLost, InferenceUnavailable):
+            pass  # the server already forgot the sequence, or will when it times out
+
+
+class TritonBackend(InferenceBackend):
+    name = "triton"
+
+    def __init__(self, address: str, settings: PoiseSettings) -> None:
+        self.address = address
+        self.settings = settings
+        self.client: grpcclient.InferenceServerClient | None = None
+
+    def _model(self, need: str) -> str:
+        return {FACE: self.settings.inference.face_model, SPEECH: self.settings.inference.speech_model}[need]
+
+    async def start(self, needs: set[str]) -> None:
+        config = self.settings.inference
+        self.client = grpcclient.InferenceServerClient(url=self.address)
+        deadline = asyncio.get_running_loop().time() + config.start_timeout_s
+        while True:
+            try:
+                if await self.client.is_server_ready(client_timeout=config.timeout_s):
+                    break
+            except InferenceServerException:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise InferenceUnavailable(
+                    f"Triton at {self.address} is not ready after {config.start_timeout_s:.0f} s"
+                )
+            await asyncio.sleep(config.backoff_s)
+        for need in sorted(needs):
+            name = self._model(need)
+            try:
+                ready = await self.client.is_model_ready(name, client_timeout=config.timeout_s)
+            except InferenceServerException as exc:
+                raise InferenceConfigError(f"cannot ask Triton at {self.address} about model {name!r}: {exc.message()}") from exc
+            if not ready:
+                raise InferenceConfigError(f"model {name!r} is not ready on Triton at {self.address}")
+            model_config = await self.client.get_model_config(name, as_json=True, client_timeout=config.timeout_s)
+            max_batch = int(model_config["config"].get("max_batch_size", 0))
+            if max_batch < config.batch_size:
+                raise InferenceConfigError(
+                    f"model {name!r} on Triton at {self.address} has max_batch_size {max_batch}, "
+                    f"below this client's batch size {config.batch_size}"
+                )
+        log.info("triton ready", extra={"address": self.address, "models": len(needs)})
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+
+    async def infer(self, model: str, inputs, outputs: list[str], **sequence):
+        config = self.settings.inference
+        requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
+        delay = config.backoff_s
+        for attempt in range(config.retries + 1):
+            try:
+                return await self.client.infer(
+                    model, inputs, outputs=requested, client_timeout=config.timeout_s, **sequence
+                )
+            except InferenceServerException as exc:
+                message = exc.message() or ""
+                status = str(exc.status() or "")
+                if "START flag" in message or "sequence" in message.lower() and "not" in message.lower():
+                    raise StreamLost(f"Triton lost sequence state for model {model!r}") from exc
+                if not any(code in status for code in _RETRYABLE) and "unavailable" not in message.lower():
+                    raise
+                log.warning("triton call failed", extra={"model": model, "status": status, "attempt": attempt + 1})
+                if attempt == config.retries:
+                    raise InferenceUnavailable(f"Triton at {self.address} unavailable for {model!r}") from exc
+                await asyncio.sleep(delay)
+                delay *= 2
+
+    def face_stream(self, stream_id: str) -> FaceStream:
+        return _TritonFaceStream(self, stream_id)
+
+    async def transcribe(self, samples: np.ndarray, prompt: str | None) -> list[RawSegment]:
+        if samples.size == 0:
+            return []
+        audio = grpcclient.InferInput("AUDIO", [1, int(samples.size)], "FP32")
+        audio.set_data_from_numpy(np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1))
+        inputs = [audio]
+        if prompt:
+            inputs.append(_bytes_input("PROMPT", prompt.encode()))
+        result = await self.infer(self.settings.inference.speech_model, inputs, ["SEGMENTS"])
+        raw = result.as_numpy("SEGMENTS").reshape(-1)[0]
+        return [RawSegment.from_json(s) for s in json.loads(raw)]
