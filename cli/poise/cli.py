@@ -48,6 +48,7 @@ def score(
     from poise.questions import QuestionsError, load_questions
     from poise.render import render_scorecard
     from poise_fusion.framework import FrameworkError
+    from poise_common.inference.backend import InferenceConfigError, InferenceUnavailable
     from poise_fusion.framework import get_framework
     from poise_gateway.errors import MediaRejected
     from poise_gateway.service import validate_uploads
@@ -83,6 +84,8 @@ def score(
     except MediaRejected as exc:
         fail(_rejection(exc, uploads))
     except ScoringFailed as exc:
+        fail(str(exc), code=1)
+    except (InferenceConfigError, InferenceUnavailable, FileNotFoundError) as exc:
         fail(str(exc), code=1)
     if as_json:
         json.dump(card, sys.stdout, ensure_ascii=False)

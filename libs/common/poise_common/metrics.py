@@ -38,6 +38,16 @@ class BusMetrics:
         )
 
 
+class InferenceMetrics:
+    """Model calls as the client sees them: latency by model and outcome, whichever backend."""
+
+    def __init__(self, registry: CollectorRegistry, service: str) -> None:
+        self.seconds = Histogram(
+            f"poise_{_name(service)}_inference_seconds", "Client-side latency of one model call.",
+            ["backend", "model", "outcome"], buckets=_LATENCY_BUCKETS, registry=registry,
+        )
+
+
 class NullMetrics:
     """Stands in when a caller wants no metrics; every method is a no-op."""
 
@@ -53,3 +63,4 @@ class NullMetrics:
 
     def __init__(self) -> None:
         self.consumed = self.published = self.handler_seconds = self.lag = self._Noop()
+        self.seconds = self._Noop()

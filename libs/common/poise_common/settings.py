@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,7 +43,6 @@ class VisionSettings(BaseModel):
         description="MediaPipe FaceLandmarker bundle (face_landmarker.task).",
     )
     max_faces: int = Field(2, description="Faces looked for per frame; more than one raises a warning.")
-    threads: int = Field(1, description="Frames analysed at once (one landmarker per answer stream).")
 
 
 class AudioSettings(BaseModel):
@@ -105,7 +104,6 @@ class PoiseSettings(BaseSettings):
     tenant: str = Field("local", description="Tenant that CLI runs act for.")
     log_level: str = Field("INFO", description="Python logging level.")
     http_host: str = Field("127.0.0.1", description="Address the service processes' HTTP servers bind to.")
-    master_key: SecretStr | None = Field(None, description="Master key for media encryption.")
 
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     vision: VisionSettings = Field(default_factory=VisionSettings)

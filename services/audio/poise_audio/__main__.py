@@ -12,9 +12,10 @@ from poise_common.settings import PoiseSettings
 async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) -> ServiceParts:
     """The audio service on ``bus``; its start() loads the speech model and fails if it is missing."""
     from poise_common.inference.backend import create_backend
+    from poise_common.metrics import InferenceMetrics
     from poise_audio.service import AudioService  # faster-whisper is slow to import: not for --help
 
-    return ServiceParts(services=[AudioService(bus, settings.audio, create_backend(settings))])
+    return ServiceParts(services=[AudioService(bus, settings.audio, create_backend(settings, InferenceMetrics(registry, "audio")))])
 
 
 if __name__ == "__main__":

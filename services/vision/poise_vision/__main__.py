@@ -12,9 +12,10 @@ from poise_common.settings import PoiseSettings
 async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) -> ServiceParts:
     """The vision service on ``bus``; its start() loads the face model and fails if it is missing."""
     from poise_common.inference.backend import create_backend
+    from poise_common.metrics import InferenceMetrics
     from poise_vision.service import VisionService  # MediaPipe is slow to import: not for --help
 
-    return ServiceParts(services=[VisionService(bus, create_backend(settings))])
+    return ServiceParts(services=[VisionService(bus, create_backend(settings, InferenceMetrics(registry, "vision")))])
 
 
 if __name__ == "__main__":

@@ -7,12 +7,15 @@ learn whether the model runs in this process or on a Triton server.
 from __future__ import annotations
 
 import abc
+import time
+from contextlib import contextmanager
 
 import numpy as np
 
 from poise_common.bus.errors import TransportUnavailable
 from poise_common.inference.faces import RawFaces
 from poise_common.inference.speech import RawSegment
+from poise_common.metrics import InferenceMetrics, NullMetrics
 from poise_common.settings import PoiseSettings
 
 FACE = "face"
@@ -43,6 +46,20 @@ class FaceStream(abc.ABC):
 
 class InferenceBackend(abc.ABC):
     name: str
+    metrics: InferenceMetrics | NullMetrics = NullMetrics()
+
+    @contextmanager
+    def timed(self, model: str):
+        """Record one call's latency and outcome in the client-side histogram."""
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            yield
+            outcome = "ok"
+        finally:
+            self.metrics.seconds.labels(backend=self.name, model=model, outcome=outcome).observe(
+                time.perf_counter() - started
+            )
 
     @abc.abstractmethod
     async def start(self, needs: set[str]) -> None:
@@ -58,14 +75,18 @@ class InferenceBackend(abc.ABC):
     async def transcribe(self, samples: np.ndarray, prompt: str | None) -> list[RawSegment]: ...
 
 
-def create_backend(settings: PoiseSettings) -> InferenceBackend:
+def create_backend(settings: PoiseSettings, metrics: InferenceMetrics | None = None) -> InferenceBackend:
     url = settings.inference.url
     if url == "local":
         from poise_common.inference.local import LocalBackend
 
-        return LocalBackend(settings)
-    if url.startswith("triton://"):
+        backend: InferenceBackend = LocalBackend(settings)
+    elif url.startswith("triton://"):
         from poise_common.inference.triton import TritonBackend
 
-        return TritonBackend(url.removeprefix("triton://"), settings)
-    raise ValueError(f"unknown inference URL {url!r}: use local or triton://host:port")
+        backend = TritonBackend(url.removeprefix("triton://"), settings)
+    else:
+        raise ValueError(f"unknown inference URL {url!r}: use local or triton://host:port")
+    if metrics is not None:
+        backend.metrics = metrics
+    return backend

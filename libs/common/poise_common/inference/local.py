@@ -13,7 +13,8 @@ from poise_common.settings import PoiseSettings
 
 
 class _LocalFaceStream(FaceStream):
-    def __init__(self, settings: PoiseSettings) -> None:
+    def __init__(self, backend: "LocalBackend", settings: PoiseSettings) -> None:
+        self._backend = backend
         self._settings = settings
         self._runner: FaceLandmarkerRunner | None = None
 
@@ -24,7 +25,8 @@ class _LocalFaceStream(FaceStream):
         return self._runner.detect(decode_jpeg_rgb(jpeg), t_ms)
 
     async def detect(self, jpeg: bytes, t_ms: int) -> RawFaces:
-        return await asyncio.to_thread(self._detect, jpeg, t_ms)
+        with self._backend.timed("face_landmarker"):
+            return await asyncio.to_thread(self._detect, jpeg, t_ms)
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -65,9 +67,10 @@ class LocalBackend(InferenceBackend):
             self._whisper.close()
 
     def face_stream(self, stream_id: str) -> FaceStream:
-        return _LocalFaceStream(self.settings)
+        return _LocalFaceStream(self, self.settings)
 
     async def transcribe(self, samples: np.ndarray, prompt: str | None) -> list[RawSegment]:
         if self._whisper is None:
             raise RuntimeError("the speech model was not started (start({'speech'}))")
-        return await asyncio.to_thread(self._whisper.transcribe, samples, prompt)
+        with self.timed("speech_recognizer"):
+            return await asyncio.to_thread(self._whisper.transcribe, samples, prompt)

@@ -138,9 +138,10 @@ class TritonBackend(InferenceBackend):
         delay = config.backoff_s
         for attempt in range(config.retries + 1):
             try:
-                return await self.client.infer(
-                    model, inputs, outputs=requested, client_timeout=config.timeout_s, **sequence
-                )
+                with self.timed(model):
+                    return await self.client.infer(
+                        model, inputs, outputs=requested, client_timeout=config.timeout_s, **sequence
+                    )
             except InferenceServerException as exc:
                 message = exc.message() or ""
                 status = str(exc.status() or "")
