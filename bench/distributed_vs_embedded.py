@@ -84,6 +84,9 @@ def distributed_wall(path: Path, work: Path) -> dict:
 
 
 def main() -> None:
+    from poise_common.native_stderr import filter_native_stderr
+
+    filter_native_stderr()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=4, help="copies of the 19.7 s clip (4 = 79 s)")
     args = parser.parse_args()

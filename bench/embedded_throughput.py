@@ -115,6 +115,9 @@ def stages(path: Path, fps: float) -> dict:
 
 
 def main() -> None:
+    from poise_common.native_stderr import filter_native_stderr
+
+    filter_native_stderr()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=4, help="copies of the 19.7 s clip (4 = 79 s)")
     parser.add_argument("--fps", type=float, default=None, help="frame sampling rate (default: the setting)")
@@ -122,6 +125,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        filter_native_stderr()
         e2e_child(args.child, args.out)
         return
 

@@ -1,0 +1,118 @@
+"""Inference through a real NVIDIA Triton server (the tritonserver of the nvidia-pytriton wheel).
+
+The embedded pipeline is pointed at Triton by one setting; its features must equal the
+in-process ones within float tolerance and its competency scores must be identical.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from poise_devstack.triton import TritonServer
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS = REPO / "deploy" / "triton" / "models"
+SAMPLE = REPO / "examples" / "sample_interview.mp4"
+QUESTIONS = REPO / "examples" / "questions.yaml"
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def triton():
+    server = TritonServer(MODELS, models=["face_landmarker", "speech_recognizer"])
+    try:
+        server.start()
+    except Exception as exc:  # noqa: BLE001 - a test that needs Triton fails without it
+        server.close() if hasattr(server, "close") else server.stop()
+        pytest.fail(f"could not start Triton: {exc}")
+    yield server
+    server.stop()
+
+
+def score(paths, home: Path, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    environ = {**os.environ, "POISE_HOME": str(home), **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "poise", "score", *map(str, paths), "--questions", str(QUESTIONS), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ,
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 900) -> dict:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out)
+
+
+def assert_close(a, b, path: str = "") -> None:
+    """Equal structure; numbers equal within TOLERANCE (relative or absolute)."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            assert_close(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert a == pytest.approx(b, rel=TOLERANCE, abs=TOLERANCE), path
+    else:
+        assert a == b, path
+
+
+def scores(card: dict) -> dict:
+    return {c["name"]: c["score"] for c in card["competencies"]}
+
+
+@pytest.fixture(scope="module")
+def local_card(tmp_path_factory) -> dict:
+    return finish(score([SAMPLE], tmp_path_factory.mktemp("local")))
+
+
+def test_features_through_triton_equal_in_process(triton, local_card, tmp_path):
+    card = finish(score([SAMPLE], tmp_path, {"POISE_INFERENCE__URL": f"triton://{triton.grpc_url}"}))
+    assert scores(card) == scores(local_card)
+    for remote, local in zip(card["answers"], local_card["answers"]):
+        assert_close(remote["signals"], local["signals"], "signals")
+        assert_close(remote["transcript"], local["transcript"], "transcript")
+
+
+def test_triton_stopped_mid_run_backs_off_and_completes(triton, tmp_path):
+    sys.path.insert(0, str(REPO / "bench"))
+    from long_answer import build_long_answer
+
+    long_answer = build_long_answer(4)  # 79 s of real face and speech: the outage lands mid-answer
+    reference = finish(score([long_answer], tmp_path / "local"))
+    proc = score([long_answer], tmp_path / "triton", {"POISE_INFERENCE__URL": f"triton://{triton.grpc_url}"})
+    time.sleep(6.0)  # models warmed up and frames flowing
+    assert proc.poll() is None, "the run finished before Triton could be stopped"
+    triton.stop()
+    time.sleep(3.0)
+    triton.start()
+    card = finish(proc)
+    assert scores(card) == scores(reference)
+    assert_close(card["answers"][0]["signals"], reference["answers"][0]["signals"], "signals")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"POISE_INFERENCE__BATCH_SIZE": "64"}, "below this client's batch size 64"),
+        ({"POISE_INFERENCE__FACE_MODEL": "no_such_model"}, "'no_such_model' is not ready"),
+    ],
+)
+def test_unfit_model_fails_at_start_with_a_clear_error(triton, tmp_path, env, message):
+    environ = {
+        **os.environ, "POISE_HOME": str(tmp_path), "POISE_INFERENCE__URL": f"triton://{triton.grpc_url}", **env,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "poise_vision"], capture_output=True, text=True, env=environ, timeout=120
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert message in result.stderr + result.stdout
