@@ -30,10 +30,10 @@ def triton():
     try:
         server.start()
     except Exception as exc:  # noqa: BLE001 - a test that needs Triton fails without it
-        server.close() if hasattr(server, "close") else server.stop()
+        server.close()
         pytest.fail(f"could not start Triton: {exc}")
     yield server
-    server.stop()
+    server.close()
 
 
 def score(paths, home: Path, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
