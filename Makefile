@@ -42,6 +42,7 @@ test: setup system-packages
 bench: setup system-packages
 	$(VENV)/bin/python bench/embedded_throughput.py
 	$(VENV)/bin/python bench/distributed_vs_embedded.py
+	$(VENV)/bin/python bench/triton_vs_local.py
 
 up: setup system-packages
 	$(VENV)/bin/python -m poise_devstack up
