@@ -20,10 +20,10 @@ import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
 from poise_devstack.ports import LOCALHOST, free_ports, port_accepts
 from poise_devstack.processes import ManagedProcess, StartupError
+from poise_devstack.server import LocalServer
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def _run_coroutine_in_thread(bootstrap: str) -> bool:
     return bool(result and result[0])
 
 
-class KafkaBroker:
+class KafkaBroker(LocalServer):
     """One Apache Kafka broker+controller (KRaft) on 127.0.0.1, its data in a private folder.
 
     The folder, ports and cluster ID are fixed by the first :meth:`start`, so :meth:`stop` followed
@@ -240,6 +240,7 @@ class KafkaBroker:
         self.java = java
         self._process: ManagedProcess | None = None
         self._formatted = False
+        self.kind = "kafka broker"  # in log lines
 
     # -- properties ------------------------------------------------------------------------------
 
@@ -259,16 +260,6 @@ class KafkaBroker:
     def controller_port(self) -> int | None:
         """KRaft controller port, None before the first start when none was given."""
         return self._controller_port
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the broker JVM while it runs, else None."""
-        return self._process.pid if self._process is not None else None
-
-    @property
-    def work_dir(self) -> Path | None:
-        """The broker's folder (config, ``data/``, ``logs/``)."""
-        return self._work_dir
 
     @property
     def log_path(self) -> Path:
@@ -337,48 +328,8 @@ class KafkaBroker:
         log.info("kafka broker ready on %s (pid %s)", self.bootstrap, self.pid)
         return self
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """Stop the broker cleanly (SIGTERM, then SIGKILL after ``timeout`` s). Keeps its data.
-
-        Idempotent.
-        """
-        if self._process is not None:
-            code = self._process.terminate(timeout)
-            log.info("kafka broker on %s stopped (status %s)", self.bootstrap, code)
-
-    def kill(self) -> None:
-        """SIGKILL the broker at once, as a crash would. Its data stays; :meth:`start` recovers."""
-        if self._process is not None:
-            self._process.kill()
-
-    def restart(self, timeout: float = 20.0) -> KafkaBroker:
-        """Stop (if running) and start the same broker on the same ports with the same data."""
-        self.stop(timeout)
-        return self.start()
-
-    def detach(self) -> None:
-        """Leave the server running when this interpreter exits (``make up``)."""
-        if self._process is not None:
-            self._process.detach()
-
-    def close(self) -> None:
-        """Stop the broker and remove its folder if this object created it."""
-        self.stop()
-        if self._owns_work_dir and self._work_dir is not None:
-            shutil.rmtree(self._work_dir, ignore_errors=True)
-            self._work_dir = None
-            self._formatted = False
-
-    def __enter__(self) -> KafkaBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def _forget(self) -> None:
+        self._formatted = False
 
     # -- internals -------------------------------------------------------------------------------
 

@@ -18,12 +18,12 @@ import subprocess
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
 import psycopg
 from psycopg import sql
 
 from poise_devstack.ports import LOCALHOST, free_port, port_accepts
+from poise_devstack.server import LocalServer
 from poise_devstack.processes import ManagedProcess, StartupError
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def _ensure_os_user(name: str) -> pwd.struct_passwd:
     return pwd.getpwnam(name)
 
 
-class PostgresServer:
+class PostgresServer(LocalServer):
     """One PostgreSQL cluster in a private folder, serving 127.0.0.1 on a free port.
 
     Args:
@@ -98,6 +98,9 @@ class PostgresServer:
         settings: extra ``postgresql.conf`` entries (values written as given, so quote strings).
         startup_timeout: seconds :meth:`start` waits for the server to accept connections.
     """
+
+    kind = "postgres"
+    stop_timeout = 30.0
 
     def __init__(
         self,
@@ -132,16 +135,6 @@ class PostgresServer:
         return self._port
 
     @property
-    def pid(self) -> int | None:
-        """PID of the postmaster while it runs, else None."""
-        return self._process.pid if self._process is not None else None
-
-    @property
-    def work_dir(self) -> Path | None:
-        """The cluster's folder (``data/`` and ``postgres.log``)."""
-        return self._work_dir
-
-    @property
     def data_dir(self) -> Path:
         """The PostgreSQL data directory."""
         return self._require_work_dir() / "data"
@@ -163,10 +156,6 @@ class PostgresServer:
     def dsn(self, database: str | None = None) -> str:
         """libpq URL for ``psycopg.connect`` (default: :attr:`database`)."""
         return f"postgresql://{SUPERUSER}@{LOCALHOST}:{self._require_port()}/{database or self.database}"
-
-    def is_running(self) -> bool:
-        """True while the postmaster runs."""
-        return self._process is not None and self._process.is_running()
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the server log."""
@@ -221,45 +210,8 @@ class PostgresServer:
         log.info("postgres ready on %s:%d (pid %s)", LOCALHOST, port, self.pid)
         return self
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Fast shutdown (SIGINT), SIGKILL after ``timeout`` s. Keeps the data. Idempotent."""
-        if self._process is not None:
-            code = self._process.terminate(timeout)
-            log.info("postgres on port %s stopped (status %s)", self._port, code)
-
-    def kill(self) -> None:
-        """SIGKILL the server and its backends, as a crash would; :meth:`start` recovers."""
-        if self._process is not None:
-            self._process.kill()
-
-    def restart(self, timeout: float = 30.0) -> PostgresServer:
-        """Stop (if running) and start the same cluster on the same port."""
-        self.stop(timeout)
-        return self.start()
-
-    def detach(self) -> None:
-        """Leave the server running when this interpreter exits (``make up``)."""
-        if self._process is not None:
-            self._process.detach()
-
-    def close(self) -> None:
-        """Stop the server and remove its folder if this object created it."""
-        self.stop()
-        if self._owns_work_dir and self._work_dir is not None:
-            shutil.rmtree(self._work_dir, ignore_errors=True)
-            self._work_dir = None
-            self._initialised = False
-
-    def __enter__(self) -> PostgresServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def _forget(self) -> None:
+        self._initialised = False
 
     # -- databases -------------------------------------------------------------------------------
 

@@ -21,11 +21,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import httpx
 
 from poise_devstack.ports import LOCALHOST, free_ports, port_accepts
+from poise_devstack.server import LocalServer
 from poise_devstack.processes import ManagedProcess, StartupError, tail_file
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def repository_models(model_repository: Path) -> list[str]:
     return sorted(p.parent.name for p in Path(model_repository).glob("*/config.pbtxt"))
 
 
-class TritonServer:
+class TritonServer(LocalServer):
     """One ``tritonserver`` process serving a model repository's Python-backend models.
 
     Ports and the work folder are fixed by the first :meth:`start`, so :meth:`restart` brings the
@@ -126,6 +126,9 @@ class TritonServer:
     load this interpreter's libpython, so ``poise_common``, MediaPipe and faster-whisper have to be
     installed here.
     """
+
+    kind = "tritonserver"
+    stop_timeout = 30.0
 
     def __init__(
         self,
@@ -173,15 +176,6 @@ class TritonServer:
         return f"http://{LOCALHOST}:{self._require_port(self._metrics_port)}/metrics"
 
     @property
-    def pid(self) -> int | None:
-        """PID of ``tritonserver`` while it runs, else None."""
-        return self._process.pid if self._process is not None else None
-
-    @property
-    def work_dir(self) -> Path | None:
-        return self._work_dir
-
-    @property
     def log_path(self) -> Path:
         """The server's stdout and stderr (the models' stubs log there too)."""
         return self._require_work_dir() / "tritonserver.log"
@@ -190,12 +184,6 @@ class TritonServer:
     def loaded_models(self) -> list[str]:
         """The models this server loads at start."""
         return self.models if self.models is not None else repository_models(self.model_repository)
-
-    def is_running(self) -> bool:
-        return self._process is not None and self._process.is_running()
-
-    def log_tail(self, lines: int = 40) -> str:
-        return tail_file(self.log_path, lines) if self._work_dir is not None else ""
 
     def metrics_text(self) -> str:
         """The Prometheus text of the metrics endpoint."""
@@ -267,49 +255,8 @@ class TritonServer:
         log.info("tritonserver ready on grpc %s (pid %s) with %s", self.grpc_url, self.pid, models)
         return self
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop cleanly: SIGTERM, Triton drains (up to ``exit_timeout``) and unloads the models
-        (about 3 s), SIGKILL after ``timeout``.
-
-        Idempotent.
-        """
-        if self._process is not None:
-            code = self._process.terminate(timeout)
-            self._remove_shm()
-            log.info("tritonserver on %s stopped (status %s)", self.grpc_url, code)
-
-    def kill(self) -> None:
-        """SIGKILL the server and its stubs at once, as a crash would; removes their shared memory."""
-        if self._process is not None:
-            self._process.kill()
-            self._remove_shm()
-
-    def restart(self, timeout: float = 30.0) -> TritonServer:
-        """Stop (if running) and start again on the same ports."""
-        self.stop(timeout)
-        return self.start()
-
-    def close(self) -> None:
-        """Stop the server and remove its folder if this object created it."""
-        self.stop()
-        if self._owns_work_dir and self._work_dir is not None:
-            shutil.rmtree(self._work_dir, ignore_errors=True)
-            self._work_dir = None
-
-    def __enter__(self) -> TritonServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def _after_stop(self) -> None:
+        self._remove_shm()
 
     # -- internals -------------------------------------------------------------------------------
 
