@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,8 +31,6 @@ RESULTS = BENCH / "results"
 
 
 def embedded_wall(path: Path) -> tuple[float, dict]:
-    import subprocess
-
     with tempfile.TemporaryDirectory() as home:
         out = Path(home) / "e2e.json"
         env = {**os.environ, "POISE_HOME": home}
@@ -58,15 +57,26 @@ def distributed_wall(path: Path, work: Path) -> dict:
         )
         with stack:
             stack.start_all()
+            key = subprocess.run(
+                [sys.executable, "-m", "poise", "keys", "create", "--tenant", "bench",
+                 "--scopes", "interviews:write,scores:read", "--db", postgres.url],
+                capture_output=True, text=True, check=True,
+            ).stdout.strip()
+            headers = {"Authorization": f"Bearer {key}"}
             gateway, fusion = stack.url("gateway"), stack.url("fusion")
             body = {"role": "generic", "questions": [{"question_id": "q1", "text": "Tell us about yourself."}]}
-            interview = httpx.post(f"{gateway}/v1/interviews", json=body, timeout=30).json()["interview_id"]
+            interview = httpx.post(f"{gateway}/v1/interviews", json=body, timeout=30, headers=headers).json()[
+                "interview_id"
+            ]
             with path.open("rb") as fh:
-                httpx.put(f"{gateway}/v1/interviews/{interview}/answers/q1", content=fh, timeout=120).raise_for_status()
+                httpx.put(
+                    f"{gateway}/v1/interviews/{interview}/answers/q1", content=fh, timeout=120, headers=headers
+                ).raise_for_status()
             started = time.perf_counter()
-            httpx.post(f"{gateway}/v1/interviews/{interview}/complete", timeout=600).raise_for_status()
+            httpx.post(f"{gateway}/v1/interviews/{interview}/complete", timeout=600, headers=headers).raise_for_status()
             published = time.perf_counter()
-            while httpx.get(f"{fusion}/v1/interviews/{interview}/scorecard", timeout=10).status_code != 200:
+            scorecard = f"{fusion}/v1/interviews/{interview}/scorecard"
+            while httpx.get(scorecard, timeout=10, headers=headers).status_code != 200:
                 time.sleep(0.05)
             done = time.perf_counter()
             messages = sum(

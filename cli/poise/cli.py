@@ -23,6 +23,58 @@ app = typer.Typer(
 )
 models_app = typer.Typer(no_args_is_help=True, help="Model files.")
 app.add_typer(models_app, name="models")
+keys_app = typer.Typer(no_args_is_help=True, help="Tenants' API keys (stored hashed; a key is shown once).")
+app.add_typer(keys_app, name="keys")
+DbOption = Annotated[Optional[str], typer.Option("--db", help="Database URL (default: POISE_DATABASE_URL or SQLite under POISE_HOME).")]
+
+
+def _key_store(db: str | None):
+    from poise_common.auth import KeyStore
+    from poise_common.db.engine import create_db_engine, session_factory, upgrade
+
+    settings = PoiseSettings(**({"database_url": db} if db else {}))
+    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_db_engine(settings.resolved_database_url)
+    upgrade(engine)
+    return KeyStore(session_factory(engine))
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option("--tenant", help="The tenant the key acts for.")],
+    scopes: Annotated[str, typer.Option("--scopes", help="Comma-separated: interviews:write, scores:read, admin.")],
+    name: Annotated[Optional[str], typer.Option("--name", help="A label to recognise the key by.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Create a key and print it: this is the only time it is shown."""
+    from poise_common.auth import AuthError
+
+    try:
+        print(_key_store(db).create(tenant, [s.strip() for s in scopes.split(",") if s.strip()], name))
+    except AuthError as exc:
+        fail(str(exc))
+
+
+@keys_app.command("list")
+def keys_list(
+    tenant: Annotated[Optional[str], typer.Option("--tenant", help="Only this tenant's keys.")] = None,
+    db: DbOption = None,
+) -> None:
+    """List keys (ids, tenants, scopes; never the keys themselves)."""
+    for key in _key_store(db).list(tenant):
+        state = "revoked" if key.revoked else "active"
+        print(f"{key.key_id}  {key.tenant}  {','.join(key.scopes)}  {state}  {key.name or ''}".rstrip())
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (the part after pk_, before the next _).")],
+    db: DbOption = None,
+) -> None:
+    """Revoke a key; requests with it fail from then on."""
+    if not _key_store(db).revoke(key_id):
+        fail(f"no active key {key_id}")
+    print(f"revoked {key_id}")
 
 EXIT_BAD_INPUT = 2
 

@@ -40,27 +40,45 @@ def postgres(tmp_path_factory):
 
 
 def new_stack(kafka_broker, postgres, tmp_path: Path, **env) -> PoiseStack:
-    """A stack with its own topics (prefix) and its own database."""
+    """A stack with its own topics (prefix), its own database and an API key for tenant acme."""
     tag = uuid.uuid4().hex[:8]
-    return PoiseStack(
+    stack = PoiseStack(
         bus_url=f"kafka://{kafka_broker.bootstrap}?partitions=4&prefix=t{tag}.",
         database_url=postgres.create_database(f"poise_{tag}"),
         home=tmp_path / "home",
         log_dir=tmp_path / "logs",
         env={k: str(v) for k, v in env.items()},
     )
+    stack.key = create_key(stack.database_url, "acme", "interviews:write,scores:read")
+    return stack
+
+
+def create_key(database_url: str, tenant: str, scopes: str) -> str:
+    """An API key made the way an operator makes one: `poise keys create`."""
+    result = subprocess.run(
+        [sys.executable, "-m", "poise", "keys", "create", "--tenant", tenant, "--scopes", scopes, "--db", database_url],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def auth(stack: PoiseStack) -> dict:
+    return {"Authorization": f"Bearer {stack.key}"}
 
 
 def upload(stack: PoiseStack, media: list[Path], questions: list[str] | None = None, complete: bool = True) -> str:
     questions = questions or [QUESTION] * len(media)
     gateway = stack.url("gateway")
     body = {"role": "generic", "questions": [{"question_id": f"q{i + 1}", "text": q} for i, q in enumerate(questions)]}
-    created = httpx.post(f"{gateway}/v1/interviews", json=body, timeout=30)
+    created = httpx.post(f"{gateway}/v1/interviews", json=body, timeout=30, headers=auth(stack))
     assert created.status_code == 201, created.text
     interview_id = created.json()["interview_id"]
     for i, path in enumerate(media):
         with path.open("rb") as fh:
-            put = httpx.put(f"{gateway}/v1/interviews/{interview_id}/answers/q{i + 1}", content=fh, timeout=120)
+            put = httpx.put(
+                f"{gateway}/v1/interviews/{interview_id}/answers/q{i + 1}", content=fh, timeout=120, headers=auth(stack)
+            )
         assert put.status_code == 200, put.text
     if complete:
         complete_interview(stack, interview_id)
@@ -68,7 +86,9 @@ def upload(stack: PoiseStack, media: list[Path], questions: list[str] | None = N
 
 
 def complete_interview(stack: PoiseStack, interview_id: str) -> None:
-    done = httpx.post(f"{stack.url('gateway')}/v1/interviews/{interview_id}/complete", timeout=300)
+    done = httpx.post(
+        f"{stack.url('gateway')}/v1/interviews/{interview_id}/complete", timeout=300, headers=auth(stack)
+    )
     assert done.status_code == 202, done.text
 
 
@@ -77,7 +97,7 @@ def wait_scorecard(stack: PoiseStack, interview_id: str, timeout: float = 300) -
     url = f"{stack.url('fusion')}/v1/interviews/{interview_id}/scorecard"
     while time.monotonic() < deadline:
         try:
-            response = httpx.get(url, timeout=10)
+            response = httpx.get(url, timeout=10, headers=auth(stack))
             if response.status_code == 200:
                 return response.json()
             assert response.status_code in (202, 404), response.text
@@ -131,7 +151,12 @@ def test_upload_through_the_gateway_gives_the_embedded_scorecard(kafka_broker, p
         stack.start_all()
         interview_id = upload(stack, [SAMPLE])
         card = wait_scorecard(stack, interview_id)
-        assert card["interview_id"] == interview_id
+        assert card["interview_id"] == interview_id and card["tenant"] == "acme"
+        # Another tenant's key finds no such interview; no key is refused.
+        other = create_key(stack.database_url, "globex", "scores:read")
+        url = f"{stack.url('fusion')}/v1/interviews/{interview_id}/scorecard"
+        assert httpx.get(url, headers={"Authorization": f"Bearer {other}"}, timeout=10).status_code == 404
+        assert httpx.get(url, timeout=10).status_code == 401
         assert scores(card) == scores(reference)
         assert answer_signals(card) == answer_signals(reference)
         assert stack.metric("vision", "poise_vision_messages_consumed_total", topic="media.frames", outcome="ok") > 100

@@ -13,6 +13,7 @@ from poise_common.settings import PoiseSettings
 
 async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) -> ServiceParts:
     """Database (migrated once, here), store, fusion service and the scorecard API."""
+    from poise_common.auth import KeyStore
     from poise_common.db.engine import create_db_engine, session_factory, upgrade
     from poise_fusion.api import create_router
     from poise_fusion.framework import get_framework
@@ -27,10 +28,11 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
     except BaseException:
         engine.dispose()
         raise
-    store = FusionStore(session_factory(engine))
+    sessions = session_factory(engine)
+    store = FusionStore(sessions)
     return ServiceParts(
         services=[FusionService(bus, store, settings)],
-        routers=[create_router(store, settings)],
+        routers=[create_router(store, settings, KeyStore(sessions))],
         close=[engine.dispose],
     )
 
@@ -43,5 +45,5 @@ if __name__ == "__main__":
             "Poise fusion: joins vision, audio and NLP results per answer, scores them, stores "
             "scorecards and serves GET /v1/interviews/{id}/scorecard."
         ),
-        reads=["home", "database_url", "tenant", "fusion", "nlp.min_words_for_scoring"],
+        reads=["home", "database_url", "fusion", "nlp.min_words_for_scoring"],
     )

@@ -15,6 +15,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse
 
+from poise_common.api_auth import requires
+from poise_common.auth import KeyStore, Principal
 from poise_common.settings import PoiseSettings
 from poise_fusion.store import FusionStore
 
@@ -25,12 +27,12 @@ _RESPONSES = {
 }
 
 
-def create_router(store: FusionStore, settings: PoiseSettings) -> APIRouter:
-    """The scorecard routes on ``store``. Until authentication exists, every caller acts for ``settings.tenant``."""
+def create_router(store: FusionStore, settings: PoiseSettings, keys: KeyStore) -> APIRouter:
+    """The scorecard routes on ``store``; the caller's API key (scope scores:read) decides the tenant."""
+    reader = requires(keys, "scores:read")
 
-    def current_tenant() -> str:
-        """The caller's tenant: the hook where authentication will decide it."""
-        return settings.tenant
+    def current_tenant(principal: Annotated[Principal, Depends(reader)]) -> str:
+        return principal.tenant
 
     Tenant = Annotated[str, Depends(current_tenant)]
     InterviewId = Annotated[str, Path(min_length=1, max_length=64)]

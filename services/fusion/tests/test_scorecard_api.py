@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from poise_common.db.engine import create_db_engine, session_factory, upgrade
 from poise_common.messages import Envelope, InterviewOpened, Question
 from poise_common.settings import PoiseSettings
+from poise_common.auth import KeyStore
 from poise_fusion.api import create_router
 from poise_fusion.store import FusionStore
 
@@ -28,7 +29,9 @@ SCORECARD = {
 def store(tmp_path):
     engine = create_db_engine(f"sqlite:///{tmp_path / 'poise.db'}")
     upgrade(engine)
-    yield FusionStore(session_factory(engine))
+    store = FusionStore(session_factory(engine))
+    store.keys = KeyStore(store.sessions)
+    yield store
     engine.dispose()
 
 
@@ -39,13 +42,18 @@ def opened(interview_id: str, tenant: str = "local") -> Envelope:
     )
 
 
-def get_all(store: FusionStore, paths: list[str], tenant: str = "local") -> list[httpx.Response]:
+def get_all(
+    store: FusionStore, paths: list[str], tenant: str = "local", scopes: tuple[str, ...] = ("scores:read",),
+    key: str | None = None,
+) -> list[httpx.Response]:
     app = FastAPI()
-    app.include_router(create_router(store, PoiseSettings(tenant=tenant)))
+    app.include_router(create_router(store, PoiseSettings(), store.keys))
+    key = key if key is not None else store.keys.create(tenant, list(scopes))
 
     async def scenario():
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://fusion") as client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        async with httpx.AsyncClient(transport=transport, base_url="http://fusion", headers=headers) as client:
             return [await client.get(path) for path in paths]
 
     return asyncio.run(scenario())
@@ -85,3 +93,18 @@ def test_another_tenants_interview_does_not_exist(store):
 def test_overlong_ids_are_refused_before_the_database(store):
     (response,) = get_all(store, [f"/v1/interviews/{'x' * 65}/scorecard"])
     assert response.status_code == 422
+
+
+def test_no_key_bad_key_revoked_key_and_missing_scope(store):
+    store.apply(opened("iv4"))
+    (none,) = get_all(store, ["/v1/interviews/iv4/scorecard"], key="")
+    (bad,) = get_all(store, ["/v1/interviews/iv4/scorecard"], key="pk_0000_nope")
+    key = store.keys.create("local", ["scores:read"])
+    store.keys.revoke(key.split("_")[1])
+    (revoked,) = get_all(store, ["/v1/interviews/iv4/scorecard"], key=key)
+    (writer,) = get_all(store, ["/v1/interviews/iv4/scorecard"], scopes=("interviews:write",))
+    (admin,) = get_all(store, ["/v1/interviews/iv4/scorecard"], scopes=("admin",))
+    assert none.status_code == bad.status_code == revoked.status_code == 401
+    assert none.headers["www-authenticate"] == "Bearer"
+    assert writer.status_code == 403
+    assert admin.status_code == 202

@@ -13,15 +13,27 @@ from poise_common.settings import PoiseSettings
 
 async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) -> ServiceParts:
     """The upload desk (media under POISE_HOME/media) publishing through a Gateway on ``bus``."""
+    from poise_common.auth import KeyStore
+    from poise_common.db.engine import create_db_engine, session_factory, upgrade
     from poise_gateway.api import UploadDesk, create_router
     from poise_gateway.service import Gateway
+
+    # API keys live in the database; the gateway reads them to know the caller's tenant.
+    engine = create_db_engine(settings.resolved_database_url)
+    try:
+        await asyncio.to_thread(upgrade, engine)
+    except BaseException:
+        engine.dispose()
+        raise
 
     desk = UploadDesk(
         settings.media_dir, Gateway(bus, settings.gateway), settings.gateway,
         default_role=settings.fusion.default_role,
     )
     await asyncio.to_thread(desk.prepare)  # an unwritable media folder fails the start
-    return ServiceParts(routers=[create_router(desk, settings)])
+    return ServiceParts(
+        routers=[create_router(desk, settings, KeyStore(session_factory(engine)))], close=[engine.dispose]
+    )
 
 
 if __name__ == "__main__":
@@ -32,5 +44,5 @@ if __name__ == "__main__":
             "Poise gateway: the upload API. POST /v1/interviews, PUT the raw video of each answer to "
             "/v1/interviews/{id}/answers/{question_id}, then POST /v1/interviews/{id}/complete to publish."
         ),
-        reads=["home", "tenant", "gateway", "fusion.default_role"],
+        reads=["home", "database_url", "gateway", "fusion.default_role"],
     )

@@ -39,6 +39,8 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from poise_common.api_auth import requires
+from poise_common.auth import KeyStore, Principal
 from poise_common.messages import Question
 from poise_common.settings import GatewaySettings, PoiseSettings
 from poise_gateway.errors import MediaRejected
@@ -427,12 +429,12 @@ def _declared_length(request: Request) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def create_router(desk: UploadDesk, settings: PoiseSettings) -> APIRouter:
-    """The upload routes. Until authentication exists, every caller acts for ``settings.tenant``."""
+def create_router(desk: UploadDesk, settings: PoiseSettings, keys: KeyStore) -> APIRouter:
+    """The upload routes; the caller's API key (scope interviews:write) decides the tenant."""
+    writer = requires(keys, "interviews:write")
 
-    def current_tenant() -> str:
-        """The caller's tenant: the hook where authentication will decide it."""
-        return settings.tenant
+    def current_tenant(principal: Annotated[Principal, Depends(writer)]) -> str:
+        return principal.tenant
 
     Tenant = Annotated[str, Depends(current_tenant)]
     router = APIRouter(prefix="/v1/interviews", tags=["interviews"], route_class=ErrorRoute)

@@ -13,7 +13,9 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
+from poise_common.auth import KeyStore
 from poise_common.bus.memory import MemoryBus
+from poise_common.db.engine import create_db_engine, session_factory, upgrade
 from poise_common.messages import AnswerMediaDone, AudioEnd, Envelope, FramesEnd, InterviewOpened, Topics
 from poise_common.settings import GatewaySettings, PoiseSettings
 from poise_gateway.api import UploadDesk, create_router
@@ -26,8 +28,8 @@ QUESTIONS = [
 
 
 class Harness:
-    def __init__(self, client: httpx.AsyncClient, bus: MemoryBus, desk: UploadDesk) -> None:
-        self.client, self.bus, self.desk = client, bus, desk
+    def __init__(self, client: httpx.AsyncClient, bus: MemoryBus, desk: UploadDesk, keys: KeyStore) -> None:
+        self.client, self.bus, self.desk, self.keys = client, bus, desk, keys
 
     async def create(self, questions=QUESTIONS, **extra) -> str:
         response = await self.client.post("/v1/interviews", json={"questions": questions, **extra})
@@ -51,14 +53,21 @@ async def harness(tmp_path: Path, **limits) -> AsyncIterator[Harness]:
     await bus.start()
     desk = UploadDesk(settings.media_dir, Gateway(bus, settings.gateway), settings.gateway, default_role="generic")
     desk.prepare()
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'keys.db'}")
+    upgrade(engine)
+    keys = KeyStore(session_factory(engine))
     app = FastAPI()
-    app.include_router(create_router(desk, settings))
+    app.include_router(create_router(desk, settings, keys))
     transport = httpx.ASGITransport(app=app)
+    headers = {"Authorization": f"Bearer {keys.create('local', ['interviews:write'])}"}
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=60) as client:
-            yield Harness(client, bus, desk)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gateway", timeout=60, headers=headers
+        ) as client:
+            yield Harness(client, bus, desk, keys)
     finally:
         await bus.stop()
+        engine.dispose()
 
 
 async def chunks(path: Path, size: int = 64 * 1024) -> AsyncIterator[bytes]:
@@ -290,3 +299,24 @@ def test_prepare_removes_what_a_dead_process_left(tmp_path, media_dir):
     orphan.write_bytes(b"media")
     desk.prepare()
     assert sorted(p.name for p in folder.iterdir()) == ["manifest.json"]
+
+
+def test_uploads_need_a_writer_key_and_stay_within_the_tenant(tmp_path):
+    async def scenario():
+        async with harness(tmp_path) as h:
+            interview_id = await h.create()
+            anonymous = await h.client.post("/v1/interviews", json={"questions": QUESTIONS}, headers={"Authorization": ""})
+            reader = h.keys.create("local", ["scores:read"])
+            read_only = await h.client.post(
+                "/v1/interviews", json={"questions": QUESTIONS}, headers={"Authorization": f"Bearer {reader}"}
+            )
+            other = h.keys.create("other-tenant", ["interviews:write"])
+            theirs = await h.client.post(
+                f"/v1/interviews/{interview_id}/complete", headers={"Authorization": f"Bearer {other}"}
+            )
+            return anonymous, read_only, theirs
+
+    anonymous, read_only, theirs = asyncio.run(scenario())
+    assert anonymous.status_code == 401
+    assert read_only.status_code == 403
+    assert theirs.status_code == 404  # another tenant's interview does not exist for this caller

@@ -33,6 +33,7 @@ def _up(args: argparse.Namespace) -> int:
     print(f"  bus      {state['bus_url']}")
     print(f"  database {state['database_url']}")
     print(f"  logs     {state['logs']}")
+    print(f"  API key  {state['key']}  (tenant local; shown once: keep it)")
     print("Stop it with `make down`.")
     return 0
 

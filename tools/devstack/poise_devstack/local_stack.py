@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -64,6 +65,11 @@ def up(ports: dict[str, int] | None = None) -> dict:
         for server in reversed(started):
             server.stop()
         raise
+    key = subprocess.run(
+        [stack.python, "-m", "poise", "keys", "create", "--tenant", "local",
+         "--scopes", "interviews:write,scores:read", "--name", "make up", "--db", postgres.url],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
     broker.detach()
     postgres.detach()
     for proc in stack.processes.values():
@@ -77,7 +83,7 @@ def up(ports: dict[str, int] | None = None) -> dict:
         "logs": str(stack.log_dir),
     }
     STATE.write_text(json.dumps(state, indent=2))
-    return state
+    return {**state, "key": key}  # the key is printed once, never stored in the state file
 
 
 def down(timeout: float = 60.0) -> list[str]:

@@ -40,6 +40,7 @@ class PoiseStack:
     python: str = sys.executable
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    key: str | None = None  # an API key for callers of this stack, when one was made
 
     def _env(self, service: str, port: int) -> dict[str, str]:
         return {

@@ -84,3 +84,17 @@ class Failure(Base):
     tenant: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class ApiKey(Base):
+    """An API key: only a hash of its secret is kept; the key itself is shown once, at creation."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list] = mapped_column(JSON)
+    name: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
