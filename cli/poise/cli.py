@@ -152,6 +152,21 @@ def _rejection(exc, uploads) -> str:
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="HTTP port (API, /healthz, /readyz, /metrics).")] = 8000,
+) -> None:
+    """Run every service in one process behind the REST API (uploads, scorecards), until SIGTERM."""
+    from poise.serve import build
+    from poise_common.runtime import configure_logging, run_service
+
+    settings = PoiseSettings(http_host=host, serve={"port": port})
+    filter_native_stderr()
+    configure_logging(settings.log_level)
+    raise typer.Exit(asyncio.run(run_service("serve", build, settings)))
+
+
+@app.command()
 def roles() -> None:
     """List the competency profiles (roles) and their competencies."""
     from poise_fusion.framework import available_frameworks

@@ -78,6 +78,12 @@ class FusionSettings(BaseModel):
     default_role: str = Field("generic", description="Competency profile used when none is given.")
 
 
+class ServeSettings(BaseModel):
+    """`poise serve`: every service in one process behind one HTTP API."""
+
+    port: int = Field(8000, description="HTTP port of the embedded server (API, health, metrics).")
+
+
 class InferenceSettings(BaseModel):
     """Where the heavy models run: in this process, or on an NVIDIA Triton server."""
 
@@ -111,6 +117,7 @@ class PoiseSettings(BaseSettings):
     nlp: NlpSettings = Field(default_factory=NlpSettings)
     fusion: FusionSettings = Field(default_factory=FusionSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     @property
     def home_dir(self) -> Path:

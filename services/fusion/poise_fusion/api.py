@@ -12,7 +12,7 @@
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
 
 from poise_common.api_auth import requires
@@ -37,6 +37,21 @@ def create_router(store: FusionStore, settings: PoiseSettings, keys: KeyStore) -
     Tenant = Annotated[str, Depends(current_tenant)]
     InterviewId = Annotated[str, Path(min_length=1, max_length=64)]
     router = APIRouter(prefix="/v1/interviews", tags=["scorecards"])
+
+    @router.get("")
+    async def list_interviews(
+        tenant: Tenant,
+        status: Annotated[str | None, Query(pattern="^(processing|scored|failed)$")] = None,
+        role: Annotated[str | None, Query(max_length=128)] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        before: Annotated[float | None, Query(description="Page cursor: the next_before of the previous page.")] = None,
+    ) -> JSONResponse:
+        """The caller's interviews, newest first, filterable by status and role."""
+        items = await asyncio.to_thread(
+            store.list_interviews, tenant, status=status, role=role, limit=limit, before=before
+        )
+        next_before = items[-1]["created_at"] if len(items) == limit else None
+        return JSONResponse({"items": items, "next_before": next_before})
 
     @router.get("/{interview_id}/scorecard", responses=_RESPONSES)
     async def get_scorecard(interview_id: InterviewId, tenant: Tenant) -> JSONResponse:

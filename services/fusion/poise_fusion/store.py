@@ -212,6 +212,26 @@ class FusionStore:
             failure = session.get(Failure, interview_id)
             return None if failure is None else (failure.tenant, "failed")
 
+    def list_interviews(
+        self, tenant: str, *, status: str | None = None, role: str | None = None, limit: int = 50,
+        before: float | None = None,
+    ) -> list[dict]:
+        """A tenant's interviews, newest first; ``before`` (a created_at) pages backwards."""
+        with self.sessions() as session:
+            query = select(Interview).where(Interview.tenant == tenant)
+            if status:
+                query = query.where(Interview.status == status)
+            if role:
+                query = query.where(Interview.role == role)
+            if before is not None:
+                query = query.where(Interview.created_at < before)
+            rows = session.scalars(query.order_by(Interview.created_at.desc(), Interview.id).limit(limit))
+            return [
+                {"interview_id": r.id, "role": r.role, "status": r.status, "answer_count": r.answer_count,
+                 "created_at": r.created_at, "scored_at": r.scored_at}
+                for r in rows
+            ]
+
     def scorecard(self, interview_id: str) -> dict | None:
         with self.sessions() as session:
             row = session.get(Scorecard, interview_id)

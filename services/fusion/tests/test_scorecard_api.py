@@ -108,3 +108,19 @@ def test_no_key_bad_key_revoked_key_and_missing_scope(store):
     assert none.headers["www-authenticate"] == "Bearer"
     assert writer.status_code == 403
     assert admin.status_code == 202
+
+
+def test_list_is_per_tenant_filtered_and_paged(store):
+    for n in range(5):
+        store.apply(opened(f"mine{n}"))
+    store.apply(opened("theirs", tenant="acme"))
+    store.save_scorecard("mine0", "local", "generic@1.0+norms", SCORECARD)
+    first, scored = get_all(store, ["/v1/interviews?limit=3", "/v1/interviews?status=scored"])
+    page = first.json()
+    assert [i["interview_id"] for i in page["items"]] == ["mine4", "mine3", "mine2"]
+    (second,) = get_all(store, [f"/v1/interviews?limit=3&before={page['next_before']}"])
+    assert [i["interview_id"] for i in second.json()["items"]] == ["mine1", "mine0"]
+    assert second.json()["next_before"] is None
+    assert [i["interview_id"] for i in scored.json()["items"]] == ["mine0"]
+    (bad,) = get_all(store, ["/v1/interviews?status=nonsense"])
+    assert bad.status_code == 422

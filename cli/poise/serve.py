@@ -1,0 +1,54 @@
+"""`poise serve`: the embedded deployment as a server: every service in one process, one API.
+
+The same service objects and routers as the distributed processes (gateway uploads, fusion
+scorecards), on the bus and database the settings name (by default the in-memory bus and
+SQLite), for a team that wants the API without Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CollectorRegistry
+
+from poise_common.bus import Bus
+from poise_common.runtime import ServiceParts
+from poise_common.settings import PoiseSettings
+
+
+async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) -> ServiceParts:
+    from poise_audio.service import AudioService
+    from poise_common.auth import KeyStore
+    from poise_common.db.engine import create_db_engine, session_factory, upgrade
+    from poise_common.inference.backend import create_backend
+    from poise_common.metrics import InferenceMetrics
+    from poise_fusion.api import create_router as scorecard_routes
+    from poise_fusion.framework import get_framework
+    from poise_fusion.service import FusionService
+    from poise_fusion.store import FusionStore
+    from poise_gateway.api import UploadDesk
+    from poise_gateway.api import create_router as upload_routes
+    from poise_gateway.service import Gateway
+    from poise_nlp.service import NlpService
+    from poise_vision.service import VisionService
+
+    get_framework(settings.fusion.default_role, settings.fusion.frameworks_dir)
+    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_db_engine(settings.resolved_database_url)
+    await asyncio.to_thread(upgrade, engine)
+    sessions = session_factory(engine)
+    store, keys = FusionStore(sessions), KeyStore(sessions)
+    desk = UploadDesk(settings.media_dir, Gateway(bus, settings.gateway), settings.gateway,
+                      default_role=settings.fusion.default_role)
+    await asyncio.to_thread(desk.prepare)
+    metrics = InferenceMetrics(registry, "serve")
+    return ServiceParts(
+        services=[
+            FusionService(bus, store, settings),
+            NlpService(bus, settings.nlp),
+            AudioService(bus, settings.audio, create_backend(settings, metrics)),
+            VisionService(bus, create_backend(settings, metrics)),
+        ],
+        routers=[upload_routes(desk, settings, keys), scorecard_routes(store, settings, keys)],
+        close=[engine.dispose],
+    )

@@ -1,0 +1,65 @@
+"""`poise serve`: every service in one process behind the REST API, as a team runs it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from poise_devstack.ports import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "examples" / "sample_interview.mp4"
+
+
+def poise(*args: str, env: dict) -> str:
+    result = subprocess.run([sys.executable, "-m", "poise", *args], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_serve_scores_an_upload_and_lists_it(tmp_path):
+    env = {**os.environ, "POISE_HOME": str(tmp_path)}
+    port = free_port()
+    key = poise("keys", "create", "--tenant", "acme", "--scopes", "interviews:write,scores:read", env=env)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "poise", "serve", "--port", str(port)], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, server.stderr.read()
+            time.sleep(0.3)
+        body = {"role": "generic", "questions": [{"question_id": "q1", "text": "Why this role?"}]}
+        interview = httpx.post(f"{base}/v1/interviews", json=body, headers=headers, timeout=30).json()["interview_id"]
+        with SAMPLE.open("rb") as fh:
+            assert httpx.put(f"{base}/v1/interviews/{interview}/answers/q1", content=fh, headers=headers,
+                             timeout=120).status_code == 200
+        assert httpx.post(f"{base}/v1/interviews/{interview}/complete", headers=headers, timeout=120).status_code == 202
+        while time.monotonic() < deadline + 120:
+            response = httpx.get(f"{base}/v1/interviews/{interview}/scorecard", headers=headers, timeout=10)
+            if response.status_code == 200:
+                break
+            time.sleep(0.5)
+        card = response.json()
+        assert card["tenant"] == "acme" and {c["name"] for c in card["competencies"]} >= {"empathy", "teamwork"}
+        listed = httpx.get(f"{base}/v1/interviews", params={"status": "scored"}, headers=headers, timeout=10).json()
+        assert [i["interview_id"] for i in listed["items"]] == [interview]
+        assert "poise_serve_messages_consumed_total" in httpx.get(f"{base}/metrics", timeout=10).text
+        assert httpx.get(f"{base}/v1/interviews", timeout=10).status_code == 401
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        assert server.wait(timeout=60) == 0
