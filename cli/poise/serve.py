@@ -23,6 +23,7 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
     from poise_common.inference.backend import create_backend
     from poise_common.metrics import InferenceMetrics
     from poise_fusion.api import create_router as scorecard_routes
+    from poise_fusion.events import EventHub
     from poise_fusion.framework import get_framework
     from poise_fusion.service import FusionService
     from poise_fusion.store import FusionStore
@@ -42,13 +43,15 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
                       default_role=settings.fusion.default_role)
     await asyncio.to_thread(desk.prepare)
     metrics = InferenceMetrics(registry, "serve")
+    events = EventHub(bus)
     return ServiceParts(
         services=[
+            events,
             FusionService(bus, store, settings),
             NlpService(bus, settings.nlp),
             AudioService(bus, settings.audio, create_backend(settings, metrics)),
             VisionService(bus, create_backend(settings, metrics)),
         ],
-        routers=[upload_routes(desk, settings, keys), scorecard_routes(store, settings, keys)],
+        routers=[upload_routes(desk, settings, keys), scorecard_routes(store, settings, keys, events)],
         close=[engine.dispose],
     )

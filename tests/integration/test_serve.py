@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import threading
 import subprocess
 import sys
 import time
@@ -43,6 +45,20 @@ def test_serve_scores_an_upload_and_lists_it(tmp_path):
                 pass
             assert server.poll() is None, server.stderr.read()
             time.sleep(0.3)
+        events: list[str] = []
+        listening = threading.Event()
+
+        def listen() -> None:
+            with httpx.stream("GET", f"{base}/v1/events", headers=headers, timeout=120) as stream:
+                for line in stream.iter_lines():
+                    listening.set()
+                    events.append(line)
+                    if line.startswith("data: ") and events[-2:-1] == ["event: interview.scored"]:
+                        return
+
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+        assert listening.wait(30), "the event stream did not open"
         body = {"role": "generic", "questions": [{"question_id": "q1", "text": "Why this role?"}]}
         interview = httpx.post(f"{base}/v1/interviews", json=body, headers=headers, timeout=30).json()["interview_id"]
         with SAMPLE.open("rb") as fh:
@@ -60,6 +76,11 @@ def test_serve_scores_an_upload_and_lists_it(tmp_path):
         assert [i["interview_id"] for i in listed["items"]] == [interview]
         assert "poise_serve_messages_consumed_total" in httpx.get(f"{base}/metrics", timeout=10).text
         assert httpx.get(f"{base}/v1/interviews", timeout=10).status_code == 401
+        listener.join(30)
+        assert "event: answer.scored" in events and "event: interview.scored" in events
+        scored = json.loads(events[events.index("event: interview.scored") + 1].removeprefix("data: "))
+        assert scored["interview_id"] == interview
+        assert scored["competencies"] == {c["name"]: c["score"] for c in card["competencies"]}
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         assert server.wait(timeout=60) == 0

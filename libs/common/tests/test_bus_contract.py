@@ -380,3 +380,24 @@ def test_replay_from_hold_rewinds_to_the_held_record(transport):
         return seen
 
     assert run(scenario()) == [0, 1, 2, 0, 1, 2, 3]
+
+
+def test_a_new_group_from_latest_sees_only_what_comes_after_it(transport):
+    async def scenario():
+        bus = await started(transport)
+        for seq in range(3):
+            await bus.publish(TOPIC, envelope("k", seq))
+        seen: list[int] = []
+
+        async def handler(env: Envelope) -> None:
+            seen.append(env.seq)
+
+        await bus.subscribe([TOPIC], f"g-{uuid.uuid4().hex[:6]}", handler, FAST, from_latest=True)
+        await asyncio.sleep(0.05)
+        await bus.publish(TOPIC, envelope("k", 3))
+        await wait_for(lambda: seen == [3])
+        await asyncio.sleep(0.3)
+        await bus.stop()
+        return seen
+
+    assert run(scenario()) == [3]

@@ -16,6 +16,7 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
     from poise_common.auth import KeyStore
     from poise_common.db.engine import create_db_engine, session_factory, upgrade
     from poise_fusion.api import create_router
+    from poise_fusion.events import EventHub
     from poise_fusion.framework import get_framework
     from poise_fusion.service import FusionService
     from poise_fusion.store import FusionStore
@@ -30,9 +31,10 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
         raise
     sessions = session_factory(engine)
     store = FusionStore(sessions)
+    events = EventHub(bus)
     return ServiceParts(
-        services=[FusionService(bus, store, settings)],
-        routers=[create_router(store, settings, KeyStore(sessions))],
+        services=[events, FusionService(bus, store, settings)],
+        routers=[create_router(store, settings, KeyStore(sessions), events)],
         close=[engine.dispose],
     )
 

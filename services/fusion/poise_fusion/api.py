@@ -13,11 +13,12 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from poise_common.api_auth import requires
 from poise_common.auth import KeyStore, Principal
 from poise_common.settings import PoiseSettings
+from poise_fusion.events import EventHub
 from poise_fusion.store import FusionStore
 
 _RESPONSES = {
@@ -27,7 +28,9 @@ _RESPONSES = {
 }
 
 
-def create_router(store: FusionStore, settings: PoiseSettings, keys: KeyStore) -> APIRouter:
+def create_router(
+    store: FusionStore, settings: PoiseSettings, keys: KeyStore, events: EventHub | None = None
+) -> APIRouter:
     """The scorecard routes on ``store``; the caller's API key (scope scores:read) decides the tenant."""
     reader = requires(keys, "scores:read")
 
@@ -37,6 +40,18 @@ def create_router(store: FusionStore, settings: PoiseSettings, keys: KeyStore) -
     Tenant = Annotated[str, Depends(current_tenant)]
     InterviewId = Annotated[str, Path(min_length=1, max_length=64)]
     router = APIRouter(prefix="/v1/interviews", tags=["scorecards"])
+
+    if events is not None:
+        events_router = APIRouter(prefix="/v1", tags=["events"])
+
+        @events_router.get("/events", response_class=StreamingResponse)
+        async def score_events(tenant: Tenant) -> StreamingResponse:
+            """Server-sent events: answer.scored, interview.scored, interview.failed for the caller's tenant."""
+            return StreamingResponse(
+                events.stream(tenant), media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+
 
     @router.get("")
     async def list_interviews(
@@ -69,4 +84,8 @@ def create_router(store: FusionStore, settings: PoiseSettings, keys: KeyStore) -
                 return JSONResponse(document)
         return JSONResponse({"status": "processing"}, status_code=202)
 
-    return router
+    api = APIRouter()
+    api.include_router(router)
+    if events is not None:
+        api.include_router(events_router)
+    return api

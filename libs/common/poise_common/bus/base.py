@@ -159,8 +159,13 @@ class Bus(abc.ABC):
         group: str,
         handler: Handler,
         policy: DeliveryPolicy | None = None,
+        from_latest: bool = False,
     ) -> Subscription:
-        """Join ``group`` on ``topics`` (unprefixed names) and start handling messages."""
+        """Join ``group`` on ``topics`` (unprefixed names) and start handling messages.
+
+        A group new to a topic starts at its oldest record, or with ``from_latest`` at its
+        end (live feeds that only want what happens from now on).
+        """
 
 
 def dead_letter_record(topic: str, value: bytes, error: BaseException, attempts: int) -> bytes:

@@ -186,10 +186,13 @@ class KafkaBus(Bus):
         group: str,
         handler: Handler,
         policy: DeliveryPolicy | None = None,
+        from_latest: bool = False,
     ) -> Subscription:
         names = [self.topic(t) for t in topics]
         await self.ensure_topics(names)
-        subscription = _KafkaSubscription(self, names, group, handler, policy or DeliveryPolicy())
+        subscription = _KafkaSubscription(
+            self, names, group, handler, policy or DeliveryPolicy(), "latest" if from_latest else "earliest"
+        )
         await subscription.start()
         self._subscriptions.append(subscription)
         return subscription
@@ -208,8 +211,11 @@ class _Revoker(ConsumerRebalanceListener):
 
 
 class _KafkaSubscription(Subscription):
-    def __init__(self, bus: KafkaBus, topics: list[str], group: str, handler: Handler, policy: DeliveryPolicy) -> None:
+    def __init__(
+        self, bus: KafkaBus, topics: list[str], group: str, handler: Handler, policy: DeliveryPolicy, reset: str
+    ) -> None:
         self.bus = bus
+        self.reset = reset
         self.topics = topics
         self.group = group
         self.handler = handler
@@ -227,7 +233,7 @@ class _KafkaSubscription(Subscription):
             group_id=self.group,
             client_id=f"{self.bus.client_id}-{self.group}-{uuid.uuid4().hex[:6]}",
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            auto_offset_reset=self.reset,
             # Speech recognition of a long answer runs inside one handler call.
             max_poll_interval_ms=15 * 60 * 1000,
             session_timeout_ms=10_000,
@@ -236,7 +242,20 @@ class _KafkaSubscription(Subscription):
         )
         self._consumer.subscribe(self.topics, listener=_Revoker(self))
         await self._consumer.start()
+        if self.reset == "latest":
+            await self._settle_position()
         self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _settle_position(self, timeout: float = 30.0) -> None:
+        """A live feed's "now" is fixed once it holds its partitions, not at its first fetch."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._consumer.assignment():
+            if loop.time() > deadline:
+                raise TransportUnavailable(f"group {self.group} got no partitions within {timeout:.0f} s")
+            await asyncio.sleep(0.05)  # the group join runs in the consumer's background task
+        for tp in self._consumer.assignment():
+            await self._consumer.position(tp)
 
     async def _run(self) -> None:
         consumer = self._consumer

@@ -136,12 +136,15 @@ class MemoryBus(Bus):
         group: str,
         handler: Handler,
         policy: DeliveryPolicy | None = None,
+        from_latest: bool = False,
     ) -> Subscription:
         state = self._groups.setdefault(group, _Group())
         names = [self.topic(t) for t in topics]
-        state.topics.update(names)
         for name in names:
-            self._partitions(name)
+            for index, part in enumerate(self._partitions(name)):
+                if from_latest and name not in state.topics:
+                    state.committed[(name, index)] = state.positions[(name, index)] = part.end
+        state.topics.update(names)
         member = _MemorySubscription(self, group, names, handler, policy or DeliveryPolicy())
         state.members.append(member)
         self._rebalance(group)

@@ -1,0 +1,89 @@
+"""Score events for live subscribers (server-sent events), fanned out per tenant.
+
+The hub follows ``scorecards.v1`` from "now" with a group of its own (every replica sees
+every event) and hands each event to the open streams of its tenant. A subscriber that does
+not keep up loses the oldest events rather than slowing scoring down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from poise_common.bus import Bus, Subscription
+from poise_common.messages import Envelope, ScoreEvent, Topics
+
+log = logging.getLogger(__name__)
+
+QUEUE_SIZE = 256
+KEEPALIVE_S = 15.0
+
+
+def event_summary(env: Envelope) -> dict:
+    """What a subscriber gets: enough to act on, without the whole scorecard."""
+    event: ScoreEvent = env.payload
+    card = event.scorecard or {}
+    summary = {"type": event.type, "interview_id": env.interview_id, "created_at": env.created_at}
+    if event.type == "answer.scored":
+        summary["answer_id"] = env.answer_id
+        summary["question_id"] = card.get("question_id")
+    if event.type == "interview.scored":
+        summary["model_version"] = card.get("model_version")
+        summary["competencies"] = {c["name"]: c["score"] for c in card.get("competencies", [])}
+    if event.type == "interview.failed":
+        summary["error"] = event.error
+    return summary
+
+
+@dataclass(eq=False)  # identity, not value: each open stream is its own listener
+class _Listener:
+    tenant: str
+    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+
+
+class EventHub:
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self._listeners: set[_Listener] = set()
+        self._subscription: Subscription | None = None
+
+    async def start(self) -> None:
+        self._subscription = await self.bus.subscribe(
+            [Topics.SCORECARDS], f"events-{uuid.uuid4().hex[:12]}", self._dispatch, from_latest=True
+        )
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.close()
+
+    async def _dispatch(self, env: Envelope) -> None:
+        if not isinstance(env.payload, ScoreEvent):
+            return
+        summary = None
+        for listener in list(self._listeners):
+            if listener.tenant != env.tenant:
+                continue
+            summary = summary or event_summary(env)
+            if listener.queue.full():
+                listener.queue.get_nowait()  # a slow reader loses the oldest, never blocks scoring
+            listener.queue.put_nowait(summary)
+
+    async def stream(self, tenant: str) -> AsyncIterator[str]:
+        """Server-sent events for ``tenant`` until the client goes away."""
+        listener = _Listener(tenant)
+        self._listeners.add(listener)
+        try:
+            yield ": connected\n\n"
+            while True:
+                try:
+                    summary = await asyncio.wait_for(listener.queue.get(), KEEPALIVE_S)
+                except asyncio.TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                yield f"event: {summary['type']}\ndata: {json.dumps(summary)}\n\n"
+        finally:
+            self._listeners.discard(listener)
