@@ -76,6 +76,9 @@ class FusionSettings(BaseModel):
         None, description="Folder of competency framework YAML files; unset means the bundled ones."
     )
     default_role: str = Field("generic", description="Competency profile used when none is given.")
+    webhook_max_attempts: int = Field(12, description="Deliveries of one event to a webhook before it is marked failed.")
+    webhook_backoff_s: float = Field(5.0, description="Delay before the first retry of a webhook; it doubles per attempt.")
+    webhook_timeout_s: float = Field(10.0, description="Deadline of one webhook delivery.")
 
 
 class ServeSettings(BaseModel):
