@@ -8,7 +8,7 @@ UV := $(VENV)/bin/uv
 SAMPLE := examples/sample_interview.mp4
 QUESTIONS := examples/questions.yaml
 
-.PHONY: setup system-packages run test bench up down sample clean help
+.PHONY: setup system-packages run test bench up down proto sample clean help
 
 help:
 	@echo "make run    - set up, then score the sample interview in one process"
@@ -17,6 +17,7 @@ help:
 	@echo "make up     - start the distributed stack locally (Kafka, PostgreSQL, five services)"
 	@echo "make down   - stop it"
 	@echo "make bench  - run the benchmarks in bench/ (figures saved under bench/results/)"
+	@echo "make proto  - regenerate the gRPC code from proto/poise/v1/*.proto"
 	@echo "make sample - rebuild $(SAMPLE) from ../shared/media"
 
 $(UV):
@@ -49,6 +50,9 @@ up: setup system-packages
 
 down:
 	$(VENV)/bin/python -m poise_devstack down
+
+proto: setup
+	$(VENV)/bin/python scripts/gen_proto.py
 
 sample: setup
 	$(VENV)/bin/python scripts/build_sample.py

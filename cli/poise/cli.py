@@ -155,15 +155,21 @@ def _rejection(exc, uploads) -> str:
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="HTTP port (API, /healthz, /readyz, /metrics).")] = 8000,
+    grpc_port: Annotated[
+        int, typer.Option("--grpc-port", help="gRPC port (poise.v1.ScoringService, health, reflection); 0: none.")
+    ] = 50051,
 ) -> None:
-    """Run every service in one process behind the REST API (uploads, scorecards), until SIGTERM."""
+    """Run every service in one process behind the REST and gRPC APIs (uploads, scorecards), until SIGTERM."""
+    import functools
+
     from poise.serve import build
     from poise_common.runtime import configure_logging, run_service
 
     settings = PoiseSettings(http_host=host, serve={"port": port})
     filter_native_stderr()
     configure_logging(settings.log_level)
-    raise typer.Exit(asyncio.run(run_service("serve", build, settings)))
+    build_serve = functools.partial(build, grpc_port=grpc_port or None)
+    raise typer.Exit(asyncio.run(run_service("serve", build_serve, settings)))
 
 
 @app.command()

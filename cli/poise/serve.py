@@ -2,7 +2,8 @@
 
 The same service objects and routers as the distributed processes (gateway uploads, fusion
 scorecards), on the bus and database the settings name (by default the in-memory bus and
-SQLite), for a team that wants the API without Kafka.
+SQLite), for a team that wants the API without Kafka. The gRPC API (``poise.v1.ScoringService``,
+every method) is served beside it on ``grpc_port``.
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ from poise_common.runtime import ServiceParts
 from poise_common.settings import PoiseSettings
 
 
-async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) -> ServiceParts:
+async def build(
+    settings: PoiseSettings, bus: Bus, registry: CollectorRegistry, *, grpc_port: int | None = None
+) -> ServiceParts:
+    """Every service; with ``grpc_port`` (bind it with functools.partial) also the gRPC API on it."""
     from poise_audio.service import AudioService
     from poise_common.auth import KeyStore
     from poise_common.db.engine import create_db_engine, session_factory, upgrade
+    from poise_common.grpc_api.server import GrpcServer, ScoringServicer
     from poise_common.inference.backend import create_backend
     from poise_common.metrics import InferenceMetrics
     from poise_fusion.api import create_router as scorecard_routes
@@ -44,14 +49,18 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
     await asyncio.to_thread(desk.prepare)
     metrics = InferenceMetrics(registry, "serve")
     events = EventHub(bus)
+    services = [
+        events,
+        FusionService(bus, store, settings),
+        NlpService(bus, settings.nlp),
+        AudioService(bus, settings.audio, create_backend(settings, metrics)),
+        VisionService(bus, create_backend(settings, metrics)),
+    ]
+    if grpc_port is not None:  # last: started once its backends are, stopped before them
+        servicer = ScoringServicer(keys, desk=desk, store=store, events=events)
+        services.append(GrpcServer(servicer, settings.http_host, grpc_port))
     return ServiceParts(
-        services=[
-            events,
-            FusionService(bus, store, settings),
-            NlpService(bus, settings.nlp),
-            AudioService(bus, settings.audio, create_backend(settings, metrics)),
-            VisionService(bus, create_backend(settings, metrics)),
-        ],
+        services=services,
         routers=[upload_routes(desk, settings, keys), scorecard_routes(store, settings, keys, events)],
         close=[engine.dispose],
     )

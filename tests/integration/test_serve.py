@@ -30,7 +30,7 @@ def test_serve_scores_an_upload_and_lists_it(tmp_path):
     port = free_port()
     key = poise("keys", "create", "--tenant", "acme", "--scopes", "interviews:write,scores:read", env=env)
     server = subprocess.Popen(
-        [sys.executable, "-m", "poise", "serve", "--port", str(port)], env=env,
+        [sys.executable, "-m", "poise", "serve", "--port", str(port), "--grpc-port", "0"], env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"

@@ -12,9 +12,11 @@ from poise_common.settings import PoiseSettings
 
 
 async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) -> ServiceParts:
-    """Database (migrated once, here), store, fusion service and the scorecard API."""
+    """Database (migrated once, here), store, fusion service and the scorecard API; with
+    POISE_GRPC_PORT set, also the gRPC API's read and event methods on that port."""
     from poise_common.auth import KeyStore
     from poise_common.db.engine import create_db_engine, session_factory, upgrade
+    from poise_common.grpc_api.server import GrpcServer, ScoringServicer, port_from_env
     from poise_fusion.api import create_router
     from poise_fusion.events import EventHub
     from poise_fusion.framework import get_framework
@@ -23,6 +25,7 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
 
     # A broken frameworks folder or default role fails the start, not the first interview.
     get_framework(settings.fusion.default_role, settings.fusion.frameworks_dir)
+    grpc_port = port_from_env()
     engine = create_db_engine(settings.resolved_database_url)
     try:
         await asyncio.to_thread(upgrade, engine)
@@ -32,9 +35,13 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
     sessions = session_factory(engine)
     store = FusionStore(sessions)
     events = EventHub(bus)
+    keys = KeyStore(sessions)
+    services = [events, FusionService(bus, store, settings)]
+    if grpc_port is not None:  # last: started once its backends are, stopped before them
+        services.append(GrpcServer(ScoringServicer(keys, store=store, events=events), settings.http_host, grpc_port))
     return ServiceParts(
-        services=[events, FusionService(bus, store, settings)],
-        routers=[create_router(store, settings, KeyStore(sessions), events)],
+        services=services,
+        routers=[create_router(store, settings, keys, events)],
         close=[engine.dispose],
     )
 
@@ -45,7 +52,8 @@ if __name__ == "__main__":
         build,
         description=(
             "Poise fusion: joins vision, audio and NLP results per answer, scores them, stores "
-            "scorecards and serves GET /v1/interviews/{id}/scorecard."
+            "scorecards and serves GET /v1/interviews/{id}/scorecard. POISE_GRPC_PORT=<port> also serves "
+            "the gRPC API's read and event methods (poise.v1.ScoringService)."
         ),
         reads=["home", "database_url", "fusion", "nlp.min_words_for_scoring"],
     )

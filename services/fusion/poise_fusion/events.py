@@ -8,6 +8,7 @@ not keep up loses the oldest events rather than slowing scoring down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -72,18 +73,33 @@ class EventHub:
                 listener.queue.get_nowait()  # a slow reader loses the oldest, never blocks scoring
             listener.queue.put_nowait(summary)
 
-    async def stream(self, tenant: str) -> AsyncIterator[str]:
-        """Server-sent events for ``tenant`` until the client goes away."""
+    async def events(self, tenant: str, idle_s: float | None = None) -> AsyncIterator[dict | None]:
+        """``tenant``'s event summaries as they come, until the caller stops iterating.
+
+        Yields None first, once the subscription is in place (every event after that is
+        delivered), then again after each ``idle_s`` without an event, so that a caller can
+        tell its client it is live.
+        """
         listener = _Listener(tenant)
         self._listeners.add(listener)
         try:
-            yield ": connected\n\n"
+            yield None
             while True:
                 try:
-                    summary = await asyncio.wait_for(listener.queue.get(), KEEPALIVE_S)
+                    yield await asyncio.wait_for(listener.queue.get(), idle_s)
                 except asyncio.TimeoutError:
-                    yield ": keep-alive\n\n"
-                    continue
-                yield f"event: {summary['type']}\ndata: {json.dumps(summary)}\n\n"
+                    yield None
         finally:
             self._listeners.discard(listener)
+
+    async def stream(self, tenant: str) -> AsyncIterator[str]:
+        """Server-sent events for ``tenant`` until the client goes away."""
+        connected = False
+        # aclosing: the listener goes as soon as the client does, not when the generator is collected.
+        async with contextlib.aclosing(self.events(tenant, KEEPALIVE_S)) as summaries:
+            async for summary in summaries:
+                if summary is None:
+                    yield ": keep-alive\n\n" if connected else ": connected\n\n"
+                    connected = True
+                    continue
+                yield f"event: {summary['type']}\ndata: {json.dumps(summary)}\n\n"

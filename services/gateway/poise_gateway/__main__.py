@@ -12,12 +12,15 @@ from poise_common.settings import PoiseSettings
 
 
 async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) -> ServiceParts:
-    """The upload desk (media under POISE_HOME/media) publishing through a Gateway on ``bus``."""
+    """The upload desk (media under POISE_HOME/media) publishing through a Gateway on ``bus``;
+    with POISE_GRPC_PORT set, also the gRPC API's upload methods on that port."""
     from poise_common.auth import KeyStore
     from poise_common.db.engine import create_db_engine, session_factory, upgrade
+    from poise_common.grpc_api.server import GrpcServer, ScoringServicer, port_from_env
     from poise_gateway.api import UploadDesk, create_router
     from poise_gateway.service import Gateway
 
+    grpc_port = port_from_env()  # a bad value fails the start before anything is opened
     # API keys live in the database; the gateway reads them to know the caller's tenant.
     engine = create_db_engine(settings.resolved_database_url)
     try:
@@ -31,9 +34,11 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
         default_role=settings.fusion.default_role,
     )
     await asyncio.to_thread(desk.prepare)  # an unwritable media folder fails the start
-    return ServiceParts(
-        routers=[create_router(desk, settings, KeyStore(session_factory(engine)))], close=[engine.dispose]
-    )
+    keys = KeyStore(session_factory(engine))
+    services = []
+    if grpc_port is not None:
+        services.append(GrpcServer(ScoringServicer(keys, desk=desk), settings.http_host, grpc_port))
+    return ServiceParts(services=services, routers=[create_router(desk, settings, keys)], close=[engine.dispose])
 
 
 if __name__ == "__main__":
@@ -42,7 +47,8 @@ if __name__ == "__main__":
         build,
         description=(
             "Poise gateway: the upload API. POST /v1/interviews, PUT the raw video of each answer to "
-            "/v1/interviews/{id}/answers/{question_id}, then POST /v1/interviews/{id}/complete to publish."
+            "/v1/interviews/{id}/answers/{question_id}, then POST /v1/interviews/{id}/complete to publish. "
+            "POISE_GRPC_PORT=<port> also serves the gRPC API's upload methods (poise.v1.ScoringService)."
         ),
         reads=["home", "database_url", "gateway", "fusion.default_role"],
     )

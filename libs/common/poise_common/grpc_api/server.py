@@ -1,0 +1,358 @@
+"""``poise.v1.ScoringService`` over the REST API's backends, and the gRPC server that serves it.
+
+The servicer holds whichever backends its process has: the gateway's ``UploadDesk`` (uploads),
+fusion's ``FusionStore`` (scorecards, listings) and ``EventHub`` (live events); ``poise serve``
+has all three. A method whose backend is missing answers UNIMPLEMENTED and names the service
+that serves it. The rules are the REST API's: the same key and scopes, the same tenant
+isolation (another tenant's interview is NOT_FOUND), the same validation and error codes,
+mapped to gRPC status codes; the REST error code travels in the trailing metadata
+``poise-error-code``.
+
+This module imports no service package at import time (``poise_common`` is below them); the
+backends are passed in, and their errors are recognised by shape (``status``, ``code``,
+``message``), as the gateway's ``ApiError`` and ``MediaRejected`` have them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import math
+import os
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from pydantic import ValidationError
+
+from poise_common.auth import KeyStore, Principal
+from poise_common.grpc_api.poise.v1 import scoring_pb2 as pb
+from poise_common.grpc_api.poise.v1 import scoring_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:  # the service packages depend on poise_common, not the other way round
+    from poise_fusion.events import EventHub
+    from poise_fusion.store import FusionStore
+    from poise_gateway.api import UploadDesk
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ScoringService"].full_name
+# Uploads come in chunks of up to 1 MiB; 4 MiB leaves room for a client that sends larger ones.
+MAX_RECEIVE_BYTES = 4 << 20
+# A scorecard of 50 answers stays far below this.
+MAX_SEND_BYTES = 16 << 20
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+_STATUSES = ("processing", "scored", "failed")
+
+# The REST API's HTTP status -> gRPC status code.
+_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.FAILED_PRECONDITION,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    503: grpc.StatusCode.UNAVAILABLE,
+    507: grpc.StatusCode.UNAVAILABLE,
+}
+_SERVED_BY = {"desk": "the gateway", "store": "fusion", "events": "fusion"}
+
+
+def _json(document: Any) -> str:
+    """Serialised exactly as the REST API's JSONResponse does, so the two documents are equal byte for byte."""
+    return json.dumps(document, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
+
+
+def _page_token(created_at: float) -> str:
+    return base64.urlsafe_b64encode(f"v1:{created_at!r}".encode()).decode()
+
+
+def _before(token: str) -> float | None:
+    """The cursor in a page token; raises ValueError for one this server did not issue."""
+    if not token:
+        return None
+    try:
+        version, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        before = float(value)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValueError("page_token is not one this server issued") from None
+    if version != "v1" or not math.isfinite(before):
+        raise ValueError("page_token is not one this server issued")
+    return before
+
+
+def _validation_message(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'request'}: {error['msg']}"
+        for error in exc.errors(include_url=False, include_input=False)
+    )
+
+
+class ScoringServicer(pb_grpc.ScoringServiceServicer):
+    """``poise.v1.ScoringService`` on the backends this process has (None: not served here)."""
+
+    def __init__(
+        self,
+        keys: KeyStore,
+        desk: UploadDesk | None = None,
+        store: FusionStore | None = None,
+        events: EventHub | None = None,
+    ) -> None:
+        self.keys = keys
+        self.desk = desk
+        self.store = store
+        self.events = events
+
+    # -- shared steps ------------------------------------------------------------------
+    async def _require(self, context: grpc.aio.ServicerContext, backend: str) -> Any:
+        found = getattr(self, backend)
+        if found is None:
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED, f"this process does not serve this method; {_SERVED_BY[backend]} does"
+            )
+        return found
+
+    async def _principal(self, context: grpc.aio.ServicerContext, scope: str) -> Principal:
+        """The caller's key from ``authorization: Bearer <key>``: UNAUTHENTICATED, PERMISSION_DENIED."""
+        token = None
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization" and isinstance(value, str):
+                scheme, _, rest = value.partition(" ")
+                if scheme.lower() == "bearer" and rest.strip():
+                    token = rest.strip()
+        found = await asyncio.to_thread(self.keys.verify, token) if token else None
+        if found is None:
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, "a valid API key is required (metadata authorization: Bearer <key>)"
+            )
+        if not found.may(scope):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"this key lacks the {scope!r} scope")
+        return found
+
+    @staticmethod
+    async def _abort(
+        context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str, error_code: str
+    ) -> NoReturn:
+        await context.abort(code, message, trailing_metadata=(("poise-error-code", error_code),))
+
+    @contextlib.asynccontextmanager
+    async def _errors(self, context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[None]:
+        """The backends' errors as gRPC status codes."""
+        try:
+            yield
+        except grpc.aio.AbortError:
+            raise
+        except ValidationError as exc:
+            await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, _validation_message(exc), "invalid_request")
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status the client sees
+            code, message = getattr(exc, "code", None), getattr(exc, "message", None)
+            if isinstance(code, str) and isinstance(message, str):
+                status = getattr(exc, "status", 422)  # MediaRejected has no HTTP status: it is a 422
+                await self._abort(context, _CODES.get(status, grpc.StatusCode.INTERNAL), message, code)
+            log.error("gRPC call failed", extra={"method": method, "error": type(exc).__name__}, exc_info=exc)
+            await self._abort(context, grpc.StatusCode.INTERNAL, "internal error", "internal")
+
+    # -- uploads (the gateway) -----------------------------------------------------------
+    async def CreateInterview(
+        self, request: pb.CreateInterviewRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateInterviewResponse:
+        desk = await self._require(context, "desk")
+        principal = await self._principal(context, "interviews:write")
+        from poise_gateway.api import NewInterview  # present wherever a desk is
+
+        async with self._errors(context, "CreateInterview"):
+            body = NewInterview(
+                role=request.role or None,
+                questions=[{"question_id": q.question_id, "text": q.text} for q in request.questions],
+                candidate_ref=request.candidate_ref or None,
+            )
+            interview_id = await desk.create(body, principal.tenant)
+        return pb.CreateInterviewResponse(interview_id=interview_id)
+
+    async def UploadAnswer(
+        self, request_iterator: AsyncIterator[pb.UploadAnswerRequest], context: grpc.aio.ServicerContext
+    ) -> pb.AnswerInfo:
+        desk = await self._require(context, "desk")
+        principal = await self._principal(context, "interviews:write")
+        messages = aiter(request_iterator)
+        first = await anext(messages, None)
+        if first is None or not first.interview_id or not first.question_id:
+            await self._abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT,
+                "the first message must carry interview_id and question_id", "invalid_request",
+            )
+
+        async def chunks() -> AsyncIterator[bytes]:
+            if first.data:
+                yield first.data
+            async for message in messages:  # ids on later messages are ignored, as documented
+                if message.data:
+                    yield message.data
+
+        async with self._errors(context, "UploadAnswer"):
+            info = await desk.receive(
+                first.interview_id, first.question_id, principal.tenant, chunks(), first.total_bytes or None
+            )
+        return pb.AnswerInfo(
+            interview_id=first.interview_id, question_id=first.question_id, size_bytes=info.size_bytes,
+            duration_s=info.duration_s, width=info.width or 0, height=info.height or 0, fps=info.fps or 0.0,
+            container=info.container, codecs=pb.Codecs(video=info.video_codec or "", audio=info.audio_codec),
+        )
+
+    async def CompleteInterview(
+        self, request: pb.CompleteInterviewRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CompleteInterviewResponse:
+        desk = await self._require(context, "desk")
+        principal = await self._principal(context, "interviews:write")
+        async with self._errors(context, "CompleteInterview"):
+            await desk.complete(request.interview_id, principal.tenant)
+        return pb.CompleteInterviewResponse(interview_id=request.interview_id, status="processing")
+
+    # -- reads and events (fusion) -------------------------------------------------------
+    async def GetScorecard(
+        self, request: pb.GetScorecardRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetScorecardResponse:
+        store = await self._require(context, "store")
+        principal = await self._principal(context, "scores:read")
+        async with self._errors(context, "GetScorecard"):
+            found = None
+            if 0 < len(request.interview_id) <= 64:
+                found = await asyncio.to_thread(store.interview_status, request.interview_id)
+            # Another tenant's interview does not exist for this caller.
+            if found is None or found[0] != principal.tenant:
+                await self._abort(context, grpc.StatusCode.NOT_FOUND, "no such interview", "not_found")
+            status = found[1]
+            if status == "scored":
+                document = await asyncio.to_thread(store.scorecard, request.interview_id)
+                if document is not None:
+                    return pb.GetScorecardResponse(status="scored", scorecard_json=_json(document))
+                status = "processing"  # the same answer as REST's for a row without its document
+        return pb.GetScorecardResponse(status=status)
+
+    async def ListScorecards(
+        self, request: pb.ListScorecardsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListScorecardsResponse:
+        store = await self._require(context, "store")
+        principal = await self._principal(context, "scores:read")
+        problem = None
+        if request.status and request.status not in _STATUSES:
+            problem = f"status must be one of {', '.join(_STATUSES)} or empty"
+        elif len(request.role) > 128:
+            problem = "role is at most 128 characters"
+        elif not 0 <= request.page_size <= MAX_PAGE_SIZE:
+            problem = f"page_size must be 0 to {MAX_PAGE_SIZE}"
+        try:
+            before = _before(request.page_token)
+        except ValueError as exc:
+            problem = problem or str(exc)
+        if problem:
+            await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, problem, "invalid_request")
+        limit = request.page_size or DEFAULT_PAGE_SIZE
+        async with self._errors(context, "ListScorecards"):
+            items = await asyncio.to_thread(
+                store.list_interviews, principal.tenant, status=request.status or None,
+                role=request.role or None, limit=limit, before=before,
+            )
+        return pb.ListScorecardsResponse(
+            items=[
+                pb.InterviewSummary(
+                    interview_id=i["interview_id"], role=i["role"], status=i["status"],
+                    answer_count=i["answer_count"], created_at=i["created_at"], scored_at=i["scored_at"],
+                )
+                for i in items
+            ],
+            next_page_token=_page_token(items[-1]["created_at"]) if len(items) == limit else "",
+        )
+
+    async def WatchScoreEvents(
+        self, request: pb.WatchScoreEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ScoreEvent]:
+        events = await self._require(context, "events")
+        principal = await self._principal(context, "scores:read")
+        # aclosing: the subscription ends when the client cancels, not when the generator is collected.
+        async with contextlib.aclosing(events.events(principal.tenant)) as summaries:
+            async for summary in summaries:
+                if summary is None:  # subscribed: from here on no event is missed
+                    await context.send_initial_metadata((("poise-subscribed", "1"),))
+                    continue
+                yield pb.ScoreEvent(
+                    type=summary["type"], interview_id=summary["interview_id"],
+                    answer_id=summary.get("answer_id") or "", question_id=summary.get("question_id") or "",
+                    model_version=summary.get("model_version") or "",
+                    competencies=summary.get("competencies") or {}, created_at=summary["created_at"],
+                    error=summary.get("error") or "",
+                )
+
+
+PORT_ENV = "POISE_GRPC_PORT"
+
+
+def port_from_env(environ: Mapping[str, str] = os.environ) -> int | None:
+    """The gRPC port a distributed service process serves on: ``POISE_GRPC_PORT``, unset or
+    empty for none. Read by the processes' builds, not a setting: in that mode each process
+    is its own container, and only the one that sets it serves gRPC."""
+    value = environ.get(PORT_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise ValueError(f"{PORT_ENV} must be a port number (1-65535), not {value!r}")
+    return int(value)
+
+
+class GrpcServer:
+    """Serves ``servicer`` on ``host:port`` with the standard health service (SERVING once
+    started, NOT_SERVING while stopping) and server reflection.
+
+    A runner service (``start()``/``stop()``): list it after the services whose backends it
+    uses, so that it is started last and stopped first. ``port`` 0 takes a free port;
+    ``self.port`` is the one bound.
+    """
+
+    def __init__(self, servicer: ScoringServicer, host: str, port: int, grace_s: float = 5.0) -> None:
+        self.servicer = servicer
+        self.host = host
+        self.port = port
+        self.grace_s = grace_s
+        self._server: grpc.aio.Server | None = None
+        self._health: health.aio.HealthServicer | None = None
+
+    async def start(self) -> None:
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+                ("grpc.max_send_message_length", MAX_SEND_BYTES),
+                # Without this a second process could bind the same port and share its calls.
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        pb_grpc.add_ScoringServiceServicer_to_server(self.servicer, server)
+        checker = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+        reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        address = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        try:
+            bound = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {address} for gRPC: {exc}") from None
+        if not bound:
+            raise OSError(f"cannot listen on {address} for gRPC")
+        await server.start()
+        self._server, self._health, self.port = server, checker, bound
+        for name in ("", SERVICE_NAME):
+            await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving gRPC", extra={"port": bound})
+
+    async def stop(self) -> None:
+        """NOT_SERVING, then calls in flight get ``grace_s`` to finish (open event streams are then cancelled)."""
+        if self._server is None:
+            return
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        await self._server.stop(self.grace_s)
+        self._server = self._health = None

@@ -1,0 +1,248 @@
+"""The gRPC API (poise.v1.ScoringService) of `poise serve`, through the generated stubs, as a client uses it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from unittest import mock
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from poise_common.grpc_api.poise.v1 import scoring_pb2 as pb
+from poise_common.grpc_api.poise.v1 import scoring_pb2_grpc as pb_grpc
+from poise_common.grpc_api.server import GrpcServer, ScoringServicer, port_from_env
+from poise_devstack.ports import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "examples" / "sample_interview.mp4"
+CHUNK = 256 << 10
+
+
+def poise(*args: str, env: dict) -> str:
+    result = subprocess.run([sys.executable, "-m", "poise", *args], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+class Server:
+    def __init__(self, base: str, channel: grpc.Channel, keys: dict[str, str]) -> None:
+        self.base, self.channel, self.keys = base, channel, keys
+        self.stub = pb_grpc.ScoringServiceStub(channel)
+
+    def auth(self, who: str = "writer") -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {self.keys[who]}")]
+
+    def headers(self, who: str = "writer") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[who]}"}
+
+    def create(self, questions: tuple[str, ...] = ("q1",)) -> str:
+        request = pb.CreateInterviewRequest(
+            role="generic", questions=[pb.Question(question_id=q, text="Why this role?") for q in questions]
+        )
+        return self.stub.CreateInterview(request, metadata=self.auth(), timeout=30).interview_id
+
+
+def chunks(interview_id: str, question_id: str, data: bytes):
+    yield pb.UploadAnswerRequest(interview_id=interview_id, question_id=question_id, data=data[:CHUNK],
+                                 total_bytes=len(data))
+    for start in range(CHUNK, len(data), CHUNK):
+        yield pb.UploadAnswerRequest(data=data[start:start + CHUNK])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("poise-home")
+    env = {**os.environ, "POISE_HOME": str(home)}
+    keys = {
+        "writer": poise("keys", "create", "--tenant", "acme", "--scopes", "interviews:write,scores:read", env=env),
+        "reader": poise("keys", "create", "--tenant", "acme", "--scopes", "scores:read", env=env),
+        "other": poise("keys", "create", "--tenant", "globex", "--scopes", "interviews:write,scores:read", env=env),
+    }
+    port, grpc_port = free_port(), free_port()
+    log = home / "serve.log"  # a file, not a pipe: nobody reads a pipe while tests run, and a full one blocks
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "poise", "serve", "--port", str(port), "--grpc-port", str(grpc_port)], env=env,
+            stdout=subprocess.DEVNULL, stderr=sink, start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "poise serve did not become ready"
+            time.sleep(0.3)
+        yield Server(base, channel, keys)
+    finally:
+        channel.close()
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
+        assert code == 0, log.read_text()
+
+
+def test_grpc_scores_an_upload_like_rest(server):
+    stub = server.stub
+    interview = server.create()
+    upload = stub.UploadAnswer(chunks(interview, "q1", SAMPLE.read_bytes()), metadata=server.auth(), timeout=120)
+    assert (upload.interview_id, upload.question_id, upload.size_bytes) == (interview, "q1", SAMPLE.stat().st_size)
+    assert upload.duration_s > 1 and upload.width > 0 and upload.height > 0 and upload.codecs.audio
+
+    # Subscribed (initial metadata arrived) before Complete, so no event can be missed.
+    watch = stub.WatchScoreEvents(pb.WatchScoreEventsRequest(), metadata=server.auth(), timeout=300)
+    assert ("poise-subscribed", "1") in watch.initial_metadata()
+    events: list[pb.ScoreEvent] = []
+
+    def listen() -> None:
+        for event in watch:
+            events.append(event)
+            if event.type == "interview.scored" and event.interview_id == interview:
+                return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    try:
+        done = stub.CompleteInterview(pb.CompleteInterviewRequest(interview_id=interview), metadata=server.auth(),
+                                      timeout=120)
+        assert (done.interview_id, done.status) == (interview, "processing")
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                card = stub.GetScorecard(pb.GetScorecardRequest(interview_id=interview), metadata=server.auth(),
+                                         timeout=10)
+                if card.status == "scored":
+                    break
+                assert card.status == "processing" and not card.scorecard_json
+            except grpc.RpcError as exc:  # until fusion has seen the interview's first message
+                assert exc.code() == grpc.StatusCode.NOT_FOUND
+            assert time.monotonic() < deadline, "not scored in time"
+            time.sleep(0.5)
+        listener.join(60)
+    finally:
+        watch.cancel()
+
+    rest = httpx.get(f"{server.base}/v1/interviews/{interview}/scorecard", headers=server.headers(), timeout=10)
+    assert rest.status_code == 200
+    assert card.scorecard_json == rest.text
+    document = json.loads(card.scorecard_json)
+    assert document["tenant"] == "acme"
+
+    types = [e.type for e in events if e.interview_id == interview]
+    assert "answer.scored" in types and types[-1] == "interview.scored"
+    scored = events[-1]
+    assert dict(scored.competencies) == {c["name"]: c["score"] for c in document["competencies"]}
+    assert scored.model_version == document["model_version"]
+    answered = next(e for e in events if e.type == "answer.scored")
+    assert answered.question_id == "q1" and answered.answer_id
+
+    listed = stub.ListScorecards(pb.ListScorecardsRequest(status="scored"), metadata=server.auth(), timeout=10)
+    assert [i.interview_id for i in listed.items] == [interview]
+    assert listed.items[0].HasField("scored_at") and listed.items[0].answer_count == 1
+    assert listed.next_page_token == ""
+    assert not stub.ListScorecards(pb.ListScorecardsRequest(role="no-such-role"), metadata=server.auth(),
+                                   timeout=10).items
+    # The other tenant sees none of it.
+    assert not stub.ListScorecards(pb.ListScorecardsRequest(), metadata=server.auth("other"), timeout=10).items
+
+
+def test_health_and_reflection(server):
+    health = health_pb2_grpc.HealthStub(server.channel)
+    for service in ("", "poise.v1.ScoringService"):
+        answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    reflector = reflection_pb2_grpc.ServerReflectionStub(server.channel)
+    answers = reflector.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                             timeout=10)
+    names = {s.name for answer in answers for s in answer.list_services_response.service}
+    assert {"poise.v1.ScoringService", "grpc.health.v1.Health"} <= names
+
+
+def _code(call, *args, **kwargs) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call(*args, timeout=30, **kwargs)
+    return caught.value
+
+
+def test_keys_scopes_and_tenants(server):
+    stub = server.stub
+    interview = server.create()
+    request = pb.GetScorecardRequest(interview_id=interview)
+    assert _code(stub.GetScorecard, request).code() == grpc.StatusCode.UNAUTHENTICATED
+    bad_key = [("authorization", "Bearer pk_nope_nope")]
+    assert _code(stub.GetScorecard, request, metadata=bad_key).code() == grpc.StatusCode.UNAUTHENTICATED
+    denied = _code(stub.UploadAnswer, chunks(interview, "q1", b"x" * 10), metadata=server.auth("reader"))
+    assert denied.code() == grpc.StatusCode.PERMISSION_DENIED and "interviews:write" in denied.details()
+    # Not yet published, and another tenant's: both simply do not exist.
+    assert _code(stub.GetScorecard, request, metadata=server.auth("other")).code() == grpc.StatusCode.NOT_FOUND
+    completed = pb.CompleteInterviewRequest(interview_id=interview)
+    assert _code(stub.CompleteInterview, completed, metadata=server.auth("other")).code() == grpc.StatusCode.NOT_FOUND
+    missing = _code(stub.CompleteInterview, completed, metadata=server.auth())
+    assert missing.code() == grpc.StatusCode.FAILED_PRECONDITION
+    bad = pb.CreateInterviewRequest(role="generic")  # no questions
+    assert _code(stub.CreateInterview, bad, metadata=server.auth()).code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_malformed_upload_is_refused_with_the_gateways_message(server):
+    interview = server.create(("q1", "q2"))
+    junk = os.urandom(300_000)
+    refused = _code(server.stub.UploadAnswer, chunks(interview, "q1", junk), metadata=server.auth())
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    rest = httpx.put(f"{server.base}/v1/interviews/{interview}/answers/q2", content=junk, headers=server.headers(),
+                     timeout=60)
+    assert rest.status_code == 422
+    error = rest.json()["error"]
+    assert refused.details() == error["message"]
+    assert ("poise-error-code", error["code"]) in refused.trailing_metadata()
+
+
+def test_methods_without_a_backend_name_the_service_that_serves_them():
+    async def run() -> None:
+        grpc_server = GrpcServer(ScoringServicer(keys=mock.Mock()), "127.0.0.1", 0)
+        await grpc_server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_server.port}") as channel:
+                stub = pb_grpc.ScoringServiceStub(channel)
+                with pytest.raises(grpc.aio.AioRpcError) as upload:
+                    await stub.CompleteInterview(pb.CompleteInterviewRequest(interview_id="x"), timeout=10)
+                with pytest.raises(grpc.aio.AioRpcError) as read:
+                    await stub.GetScorecard(pb.GetScorecardRequest(interview_id="x"), timeout=10)
+        finally:
+            await grpc_server.stop()
+        assert upload.value.code() == read.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert "the gateway" in upload.value.details() and "fusion" in read.value.details()
+
+    asyncio.run(run())
+
+
+def test_grpc_port_from_env():
+    assert port_from_env({}) is None and port_from_env({"POISE_GRPC_PORT": ""}) is None
+    assert port_from_env({"POISE_GRPC_PORT": "50052"}) == 50052
+    with pytest.raises(ValueError, match="POISE_GRPC_PORT"):
+        port_from_env({"POISE_GRPC_PORT": "http"})
+
+
+def test_generated_code_is_up_to_date():
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "gen_proto.py"), "--check"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
