@@ -29,6 +29,8 @@ async def build(
     from poise_common.metrics import InferenceMetrics
     from poise_fusion.api import create_router as scorecard_routes
     from poise_fusion.events import EventHub
+    from poise_fusion.webhook_api import create_webhook_router
+    from poise_fusion.webhooks import WebhookDispatcher, WebhookStore
     from poise_fusion.framework import get_framework
     from poise_fusion.service import FusionService
     from poise_fusion.store import FusionStore
@@ -49,8 +51,10 @@ async def build(
     await asyncio.to_thread(desk.prepare)
     metrics = InferenceMetrics(registry, "serve")
     events = EventHub(bus)
+    hooks = WebhookStore(sessions)
     services = [
         events,
+        WebhookDispatcher(bus, hooks, settings.fusion),
         FusionService(bus, store, settings),
         NlpService(bus, settings.nlp),
         AudioService(bus, settings.audio, create_backend(settings, metrics)),
@@ -61,6 +65,10 @@ async def build(
         services.append(GrpcServer(servicer, settings.http_host, grpc_port))
     return ServiceParts(
         services=services,
-        routers=[upload_routes(desk, settings, keys), scorecard_routes(store, settings, keys, events)],
+        routers=[
+            upload_routes(desk, settings, keys),
+            scorecard_routes(store, settings, keys, events),
+            create_webhook_router(hooks, keys),
+        ],
         close=[engine.dispose],
     )

@@ -11,9 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import httpx
 
 from poise_devstack.ports import free_port
+from poise_fusion.webhooks import verify
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "sample_interview.mp4"
@@ -29,6 +32,20 @@ def test_serve_scores_an_upload_and_lists_it(tmp_path):
     env = {**os.environ, "POISE_HOME": str(tmp_path)}
     port = free_port()
     key = poise("keys", "create", "--tenant", "acme", "--scopes", "interviews:write,scores:read", env=env)
+    admin = {"Authorization": "Bearer " + poise("keys", "create", "--tenant", "acme", "--scopes", "admin", env=env)}
+    received: list[tuple[dict, bytes]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            received.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
     server = subprocess.Popen(
         [sys.executable, "-m", "poise", "serve", "--port", str(port), "--grpc-port", "0"], env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
@@ -45,6 +62,10 @@ def test_serve_scores_an_upload_and_lists_it(tmp_path):
                 pass
             assert server.poll() is None, server.stderr.read()
             time.sleep(0.3)
+        hook = httpx.post(f"{base}/v1/webhooks", headers=admin, timeout=10, json={
+            "url": f"http://127.0.0.1:{receiver.server_address[1]}/poise", "events": ["interview.scored"],
+        })
+        assert hook.status_code == 201, hook.text
         events: list[str] = []
         listening = threading.Event()
 
@@ -81,6 +102,13 @@ def test_serve_scores_an_upload_and_lists_it(tmp_path):
         scored = json.loads(events[events.index("event: interview.scored") + 1].removeprefix("data: "))
         assert scored["interview_id"] == interview
         assert scored["competencies"] == {c["name"]: c["score"] for c in card["competencies"]}
+        # The webhook got the same event, signed with its secret.
+        while not received and time.monotonic() < deadline + 120:
+            time.sleep(0.2)
+        headers, body = received[0]
+        assert verify(hook.json()["secret"], headers["Poise-Signature"], body)
+        assert json.loads(body)["interview_id"] == interview and headers["Poise-Event"] == "interview.scored"
     finally:
+        receiver.shutdown()
         os.killpg(server.pid, signal.SIGTERM)
         assert server.wait(timeout=60) == 0

@@ -19,6 +19,8 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
     from poise_common.grpc_api.server import GrpcServer, ScoringServicer, port_from_env
     from poise_fusion.api import create_router
     from poise_fusion.events import EventHub
+    from poise_fusion.webhook_api import create_webhook_router
+    from poise_fusion.webhooks import WebhookDispatcher, WebhookStore
     from poise_fusion.framework import get_framework
     from poise_fusion.service import FusionService
     from poise_fusion.store import FusionStore
@@ -41,7 +43,7 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
         services.append(GrpcServer(ScoringServicer(keys, store=store, events=events), settings.http_host, grpc_port))
     return ServiceParts(
         services=services,
-        routers=[create_router(store, settings, keys, events)],
+        routers=[create_router(store, settings, keys, events), create_webhook_router(hooks, keys)],
         close=[engine.dispose],
     )
 
