@@ -19,11 +19,11 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
     from poise_common.grpc_api.server import GrpcServer, ScoringServicer, port_from_env
     from poise_fusion.api import create_router
     from poise_fusion.events import EventHub
-    from poise_fusion.webhook_api import create_webhook_router
-    from poise_fusion.webhooks import WebhookDispatcher, WebhookStore
     from poise_fusion.framework import get_framework
     from poise_fusion.service import FusionService
     from poise_fusion.store import FusionStore
+    from poise_fusion.webhook_api import create_webhook_router
+    from poise_fusion.webhooks import WebhookDispatcher, WebhookStore
 
     # A broken frameworks folder or default role fails the start, not the first interview.
     get_framework(settings.fusion.default_role, settings.fusion.frameworks_dir)
@@ -38,7 +38,8 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
     store = FusionStore(sessions)
     events = EventHub(bus)
     keys = KeyStore(sessions)
-    services = [events, FusionService(bus, store, settings)]
+    hooks = WebhookStore(sessions)
+    services = [events, WebhookDispatcher(bus, hooks, settings.fusion), FusionService(bus, store, settings)]
     if grpc_port is not None:  # last: started once its backends are, stopped before them
         services.append(GrpcServer(ScoringServicer(keys, store=store, events=events), settings.http_host, grpc_port))
     return ServiceParts(

@@ -133,3 +133,30 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
     delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class GreenhouseTest(Base):
+    """An interview Greenhouse ordered (Assessment Partner API), and the callback owed to it.
+
+    The id is the interview's (Greenhouse's ``partner_interview_id``). Of the candidate only
+    what the invitation needs is kept (email and name); phone, résumé and profile links are not.
+    """
+
+    __tablename__ = "greenhouse_tests"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    partner_test_id: Mapped[str] = mapped_column(String(128))
+    candidate_email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    candidate_name: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    invitation_url: Mapped[str] = mapped_column(Text)
+    callback_url: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="in_progress")  # in_progress|complete
+    # The PATCH to callback_url: None until the test is complete, then pending|delivered.
+    callback_status: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    callback_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    completed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)

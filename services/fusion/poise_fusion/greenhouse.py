@@ -1,0 +1,380 @@
+"""Greenhouse Assessment Partner API: Greenhouse orders interviews here and reads their results.
+
+Greenhouse calls four routes under ``/ats/greenhouse/`` with HTTP Basic auth, the customer's
+Poise API key as the username and an empty password:
+
+- ``GET list_tests``: one test per competency framework (the role).
+- ``POST send_test``: opens an interview of that role with :data:`DEFAULT_QUESTIONS` and answers
+  its id (``partner_interview_id``). The partner invites the candidate itself: the invitation
+  link ``{public_base_url}/candidate/{interview_id}`` is kept on the row and an "invitation due"
+  line is logged; sending the email is not done here.
+- ``GET test_status``: ``complete`` once fusion has scored it, with the mean competency score,
+  the per-competency scores in the flat ``metadata``, and the scorecard as the profile URL.
+- ``POST response_error``: Greenhouse reporting a failed call of ours; only the call's name and
+  the number of errors are logged.
+
+When the interview is scored, :class:`GreenhouseNotifier` sends ``PATCH <url>`` (no body) to the
+URL send_test gave, retried with exponential backoff until Greenhouse answers 2xx; Greenhouse
+then calls test_status. Candidates' names and emails never reach a log line.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the Annotated dependencies as objects.
+
+import asyncio
+import base64
+import binascii
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlparse
+
+import httpx
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBasic
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
+
+from poise_common.auth import KeyStore, Principal
+from poise_common.bus import Bus, Subscription
+from poise_common.db.models import GreenhouseTest
+from poise_common.messages import Envelope, ScoreEvent, Topics
+from poise_fusion.framework import available_frameworks
+from poise_fusion.store import FusionStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+# Greenhouse orders a test by name only, so each role needs questions of its own. These three
+# behavioural questions suit every bundled framework (their competencies are soft skills read
+# from what is said); a role listed in ROLE_QUESTIONS gets its own list instead.
+DEFAULT_QUESTIONS: tuple[tuple[str, str], ...] = (
+    ("q1", "Tell us about a time you worked with others to reach a difficult goal. What was your part?"),
+    ("q2", "Describe a situation where you had to explain something complicated to someone. How did you go about it?"),
+    ("q3", "Tell us about a mistake you made at work or in your studies, and what you did next."),
+)
+ROLE_QUESTIONS: dict[str, tuple[tuple[str, str], ...]] = {}
+# Backoff of the callback: base * 2**attempts, never longer than this, never given up.
+MAX_BACKOFF_S = 600.0
+
+CreateInterview = Callable[[Any, str], Awaitable[str]]
+
+
+def questions_for(role: str) -> list[dict]:
+    return [{"question_id": qid, "text": text} for qid, text in ROLE_QUESTIONS.get(role, DEFAULT_QUESTIONS)]
+
+
+# -- bodies ---------------------------------------------------------------------------------
+class ListedTest(BaseModel):
+    partner_test_id: str
+    partner_test_name: str
+
+
+class Candidate(BaseModel):
+    # Greenhouse only ever adds fields, so unknown ones are accepted (and not kept).
+    model_config = ConfigDict(extra="allow")
+
+    first_name: str | None = Field(None, max_length=256)
+    last_name: str | None = Field(None, max_length=256)
+    email: str | None = Field(None, max_length=320)
+    phone_number: str | None = Field(None, max_length=64)
+    resume_url: str | None = Field(None, max_length=2048)
+    greenhouse_profile_url: str | None = Field(None, max_length=2048)
+
+
+class SendTest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    partner_test_id: str = Field(max_length=128, description="The role, as list_tests named it.")
+    candidate: Candidate
+    url: str = Field(max_length=2048, description="Where to send PATCH (no body) once the test is complete.")
+
+
+class SentTest(BaseModel):
+    partner_interview_id: str
+
+
+class TestStatus(BaseModel):
+    partner_status: str = Field(description='"complete" once scored, else "in_progress".')
+    partner_profile_url: str | None = Field(description="The scorecard (the evidence); null until complete.")
+    partner_score: float | None = Field(description="Mean of the scored competencies, 0-100; null until complete.")
+    metadata: dict[str, str | int | float | bool | None] = Field(
+        description="Flat: each competency's score (null when evidence was insufficient), model_version, policy."
+    )
+
+
+class ResponseError(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    api_call: str | None = Field(None, max_length=128)
+    errors: list[Any] = Field(default_factory=list)
+    partner_test_id: str | None = None
+    partner_test_name: str | None = None
+    partner_interview_id: str | None = None
+    candidate_email: str | None = None
+
+
+class Empty(BaseModel):
+    pass
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+_ERRORS = {
+    401: {"description": "No valid API key as the Basic username."},
+    403: {"description": "The key lacks the scope this call needs."},
+}
+
+
+# -- storage --------------------------------------------------------------------------------
+class GreenhouseStore:
+    def __init__(self, sessions: sessionmaker) -> None:
+        self.sessions = sessions
+
+    def add(self, interview_id: str, tenant: str, role: str, candidate: Candidate, callback_url: str,
+            invitation_url: str) -> None:
+        name = " ".join(p for p in (candidate.first_name, candidate.last_name) if p) or None
+        with self.sessions.begin() as session:
+            session.add(GreenhouseTest(
+                id=interview_id, tenant=tenant, partner_test_id=role, candidate_email=candidate.email,
+                candidate_name=name, invitation_url=invitation_url, callback_url=callback_url,
+            ))
+
+    def tenant_of(self, interview_id: str) -> str | None:
+        with self.sessions() as session:
+            row = session.get(GreenhouseTest, interview_id)
+            return row.tenant if row is not None else None
+
+    def mark_complete(self, interview_id: str, tenant: str) -> bool:
+        """Schedule the callback of a Greenhouse interview just scored; False if not one (or a replay)."""
+        now = time.time()
+        with self.sessions.begin() as session:
+            row = session.get(GreenhouseTest, interview_id)
+            if row is None or row.tenant != tenant or row.status == "complete":
+                return False
+            row.status, row.completed_at = "complete", now
+            row.callback_status, row.next_attempt_at = "pending", now
+            return True
+
+    def due(self, now: float, limit: int = 50) -> list[tuple[str, str, int]]:
+        with self.sessions() as session:
+            rows = session.execute(
+                select(GreenhouseTest.id, GreenhouseTest.callback_url, GreenhouseTest.callback_attempts)
+                .where(GreenhouseTest.callback_status == "pending", GreenhouseTest.next_attempt_at <= now)
+                .order_by(GreenhouseTest.next_attempt_at).limit(limit)
+            ).all()
+            return [tuple(r) for r in rows]
+
+    def record(self, interview_id: str, *, ok: bool, error: str | None, retry_at: float) -> None:
+        with self.sessions.begin() as session:
+            row = session.get(GreenhouseTest, interview_id)
+            if row is None:
+                return
+            row.callback_attempts += 1
+            row.last_error = error
+            if ok:
+                row.callback_status, row.delivered_at, row.next_attempt_at = "delivered", time.time(), None
+            else:
+                row.next_attempt_at = retry_at
+
+
+# -- auth -----------------------------------------------------------------------------------
+_basic = HTTPBasic(auto_error=False, description="The Poise API key as the username, an empty password.")
+
+
+def _unauthorised() -> HTTPException:
+    return HTTPException(
+        401, detail={"code": "unauthenticated", "message": "a valid API key is required as the Basic username"},
+        headers={"WWW-Authenticate": 'Basic realm="poise"'},
+    )
+
+
+def basic_key(request: Request) -> str | None:
+    """The Basic username when the password is empty (Greenhouse's convention), else None."""
+    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic" or not encoded.strip():
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    username, sep, password = decoded.partition(":")
+    return username if sep and username and not password else None
+
+
+def basic_requires(keys: KeyStore, scope: str | None) -> Callable:
+    """A dependency returning the caller's Principal: 401 without a valid key, 403 without ``scope``."""
+
+    async def principal(request: Request, _: Annotated[Any, Depends(_basic)]) -> Principal:
+        token = basic_key(request)
+        found = await asyncio.to_thread(keys.verify, token) if token else None
+        if found is None:
+            raise _unauthorised()
+        if scope is not None and not found.may(scope):
+            raise HTTPException(403, detail={"code": "forbidden", "message": f"this key lacks the {scope!r} scope"})
+        return found
+
+    return principal
+
+
+# -- routes ---------------------------------------------------------------------------------
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 2) if values else None
+
+
+def status_of(document: dict, profile_url: str) -> TestStatus:
+    """A scorecard as Greenhouse shows it: one number and flat metadata."""
+    scores = {c["name"]: c.get("score") for c in document.get("competencies", [])}
+    metadata: dict[str, Any] = dict(scores)
+    metadata["model_version"] = document.get("model_version")
+    metadata["policy"] = document.get("policy")
+    return TestStatus(
+        partner_status="complete", partner_profile_url=profile_url,
+        partner_score=_mean([s for s in scores.values() if isinstance(s, (int, float))]), metadata=metadata,
+    )
+
+
+def create_greenhouse_router(
+    tests: GreenhouseStore,
+    fusion: FusionStore,
+    keys: KeyStore,
+    create_interview: CreateInterview,
+    *,
+    frameworks_dir: Path | None = None,
+    public_base_url: str = DEFAULT_BASE_URL,
+) -> APIRouter:
+    """The partner routes; ``create_interview(NewInterview, tenant)`` opens an interview (UploadDesk.create)."""
+    from poise_gateway.api import NewInterview  # the gateway owns the request model
+
+    base = public_base_url.rstrip("/")
+    Anyone = Annotated[Principal, Depends(basic_requires(keys, None))]
+    Writer = Annotated[Principal, Depends(basic_requires(keys, "interviews:write"))]
+    Reader = Annotated[Principal, Depends(basic_requires(keys, "scores:read"))]
+    router = APIRouter(prefix="/ats/greenhouse", tags=["greenhouse"], responses=_ERRORS)
+
+    @router.get("/list_tests")
+    async def list_tests(caller: Anyone) -> list[ListedTest]:
+        """The tests Greenhouse can order: one per competency framework."""
+        frameworks = await asyncio.to_thread(available_frameworks, frameworks_dir)
+        return [
+            ListedTest(partner_test_id=name, partner_test_name=_label(name, fw.description))
+            for name, fw in sorted(frameworks.items())
+        ]
+
+    @router.post("/send_test", responses={422: {"description": "Unknown test or callback URL not http(s)."}})
+    async def send_test(body: SendTest, caller: Writer) -> SentTest:
+        """Open an interview of the ordered role for the candidate; the partner invites them."""
+        frameworks = await asyncio.to_thread(available_frameworks, frameworks_dir)
+        role = body.partner_test_id
+        if role not in frameworks:
+            return _error(422, "unknown_test", f"no such partner_test_id; list_tests names {len(frameworks)}")
+        parsed = urlparse(body.url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            return _error(422, "invalid_url", "url must be http:// or https:// with a host")
+        request = NewInterview(role=role, questions=questions_for(role))
+        interview_id = await create_interview(request, caller.tenant)
+        invitation = f"{base}/candidate/{interview_id}"
+        await asyncio.to_thread(tests.add, interview_id, caller.tenant, role, body.candidate, body.url, invitation)
+        # Sending the invitation is the partner's job; no mailer here, so it is logged as due.
+        log.info("greenhouse invitation due", extra={"interview_id": interview_id, "role": role})
+        return SentTest(partner_interview_id=interview_id)
+
+    @router.get("/test_status", responses={404: {"description": "No such test for this key's tenant."}})
+    async def test_status(
+        caller: Reader, partner_interview_id: Annotated[str, Query(min_length=1, max_length=64)]
+    ) -> TestStatus:
+        """Where the test stands; once complete, the score and per-competency metadata."""
+        interview_id = partner_interview_id
+        # Another tenant's test does not exist for this caller.
+        if await asyncio.to_thread(tests.tenant_of, interview_id) != caller.tenant:
+            return _error(404, "not_found", "no such partner_interview_id")
+        found = await asyncio.to_thread(fusion.interview_status, interview_id)
+        if found is not None and found[0] == caller.tenant and found[1] == "scored":
+            document = await asyncio.to_thread(fusion.scorecard, interview_id)
+            if document is not None:
+                return status_of(document, f"{base}/v1/interviews/{interview_id}/scorecard")
+        return TestStatus(partner_status="in_progress", partner_profile_url=None, partner_score=None, metadata={})
+
+    @router.post("/response_error")
+    async def response_error(body: ResponseError, caller: Anyone) -> Empty:
+        """Greenhouse reports that one of our answers failed it; logged (call and count only)."""
+        log.warning("greenhouse reported an error", extra={
+            "api_call": (body.api_call or "")[:64], "errors": len(body.errors), "tenant": caller.tenant,
+        })
+        return Empty()
+
+    return router
+
+
+def _label(name: str, description: str) -> str:
+    title = name.replace("-", " ").replace("_", " ").capitalize()
+    return f"{title}: {description}" if description else title
+
+
+# -- the callback -------------------------------------------------------------------------------
+class GreenhouseNotifier:
+    """Marks Greenhouse tests complete when scored and PATCHes their URL until Greenhouse accepts."""
+
+    def __init__(self, bus: Bus, store: GreenhouseStore, *, backoff_s: float = 5.0, max_backoff_s: float = MAX_BACKOFF_S,
+                 poll_s: float = 0.5, timeout_s: float = 10.0) -> None:
+        self.bus = bus
+        self.store = store
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.poll_s = poll_s
+        self.timeout_s = timeout_s
+        self._subscription: Subscription | None = None
+        self._loop: asyncio.Task | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        self._client = httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False)
+        self._subscription = await self.bus.subscribe([Topics.SCORECARDS], "greenhouse", self._on_event)
+        self._loop = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.close(drain=True)
+        if self._loop is not None:
+            self._loop.cancel()
+            await asyncio.gather(self._loop, return_exceptions=True)
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def _on_event(self, env: Envelope) -> None:
+        if isinstance(env.payload, ScoreEvent) and env.payload.type == "interview.scored":
+            if await asyncio.to_thread(self.store.mark_complete, env.interview_id, env.tenant):
+                log.info("greenhouse test complete", extra={"interview_id": env.interview_id})
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                due = await asyncio.to_thread(self.store.due, time.time())
+                await asyncio.gather(*(self._send(*item) for item in due))
+            except Exception:  # noqa: BLE001 - the loop must outlive a database hiccup
+                log.exception("greenhouse callback round failed")
+            await asyncio.sleep(self.poll_s)
+
+    def backoff(self, attempts: int) -> float:
+        """Delay after the ``attempts``-th failure (1-based)."""
+        return min(self.max_backoff_s, self.backoff_s * (2 ** min(attempts - 1, 32)))
+
+    async def _send(self, interview_id: str, url: str, attempts: int) -> None:
+        code, error = None, None
+        try:
+            response = await self._client.patch(url)
+            code = response.status_code
+            ok = 200 <= code < 300
+            if not ok:
+                error = f"HTTP {code}"
+        except httpx.HTTPError as exc:
+            ok, error = False, type(exc).__name__
+        retry_at = time.time() + self.backoff(attempts + 1)
+        log.info("greenhouse callback", extra={"interview_id": interview_id, "ok": ok, "status_code": code,
+                                               "attempt": attempts + 1})
+        await asyncio.to_thread(self.store.record, interview_id, ok=ok, error=error, retry_at=retry_at)
