@@ -32,9 +32,10 @@ async def build(
     from poise_fusion.webhook_api import create_webhook_router
     from poise_fusion.webhooks import WebhookDispatcher, WebhookStore
     from poise_fusion.framework import get_framework
+    from poise_fusion.greenhouse import GreenhouseNotifier, GreenhouseStore, create_greenhouse_router
     from poise_fusion.service import FusionService
     from poise_fusion.store import FusionStore
-    from poise_gateway.api import UploadDesk
+    from poise_gateway.api import NewInterview, UploadDesk
     from poise_gateway.api import create_router as upload_routes
     from poise_gateway.service import Gateway
     from poise_nlp.service import NlpService
@@ -52,9 +53,17 @@ async def build(
     metrics = InferenceMetrics(registry, "serve")
     events = EventHub(bus)
     hooks = WebhookStore(sessions)
+    greenhouse = GreenhouseStore(sessions)
+    # No public URL setting yet: links Greenhouse shows point at this server's own address.
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
+    public_base_url = f"http://{host}:{settings.serve.port}"
+
+    async def open_interview(role: str, questions: list[dict], tenant: str) -> str:
+        return await desk.create(NewInterview(role=role, questions=questions), tenant)
     services = [
         events,
         WebhookDispatcher(bus, hooks, settings.fusion),
+        GreenhouseNotifier(bus, greenhouse),
         FusionService(bus, store, settings),
         NlpService(bus, settings.nlp),
         AudioService(bus, settings.audio, create_backend(settings, metrics)),
@@ -69,6 +78,8 @@ async def build(
             upload_routes(desk, settings, keys),
             scorecard_routes(store, settings, keys, events),
             create_webhook_router(hooks, keys),
+            create_greenhouse_router(greenhouse, store, keys, open_interview,
+                                     frameworks_dir=settings.fusion.frameworks_dir, public_base_url=public_base_url),
         ],
         close=[engine.dispose],
     )

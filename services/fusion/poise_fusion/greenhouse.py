@@ -21,8 +21,6 @@ then calls test_status. Candidates' names and emails never reach a log line.
 # No `from __future__ import annotations`: FastAPI must see the Annotated dependencies as objects.
 
 import asyncio
-import base64
-import binascii
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -31,10 +29,11 @@ from typing import Annotated, Any
 from urllib.parse import urlparse
 
 import httpx
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPBasic
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
@@ -60,7 +59,8 @@ ROLE_QUESTIONS: dict[str, tuple[tuple[str, str], ...]] = {}
 # Backoff of the callback: base * 2**attempts, never longer than this, never given up.
 MAX_BACKOFF_S = 600.0
 
-CreateInterview = Callable[[Any, str], Awaitable[str]]
+# (role, questions [{question_id, text}], tenant) -> interview id; in `poise serve`, UploadDesk.create.
+CreateInterview = Callable[[str, list[dict], str], Awaitable[str]]
 
 
 def questions_for(role: str) -> list[dict]:
@@ -86,11 +86,26 @@ class Candidate(BaseModel):
 
 
 class SendTest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
+        "partner_test_id": "generic",
+        "candidate": {"first_name": "Sam", "last_name": "Doe", "email": "sam@example.com", "phone_number": None,
+                      "resume_url": None, "greenhouse_profile_url": None},
+        "url": "https://app.greenhouse.io/v1/partner_callback/abc123",
+    }]})
 
-    partner_test_id: str = Field(max_length=128, description="The role, as list_tests named it.")
+    partner_test_id: str = Field(max_length=128, description="The role, as list_tests named it.",
+                                 examples=["generic"])
     candidate: Candidate
-    url: str = Field(max_length=2048, description="Where to send PATCH (no body) once the test is complete.")
+    url: str = Field(max_length=2048, description="Where to send PATCH (no body) once the test is complete.",
+                     examples=["https://app.greenhouse.io/v1/partner_callback/abc123"])
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError("url must be http:// or https:// with a host")
+        return url
 
 
 class SentTest(BaseModel):
@@ -194,24 +209,14 @@ def _unauthorised() -> HTTPException:
     )
 
 
-def basic_key(request: Request) -> str | None:
-    """The Basic username when the password is empty (Greenhouse's convention), else None."""
-    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "basic" or not encoded.strip():
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    username, sep, password = decoded.partition(":")
-    return username if sep and username and not password else None
-
-
 def basic_requires(keys: KeyStore, scope: str | None) -> Callable:
-    """A dependency returning the caller's Principal: 401 without a valid key, 403 without ``scope``."""
+    """A dependency returning the caller's Principal: 401 without a valid key, 403 without ``scope``.
 
-    async def principal(request: Request, _: Annotated[Any, Depends(_basic)]) -> Principal:
-        token = basic_key(request)
+    The key is the Basic username; the password must be empty (Greenhouse's convention).
+    """
+
+    async def principal(credentials: Annotated[HTTPBasicCredentials | None, Depends(_basic)]) -> Principal:
+        token = credentials.username if credentials is not None and not credentials.password else None
         found = await asyncio.to_thread(keys.verify, token) if token else None
         if found is None:
             raise _unauthorised()
@@ -248,9 +253,7 @@ def create_greenhouse_router(
     frameworks_dir: Path | None = None,
     public_base_url: str = DEFAULT_BASE_URL,
 ) -> APIRouter:
-    """The partner routes; ``create_interview(NewInterview, tenant)`` opens an interview (UploadDesk.create)."""
-    from poise_gateway.api import NewInterview  # the gateway owns the request model
-
+    """The partner routes; ``create_interview(role, questions, tenant)`` opens an interview."""
     base = public_base_url.rstrip("/")
     Anyone = Annotated[Principal, Depends(basic_requires(keys, None))]
     Writer = Annotated[Principal, Depends(basic_requires(keys, "interviews:write"))]
@@ -266,18 +269,18 @@ def create_greenhouse_router(
             for name, fw in sorted(frameworks.items())
         ]
 
-    @router.post("/send_test", responses={422: {"description": "Unknown test or callback URL not http(s)."}})
+    @router.post("/send_test")
     async def send_test(body: SendTest, caller: Writer) -> SentTest:
         """Open an interview of the ordered role for the candidate; the partner invites them."""
         frameworks = await asyncio.to_thread(available_frameworks, frameworks_dir)
         role = body.partner_test_id
         if role not in frameworks:
-            return _error(422, "unknown_test", f"no such partner_test_id; list_tests names {len(frameworks)}")
-        parsed = urlparse(body.url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            return _error(422, "invalid_url", "url must be http:// or https:// with a host")
-        request = NewInterview(role=role, questions=questions_for(role))
-        interview_id = await create_interview(request, caller.tenant)
+            # A validation error like any other, so every 422 has the documented body.
+            raise RequestValidationError([{
+                "type": "value_error", "loc": ("body", "partner_test_id"), "input": role,
+                "msg": f"unknown test; list_tests names {', '.join(sorted(frameworks))}",
+            }])
+        interview_id = await create_interview(role, questions_for(role), caller.tenant)
         invitation = f"{base}/candidate/{interview_id}"
         await asyncio.to_thread(tests.add, interview_id, caller.tenant, role, body.candidate, body.url, invitation)
         # Sending the invitation is the partner's job; no mailer here, so it is logged as due.
