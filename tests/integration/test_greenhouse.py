@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,17 +9,11 @@ from pathlib import Path
 
 import httpx
 
-from poise_devstack.ports import free_port
 from poise_fusion.greenhouse import DEFAULT_QUESTIONS
+from serve_process import serve
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "sample_interview.mp4"
-
-
-def poise(*args: str, env: dict) -> str:
-    result = subprocess.run([sys.executable, "-m", "poise", *args], capture_output=True, text=True, env=env, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
 
 
 class StandIn(BaseHTTPRequestHandler):
@@ -45,31 +35,15 @@ class StandIn(BaseHTTPRequestHandler):
 
 
 def test_greenhouse_orders_scores_and_calls_back(tmp_path):
-    env = {**os.environ, "POISE_HOME": str(tmp_path)}
-    port = free_port()
-    key = poise("keys", "create", "--tenant", "acme", "--scopes", "interviews:write,scores:read", env=env)
-    other = poise("keys", "create", "--tenant", "globex", "--scopes", "interviews:write,scores:read", env=env)
     StandIn.patches = []
     greenhouse = ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
     threading.Thread(target=greenhouse.serve_forever, daemon=True).start()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "poise", "serve", "--port", str(port), "--grpc-port", "0"], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    gh = httpx.Client(base_url=f"{base}/ats/greenhouse", auth=(key, ""), timeout=30)
-    bearer = {"Authorization": f"Bearer {key}"}
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, server.stderr.read()
-            time.sleep(0.3)
-
+    with serve(tmp_path / "home") as served:
+        key = served.key("acme", "interviews:write,scores:read")
+        other = served.key("globex", "interviews:write,scores:read")
+        base = served.base
+        gh = httpx.Client(base_url=f"{base}/ats/greenhouse", auth=(key, ""), timeout=30)
+        bearer = {"Authorization": f"Bearer {key}"}
         tests = gh.get("/list_tests")
         assert tests.status_code == 200, tests.text
         ids = {t["partner_test_id"] for t in tests.json()}
@@ -103,7 +77,6 @@ def test_greenhouse_orders_scores_and_calls_back(tmp_path):
         # Greenhouse gets PATCH (no body) at its URL; the first answer (500) is retried.
         wait = time.monotonic() + 300
         while not any(status == 200 for *_, status in StandIn.patches) and time.monotonic() < wait:
-            assert server.poll() is None, server.stderr.read()
             time.sleep(0.3)
         assert [(p, n, s) for p, n, s in StandIn.patches] == [
             ("/v1/partner_callback/abc123", 0, 500), ("/v1/partner_callback/abc123", 0, 200),
@@ -137,13 +110,9 @@ def test_greenhouse_orders_scores_and_calls_back(tmp_path):
             "partner_interview_id": interview, "candidate_email": "ada@example.com",
         })
         assert reported.status_code == 200 and reported.json() == {}
-    finally:
         gh.close()
-        greenhouse.shutdown()
-        greenhouse.server_close()
-        os.killpg(server.pid, signal.SIGTERM)
-        code = server.wait(timeout=60)
-    logs = server.stderr.read()
-    assert code == 0, logs
+    greenhouse.shutdown()
+    greenhouse.server_close()
+    logs = served.log.read_text()
     # Personal data stays out of the logs.
     assert "ada@example.com" not in logs and "Lovelace" not in logs

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -22,17 +21,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from poise_common.grpc_api.poise.v1 import scoring_pb2 as pb
 from poise_common.grpc_api.poise.v1 import scoring_pb2_grpc as pb_grpc
 from poise_common.grpc_api.server import GrpcServer, ScoringServicer, port_from_env
-from poise_devstack.ports import free_port
+from serve_process import serve
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "sample_interview.mp4"
 CHUNK = 256 << 10
-
-
-def poise(*args: str, env: dict) -> str:
-    result = subprocess.run([sys.executable, "-m", "poise", *args], capture_output=True, text=True, env=env, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
 
 
 class Server:
@@ -62,44 +55,17 @@ def chunks(interview_id: str, question_id: str, data: bytes):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("poise-home")
-    env = {**os.environ, "POISE_HOME": str(home)}
-    keys = {
-        "writer": poise("keys", "create", "--tenant", "acme", "--scopes", "interviews:write,scores:read", env=env),
-        "reader": poise("keys", "create", "--tenant", "acme", "--scopes", "scores:read", env=env),
-        "other": poise("keys", "create", "--tenant", "globex", "--scopes", "interviews:write,scores:read", env=env),
-    }
-    port, grpc_port = free_port(), free_port()
-    log = home / "serve.log"  # a file, not a pipe: nobody reads a pipe while tests run, and a full one blocks
-    with log.open("w") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "poise", "serve", "--port", str(port), "--grpc-port", str(grpc_port)], env=env,
-            stdout=subprocess.DEVNULL, stderr=sink, start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "poise serve did not become ready"
-            time.sleep(0.3)
-        yield Server(base, channel, keys)
-    finally:
-        channel.close()
-        os.killpg(process.pid, signal.SIGTERM)
+    with serve(tmp_path_factory.mktemp("poise-home"), grpc=True) as served:
+        keys = {
+            "writer": served.key("acme", "interviews:write,scores:read"),
+            "reader": served.key("acme", "scores:read"),
+            "other": served.key("globex", "interviews:write,scores:read"),
+        }
+        channel = grpc.insecure_channel(f"127.0.0.1:{served.grpc_port}")
         try:
-            code = process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            raise
-        assert code == 0, log.read_text()
+            yield Server(served.base, channel, keys)
+        finally:
+            channel.close()
 
 
 def test_grpc_scores_an_upload_like_rest(server):

@@ -7,11 +7,6 @@ whose status the document declares must match the declared schema.
 from __future__ import annotations
 
 import base64
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import httpx
 import pytest
@@ -22,45 +17,14 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from poise_devstack.ports import free_port
+from serve_process import serve
 
-
-def _poise(*args: str, env: dict) -> str:
-    result = subprocess.run([sys.executable, "-m", "poise", *args], capture_output=True, text=True, env=env, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    home = tmp_path_factory.mktemp("poise-home")
-    env = {**os.environ, "POISE_HOME": str(home)}
-    key = _poise("keys", "create", "--tenant", "fuzz", "--scopes", "admin", env=env)  # admin implies every scope
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "poise", "serve", "--port", str(port), "--grpc-port", "0"], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, "poise serve exited while starting"
-            assert time.monotonic() < deadline, "poise serve did not get ready"
-            time.sleep(0.3)
-        yield base, key
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
+    with serve(tmp_path_factory.mktemp("poise-home")) as server:
+        yield server.base, server.key("fuzz", "admin")  # admin implies every scope
 
 
 def _operations(base: str):

@@ -3,36 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import threading
-import subprocess
-import sys
 import time
-from pathlib import Path
-
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 
-from poise_devstack.ports import free_port
 from poise_fusion.webhooks import verify
+from serve_process import serve
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "sample_interview.mp4"
 
 
-def poise(*args: str, env: dict) -> str:
-    result = subprocess.run([sys.executable, "-m", "poise", *args], capture_output=True, text=True, env=env, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
 def test_serve_scores_an_upload_and_lists_it(tmp_path):
-    env = {**os.environ, "POISE_HOME": str(tmp_path)}
-    port = free_port()
-    key = poise("keys", "create", "--tenant", "acme", "--scopes", "interviews:write,scores:read", env=env)
-    admin = {"Authorization": "Bearer " + poise("keys", "create", "--tenant", "acme", "--scopes", "admin", env=env)}
     received: list[tuple[dict, bytes]] = []
 
     class Hook(BaseHTTPRequestHandler):
@@ -46,22 +31,12 @@ def test_serve_scores_an_upload_and_lists_it(tmp_path):
 
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "poise", "serve", "--port", str(port), "--grpc-port", "0"], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    headers = {"Authorization": f"Bearer {key}"}
-    try:
+    with serve(tmp_path / "home") as served:
+        key = served.key("acme", "interviews:write,scores:read")
+        admin = {"Authorization": "Bearer " + served.key("acme", "admin")}
+        base = served.base
+        headers = {"Authorization": f"Bearer {key}"}
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, server.stderr.read()
-            time.sleep(0.3)
         hook = httpx.post(f"{base}/v1/webhooks", headers=admin, timeout=10, json={
             "url": f"http://127.0.0.1:{receiver.server_address[1]}/poise", "events": ["interview.scored"],
         })
@@ -108,7 +83,4 @@ def test_serve_scores_an_upload_and_lists_it(tmp_path):
         headers, body = received[0]
         assert verify(hook.json()["secret"], headers["Poise-Signature"], body)
         assert json.loads(body)["interview_id"] == interview and headers["Poise-Event"] == "interview.scored"
-    finally:
-        receiver.shutdown()
-        os.killpg(server.pid, signal.SIGTERM)
-        assert server.wait(timeout=60) == 0
+    receiver.shutdown()

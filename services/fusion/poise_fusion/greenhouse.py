@@ -38,10 +38,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
 from poise_common.auth import KeyStore, Principal
-from poise_common.bus import Bus, Subscription
+from poise_common.bus import Bus
 from poise_common.db.models import GreenhouseTest
-from poise_common.messages import Envelope, ScoreEvent, Topics
+from poise_common.messages import Envelope, ScoreEvent
 from poise_fusion.framework import available_frameworks
+from poise_fusion.outbox import OutboxSender
 from poise_fusion.store import FusionStore
 
 log = logging.getLogger(__name__)
@@ -320,57 +321,34 @@ def _label(name: str, description: str) -> str:
 
 
 # -- the callback -------------------------------------------------------------------------------
-class GreenhouseNotifier:
+class GreenhouseNotifier(OutboxSender):
     """Marks Greenhouse tests complete when scored and PATCHes their URL until Greenhouse accepts."""
+
+    group = "greenhouse"
 
     def __init__(self, bus: Bus, store: GreenhouseStore, *, backoff_s: float = 5.0, max_backoff_s: float = MAX_BACKOFF_S,
                  poll_s: float = 0.5, timeout_s: float = 10.0) -> None:
-        self.bus = bus
+        super().__init__(bus, timeout_s=timeout_s, poll_s=poll_s)
         self.store = store
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
-        self.poll_s = poll_s
-        self.timeout_s = timeout_s
-        self._subscription: Subscription | None = None
-        self._loop: asyncio.Task | None = None
-        self._client: httpx.AsyncClient | None = None
 
-    async def start(self) -> None:
-        self._client = httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False)
-        self._subscription = await self.bus.subscribe([Topics.SCORECARDS], "greenhouse", self._on_event)
-        self._loop = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._subscription is not None:
-            await self._subscription.close(drain=True)
-        if self._loop is not None:
-            self._loop.cancel()
-            await asyncio.gather(self._loop, return_exceptions=True)
-        if self._client is not None:
-            await self._client.aclose()
-
-    async def _on_event(self, env: Envelope) -> None:
+    async def on_event(self, env: Envelope) -> None:
         if isinstance(env.payload, ScoreEvent) and env.payload.type == "interview.scored":
             if await asyncio.to_thread(self.store.mark_complete, env.interview_id, env.tenant):
                 log.info("greenhouse test complete", extra={"interview_id": env.interview_id})
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                due = await asyncio.to_thread(self.store.due, time.time())
-                await asyncio.gather(*(self._send(*item) for item in due))
-            except Exception:  # noqa: BLE001 - the loop must outlive a database hiccup
-                log.exception("greenhouse callback round failed")
-            await asyncio.sleep(self.poll_s)
+    def due(self, now: float) -> list[tuple]:
+        return self.store.due(now)
 
     def backoff(self, attempts: int) -> float:
         """Delay after the ``attempts``-th failure (1-based)."""
         return min(self.max_backoff_s, self.backoff_s * (2 ** min(attempts - 1, 32)))
 
-    async def _send(self, interview_id: str, url: str, attempts: int) -> None:
+    async def send(self, interview_id: str, url: str, attempts: int) -> None:
         code, error = None, None
         try:
-            response = await self._client.patch(url)
+            response = await self.client.patch(url)
             code = response.status_code
             ok = 200 <= code < 300
             if not ok:

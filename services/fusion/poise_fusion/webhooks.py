@@ -23,11 +23,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
-from poise_common.bus import Bus, Subscription
+from poise_common.bus import Bus
 from poise_common.db.models import Webhook, WebhookDelivery
-from poise_common.messages import Envelope, ScoreEvent, Topics
+from poise_common.messages import Envelope, ScoreEvent
 from poise_common.settings import FusionSettings
 from poise_fusion.events import event_summary
+from poise_fusion.outbox import OutboxSender
 
 log = logging.getLogger(__name__)
 
@@ -159,46 +160,24 @@ class WebhookStore:
             return True
 
 
-class WebhookDispatcher:
+class WebhookDispatcher(OutboxSender):
     """Turns score events into deliveries and sends the due ones, with exponential backoff."""
 
+    group = "webhooks"
+
     def __init__(self, bus: Bus, store: WebhookStore, settings: FusionSettings, poll_s: float = 0.5) -> None:
-        self.bus = bus
+        super().__init__(bus, timeout_s=settings.webhook_timeout_s, poll_s=poll_s)
         self.store = store
         self.settings = settings
-        self.poll_s = poll_s
-        self._subscription: Subscription | None = None
-        self._loop: asyncio.Task | None = None
-        self._client: httpx.AsyncClient | None = None
 
-    async def start(self) -> None:
-        self._client = httpx.AsyncClient(timeout=self.settings.webhook_timeout_s, follow_redirects=False)
-        self._subscription = await self.bus.subscribe([Topics.SCORECARDS], "webhooks", self._on_event)
-        self._loop = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._subscription is not None:
-            await self._subscription.close(drain=True)
-        if self._loop is not None:
-            self._loop.cancel()
-            await asyncio.gather(self._loop, return_exceptions=True)
-        if self._client is not None:
-            await self._client.aclose()
-
-    async def _on_event(self, env: Envelope) -> None:
+    async def on_event(self, env: Envelope) -> None:
         if isinstance(env.payload, ScoreEvent):
             await asyncio.to_thread(self.store.enqueue, env)
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                due = await asyncio.to_thread(self.store.due, time.time())
-                await asyncio.gather(*(self._send(*item) for item in due))
-            except Exception:  # noqa: BLE001 - the loop must outlive a database hiccup
-                log.exception("webhook dispatch round failed")
-            await asyncio.sleep(self.poll_s)
+    def due(self, now: float) -> list[tuple]:
+        return self.store.due(now)
 
-    async def _send(self, delivery_id: str, url: str, secret: str, body: str, event_type: str, attempts: int) -> None:
+    async def send(self, delivery_id: str, url: str, secret: str, body: str, event_type: str, attempts: int) -> None:
         data = body.encode()
         headers = {
             "Content-Type": "application/json",
@@ -208,7 +187,7 @@ class WebhookDispatcher:
         }
         code, error = None, None
         try:
-            response = await self._client.post(url, content=data, headers=headers)
+            response = await self.client.post(url, content=data, headers=headers)
             code = response.status_code
             ok = 200 <= code < 300
             if not ok:
