@@ -84,3 +84,38 @@ def test_serve_scores_an_upload_and_lists_it(tmp_path):
         assert verify(hook.json()["secret"], headers["Poise-Signature"], body)
         assert json.loads(body)["interview_id"] == interview and headers["Poise-Event"] == "interview.scored"
     receiver.shutdown()
+
+
+def test_an_interview_that_cannot_be_scored_fails_visibly(tmp_path, media_dir):
+    with serve(tmp_path / "home") as served:
+        headers = {"Authorization": f"Bearer {served.key('acme', 'interviews:write,scores:read')}"}
+        base = served.base
+        events: list[str] = []
+        listening = threading.Event()
+
+        def listen() -> None:
+            with httpx.stream("GET", f"{base}/v1/events", headers=headers, timeout=120) as stream:
+                for line in stream.iter_lines():
+                    listening.set()
+                    events.append(line)
+                    if line.startswith("data: ") and events[-2:-1] == ["event: interview.failed"]:
+                        return
+
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+        assert listening.wait(30)
+        # The gateway only checks the role's shape; fusion finds no such competency profile.
+        body = {"role": "astronaut", "questions": [{"question_id": "q1", "text": "Why?"}]}
+        interview = httpx.post(f"{base}/v1/interviews", json=body, headers=headers, timeout=30).json()["interview_id"]
+        with (media_dir / "single_face.mp4").open("rb") as fh:
+            assert httpx.put(f"{base}/v1/interviews/{interview}/answers/q1", content=fh, headers=headers,
+                             timeout=60).status_code == 200
+        assert httpx.post(f"{base}/v1/interviews/{interview}/complete", headers=headers, timeout=60).status_code == 202
+        listener.join(120)
+        failed = json.loads(events[events.index("event: interview.failed") + 1].removeprefix("data: "))
+        assert failed["interview_id"] == interview and "unknown role 'astronaut'" in failed["error"]
+        status = httpx.get(f"{base}/v1/interviews/{interview}/scorecard", headers=headers, timeout=10)
+        assert status.status_code == 422 and status.json() == {"status": "failed"}
+        time.sleep(1.0)  # late messages of the failed interview must not bring it back
+        again = httpx.get(f"{base}/v1/interviews/{interview}/scorecard", headers=headers, timeout=10)
+        assert again.status_code == 422

@@ -9,7 +9,7 @@ from poise_common.bus import Bus, Subscription
 from poise_common.messages import Envelope, InterviewOpened, ScoreEvent, Topics
 from poise_common.settings import PoiseSettings
 from poise_fusion.assemble import build_answer, build_scorecard, model_version
-from poise_fusion.framework import Framework, get_framework
+from poise_fusion.framework import Framework, FrameworkError, get_framework
 from poise_fusion.store import FusionStore
 
 log = logging.getLogger(__name__)
@@ -46,14 +46,23 @@ class FusionService:
         if complete_answer:
             await self._finish_answer(env, complete_answer)
         elif applied and isinstance(env.payload, InterviewOpened):
-            # The announcement can arrive after every answer was scored (it travels on its own topic).
+            # The announcement travels on its own topic: answers may have completed before it,
+            # and they waited for it to learn the role they are scored for.
+            for answer_id in await asyncio.to_thread(self.store.complete_unscored, env.interview_id):
+                await self._finish_answer(env, answer_id)
             if await asyncio.to_thread(self.store.interview_ready, env.interview_id):
                 await self.finish_interview(env, env.interview_id)
 
     async def _finish_answer(self, env: Envelope, answer_id: str) -> None:
+        announced, role = await asyncio.to_thread(self.store.interview_role, env.interview_id)
+        if not announced:
+            return  # scored when the announcement (with the role) arrives
+        try:
+            framework = self.framework(role)
+        except FrameworkError as exc:
+            await self.fail_interview(env, str(exc))
+            return
         bundle = await asyncio.to_thread(self.store.answer_bundle, answer_id)
-        role = (await asyncio.to_thread(self.store.interview_bundle, env.interview_id))["role"]
-        framework = self.framework(role)
         document = build_answer(bundle, framework, self.settings.nlp.min_words_for_scoring)
         interview_id, ready = await asyncio.to_thread(self.store.save_answer_result, answer_id, document)
         await self.bus.publish(
@@ -62,6 +71,16 @@ class FusionService:
         )
         if ready:
             await self.finish_interview(env, interview_id)
+
+    async def fail_interview(self, env: Envelope, reason: str) -> None:
+        """The interview cannot be scored: drop what was stored, keep why, and say so on the bus."""
+        log.warning("interview cannot be scored: %s", reason)
+        await asyncio.to_thread(self.store.discard_interview, env.interview_id, env.tenant, reason)
+        event = Envelope(
+            interview_id=env.interview_id, tenant=env.tenant, stream="score", seq=0, trace_id=env.trace_id,
+            payload=ScoreEvent(type="interview.failed", error=reason),
+        )
+        await self.bus.publish(Topics.SCORECARDS, event)
 
     async def finish_interview(self, env: Envelope, interview_id: str) -> None:
         bundle = await asyncio.to_thread(self.store.interview_bundle, interview_id)

@@ -46,6 +46,8 @@ class FusionStore:
         """Store ``env``. Returns (applied, answer_id now complete or None)."""
         with self._lock, self.sessions.begin() as session:
             interview = self._lock_interview(session, env)
+            if interview is None:
+                return False, None  # a failed interview: its late messages change nothing
             payload = env.payload
             if isinstance(payload, InterviewOpened):
                 if interview.answer_count is not None:
@@ -87,10 +89,12 @@ class FusionStore:
             session.flush()
             return True, answer.id if self._complete(session, answer) else None
 
-    def _lock_interview(self, session: Session, env: Envelope) -> Interview:
+    def _lock_interview(self, session: Session, env: Envelope) -> Interview | None:
         interview = session.scalar(
             select(Interview).where(Interview.id == env.interview_id).with_for_update()
         )
+        if interview is None and session.get(Failure, env.interview_id) is not None:
+            return None
         if interview is None:
             interview = Interview(id=env.interview_id, tenant=env.tenant, status="processing")
             session.add(interview)
@@ -157,6 +161,22 @@ class FusionStore:
                 and interview.status == "processing"
             )
             return interview.id, ready
+
+    def complete_unscored(self, interview_id: str) -> list[str]:
+        """Answers whose streams are all in but that are not scored yet (waiting for the role)."""
+        with self.sessions() as session:
+            answers = session.scalars(
+                select(Answer).where(Answer.interview_id == interview_id, Answer.status == "processing")
+            )
+            return [a.id for a in answers if self._complete(session, a)]
+
+    def interview_role(self, interview_id: str) -> tuple[bool, str | None]:
+        """(announced, role): the role is known only once the interview's announcement arrived."""
+        with self.sessions() as session:
+            interview = session.get(Interview, interview_id)
+            if interview is None or interview.answer_count is None:
+                return False, None
+            return True, interview.role
 
     def interview_ready(self, interview_id: str) -> bool:
         with self.sessions() as session:
