@@ -71,7 +71,8 @@ def test_serve_scores_an_upload_and_lists_it(tmp_path):
         listed = httpx.get(f"{base}/v1/interviews", params={"status": "scored"}, headers=headers, timeout=10).json()
         assert [i["interview_id"] for i in listed["items"]] == [interview]
         assert "poise_serve_messages_consumed_total" in httpx.get(f"{base}/metrics", timeout=10).text
-        assert httpx.get(f"{base}/v1/interviews", timeout=10).status_code == 401
+        anonymous = httpx.get(f"{base}/v1/interviews", timeout=10)
+        assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "unauthenticated"
         listener.join(30)
         assert "event: answer.scored" in events and "event: interview.scored" in events
         scored = json.loads(events[events.index("event: interview.scored") + 1].removeprefix("data: "))
