@@ -35,10 +35,6 @@ DISFLUENT_PROMPT = "Umm, let me think like, hmm... Okay, here's what I'm, like, 
 # Whisper expects 16 kHz input; the gateway resamples everything to this rate.
 SAMPLE_RATE = 16000
 
-# Files a CTranslate2 Whisper folder needs so that faster-whisper reads everything
-# locally; without tokenizer.json it would fetch a tokenizer from the model hub.
-REQUIRED_MODEL_FILES = ("model.bin", "config.json", "tokenizer.json")
-
 
 class ModelNotFoundError(RuntimeError):
     """The configured speech model folder is missing or incomplete."""

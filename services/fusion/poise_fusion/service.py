@@ -65,10 +65,13 @@ class FusionService:
         bundle = await asyncio.to_thread(self.store.answer_bundle, answer_id)
         document = build_answer(bundle, framework, self.settings.nlp.min_words_for_scoring)
         interview_id, ready = await asyncio.to_thread(self.store.save_answer_result, answer_id, document)
-        await self.bus.publish(
-            Topics.SCORECARDS,
-            env.follow("score", 0, ScoreEvent(type="answer.scored", scorecard=document)),
+        # Built from the answer, not from ``env``: a deferred answer is finished while handling
+        # the interview's announcement, whose envelope names no answer.
+        event = Envelope(
+            interview_id=env.interview_id, answer_id=answer_id, tenant=env.tenant, stream="score", seq=0,
+            trace_id=env.trace_id, payload=ScoreEvent(type="answer.scored", scorecard=document),
         )
+        await self.bus.publish(Topics.SCORECARDS, event)
         if ready:
             await self.finish_interview(env, interview_id)
 

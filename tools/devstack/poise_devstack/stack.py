@@ -8,7 +8,6 @@ in ``POISE_*`` variables; readiness is its ``/readyz``.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -113,7 +112,3 @@ class PoiseStack:
     def __exit__(self, *exc) -> None:
         self.stop_all()
 
-
-def child_env_defaults() -> dict[str, str]:
-    """Variables every child should see: keep native log chatter off and threads bounded."""
-    return {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
