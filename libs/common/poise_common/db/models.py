@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -25,6 +25,9 @@ class Interview(Base):
     questions: Mapped[list | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
     scored_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The candidate's consent to analysis as the interview's creator recorded it
+    # ({"given_at": epoch s, "notice_version": str}); a us-il tenant's interview needs one.
+    consent: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class Answer(Base):
@@ -160,3 +163,67 @@ class GreenhouseTest(Base):
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
     completed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Demographics(Base):
+    """A candidate's self-reported sex and race/ethnicity, for bias audits only.
+
+    Never used in scoring. Kept apart from the scorecard so it can be erased on its own; None
+    means the candidate did not say (counted as "unknown" in audits).
+    """
+
+    __tablename__ = "demographics"
+
+    interview_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    sex: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    race_ethnicity: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class ScoringModel(Base):
+    """A calibrated scoring model for one framework (role): fitted weights and its validation report.
+
+    At most one model per framework is active; scorecards record the version that made them.
+    """
+
+    __tablename__ = "scoring_models"
+
+    version: Mapped[str] = mapped_column(String(160), primary_key=True)
+    framework: Mapped[str] = mapped_column(String(128), index=True)
+    framework_version: Mapped[str] = mapped_column(String(32))
+    parameters: Mapped[dict] = mapped_column(JSON)  # per competency: intercept and feature weights
+    report: Mapped[dict] = mapped_column(JSON)  # validation figures (blind split, cross-validation, ICC)
+    active: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)  # activated below the bar
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    activated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class TenantSettings(Base):
+    """Per-tenant settings: the policy profile (default, eu, us-nyc, us-il) and its data."""
+
+    __tablename__ = "tenant_settings"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    policy: Mapped[str] = mapped_column(String(16), default="default")
+    # us-nyc: the candidate notice (contact for an alternative process, retention, audit URL).
+    notice: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    updated_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class ScoreOverride(Base):
+    """A reviewer's override of one competency score, with the reason. Rows are only ever added:
+    the latest per competency applies, the scorecard keeps the model's original score."""
+
+    __tablename__ = "score_overrides"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    interview_id: Mapped[str] = mapped_column(ForeignKey("interviews.id", ondelete="CASCADE"), index=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    competency: Mapped[str] = mapped_column(String(128))
+    original_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    score: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text)
+    reviewer: Mapped[str] = mapped_column(String(128))  # the API key id (or a name given on the CLI)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
