@@ -28,6 +28,7 @@ async def build(
     from poise_common.inference.backend import create_backend
     from poise_common.metrics import InferenceMetrics
     from poise_fusion.api import create_router as scorecard_routes
+    from poise_fusion.demographics import DemographicsStore, create_demographics_router
     from poise_fusion.events import EventHub
     from poise_fusion.webhook_api import create_webhook_router
     from poise_fusion.webhooks import WebhookDispatcher, WebhookStore
@@ -54,9 +55,7 @@ async def build(
     events = EventHub(bus)
     hooks = WebhookStore(sessions)
     greenhouse = GreenhouseStore(sessions)
-    # No public URL setting yet: links Greenhouse shows point at this server's own address.
-    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
-    public_base_url = f"http://{host}:{settings.serve.port}"
+    public_base_url = settings.public_base_url(settings.serve.port)
 
     async def open_interview(role: str, questions: list[dict], tenant: str) -> str:
         return await desk.create(NewInterview(role=role, questions=questions), tenant)
@@ -78,6 +77,7 @@ async def build(
             upload_routes(desk, settings, keys),
             scorecard_routes(store, settings, keys, events),
             create_webhook_router(hooks, keys),
+            create_demographics_router(DemographicsStore(sessions), keys),
             create_greenhouse_router(greenhouse, store, keys, open_interview,
                                      frameworks_dir=settings.fusion.frameworks_dir, public_base_url=public_base_url),
         ],

@@ -172,6 +172,19 @@ def long_answer() -> Path:
     return build_long_answer(4)
 
 
+def test_greenhouse_flow_on_the_distributed_stack(kafka_broker, postgres, tmp_path):
+    """Greenhouse orders through the gateway; fusion scores and sends the callback; links use public_url."""
+    from greenhouse_flow import Deployment, assert_no_candidate_data, greenhouse_stand_in, run_greenhouse_flow
+
+    public = "https://poise.example.test"
+    with greenhouse_stand_in() as callback, new_stack(kafka_broker, postgres, tmp_path, POISE_PUBLIC_URL=public) as stack:
+        stack.start_all()
+        other = create_key(stack.database_url, "globex", "interviews:write,scores:read")
+        deployment = Deployment(stack.url("gateway"), stack.url("fusion"), public, stack.key, other)
+        run_greenhouse_flow(deployment, callback)
+    assert_no_candidate_data("".join(stack.log_tail(name, 100000) for name in stack.processes))
+
+
 def test_workers_killed_mid_answer_recover_without_duplicates(kafka_broker, postgres, tmp_path, long_answer):
     reference = embedded_scorecard([long_answer], tmp_path / "ref")
     with new_stack(kafka_broker, postgres, tmp_path) as stack:

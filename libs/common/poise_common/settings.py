@@ -113,6 +113,11 @@ class PoiseSettings(BaseSettings):
     tenant: str = Field("local", description="Tenant that CLI runs act for.")
     log_level: str = Field("INFO", description="Python logging level.")
     http_host: str = Field("127.0.0.1", description="Address the service processes' HTTP servers bind to.")
+    public_url: str | None = Field(
+        None,
+        description="Where clients reach this deployment's API (e.g. https://poise.example.com); links handed "
+        "to ATSs (Greenhouse invitation and profile URLs) start with it. Unset: this process's own address.",
+    )
 
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     vision: VisionSettings = Field(default_factory=VisionSettings)
@@ -130,6 +135,13 @@ class PoiseSettings(BaseSettings):
     def media_dir(self) -> Path:
         """Uploaded answers waiting to be published (distributed gateway)."""
         return self.home_dir / "media"
+
+    def public_base_url(self, port: int) -> str:
+        """``public_url``, else this process's own address on ``port`` (loopback for a wildcard bind)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
+        return f"http://{host}:{port}"
 
     @property
     def resolved_database_url(self) -> str:

@@ -18,8 +18,10 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
     from poise_common.db.engine import create_db_engine, session_factory, upgrade
     from poise_common.grpc_api.server import GrpcServer, ScoringServicer, port_from_env
     from poise_fusion.api import create_router
+    from poise_fusion.demographics import DemographicsStore, create_demographics_router
     from poise_fusion.events import EventHub
     from poise_fusion.framework import get_framework
+    from poise_fusion.greenhouse import GreenhouseNotifier, GreenhouseStore
     from poise_fusion.service import FusionService
     from poise_fusion.store import FusionStore
     from poise_fusion.webhook_api import create_webhook_router
@@ -39,12 +41,19 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
     events = EventHub(bus)
     keys = KeyStore(sessions)
     hooks = WebhookStore(sessions)
-    services = [events, WebhookDispatcher(bus, hooks, settings.fusion), FusionService(bus, store, settings)]
+    services = [
+        events,
+        WebhookDispatcher(bus, hooks, settings.fusion),
+        # The gateway takes Greenhouse's orders; the callback once scored is sent from here.
+        GreenhouseNotifier(bus, GreenhouseStore(sessions)),
+        FusionService(bus, store, settings),
+    ]
     if grpc_port is not None:  # last: started once its backends are, stopped before them
         services.append(GrpcServer(ScoringServicer(keys, store=store, events=events), settings.http_host, grpc_port))
     return ServiceParts(
         services=services,
-        routers=[create_router(store, settings, keys, events), create_webhook_router(hooks, keys)],
+        routers=[create_router(store, settings, keys, events), create_webhook_router(hooks, keys),
+                 create_demographics_router(DemographicsStore(sessions), keys)],
         close=[engine.dispose],
     )
 

@@ -19,6 +19,7 @@ from poise_common.api_auth import requires
 from poise_common.auth import KeyStore, Principal
 from poise_common.settings import PoiseSettings
 from poise_fusion.events import EventHub
+from poise_common.paging import BadCursor, decode_cursor, next_cursor
 from poise_fusion.store import FusionStore
 
 _RESPONSES = {
@@ -59,14 +60,17 @@ def create_router(
         status: Annotated[str | None, Query(pattern="^(processing|scored|failed)$")] = None,
         role: Annotated[str | None, Query(max_length=128)] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        before: Annotated[float | None, Query(description="Page cursor: the next_before of the previous page.")] = None,
+        cursor: Annotated[str | None, Query(max_length=512, description="The next_cursor of the previous page.")] = None,
     ) -> JSONResponse:
         """The caller's interviews, newest first, filterable by status and role."""
+        try:
+            after = decode_cursor(cursor)
+        except BadCursor as exc:
+            return JSONResponse({"error": {"code": "invalid_cursor", "message": str(exc)}}, status_code=422)
         items = await asyncio.to_thread(
-            store.list_interviews, tenant, status=status, role=role, limit=limit, before=before
+            store.list_interviews, tenant, status=status, role=role, limit=limit, after=after
         )
-        next_before = items[-1]["created_at"] if len(items) == limit else None
-        return JSONResponse({"items": items, "next_before": next_before})
+        return JSONResponse({"items": items, "next_cursor": next_cursor(items, limit)})
 
     @router.get("/{interview_id}/scorecard", responses=_RESPONSES)
     async def get_scorecard(interview_id: InterviewId, tenant: Tenant) -> JSONResponse:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from poise_common.db.models import Answer, AnswerPart, Failure, Interview, Scorecard, VisionFrame
@@ -23,6 +23,7 @@ from poise_common.messages import (
     Transcript,
     VisionEnd,
 )
+from poise_common.paging import Cursor
 
 # Parts an answer needs before it can be scored; "media" is the gateway's announcement.
 REQUIRED_PARTS = frozenset({"media", "vision_end", "audio", "transcript", "nlp"})
@@ -234,17 +235,20 @@ class FusionStore:
 
     def list_interviews(
         self, tenant: str, *, status: str | None = None, role: str | None = None, limit: int = 50,
-        before: float | None = None,
+        after: Cursor | None = None,
     ) -> list[dict]:
-        """A tenant's interviews, newest first; ``before`` (a created_at) pages backwards."""
+        """A tenant's interviews, newest first (ties by id); ``after`` is the previous page's last row."""
         with self.sessions() as session:
             query = select(Interview).where(Interview.tenant == tenant)
             if status:
                 query = query.where(Interview.status == status)
             if role:
                 query = query.where(Interview.role == role)
-            if before is not None:
-                query = query.where(Interview.created_at < before)
+            if after is not None:
+                query = query.where(or_(
+                    Interview.created_at < after.created_at,
+                    and_(Interview.created_at == after.created_at, Interview.id > after.interview_id),
+                ))
             rows = session.scalars(query.order_by(Interview.created_at.desc(), Interview.id).limit(limit))
             return [
                 {"interview_id": r.id, "role": r.role, "status": r.status, "answer_count": r.answer_count,

@@ -118,9 +118,32 @@ def test_list_is_per_tenant_filtered_and_paged(store):
     first, scored = get_all(store, ["/v1/interviews?limit=3", "/v1/interviews?status=scored"])
     page = first.json()
     assert [i["interview_id"] for i in page["items"]] == ["mine4", "mine3", "mine2"]
-    (second,) = get_all(store, [f"/v1/interviews?limit=3&before={page['next_before']}"])
+    (second,) = get_all(store, [f"/v1/interviews?limit=3&cursor={page['next_cursor']}"])
     assert [i["interview_id"] for i in second.json()["items"]] == ["mine1", "mine0"]
-    assert second.json()["next_before"] is None
+    assert second.json()["next_cursor"] is None
     assert [i["interview_id"] for i in scored.json()["items"]] == ["mine0"]
     (bad,) = get_all(store, ["/v1/interviews?status=nonsense"])
     assert bad.status_code == 422
+
+
+def test_paging_keeps_interviews_that_share_a_creation_time(store):
+    from sqlalchemy import update
+
+    from poise_common.db.models import Interview
+
+    for n in range(7):
+        store.apply(opened(f"same{n}"))
+    with store.sessions.begin() as session:  # created in the same instant
+        session.execute(update(Interview).values(created_at=1_700_000_000.0))
+    seen, cursor = [], ""
+    for _ in range(5):
+        (page,) = get_all(store, [f"/v1/interviews?limit=3{cursor}"])
+        assert page.status_code == 200, page.text
+        seen += [i["interview_id"] for i in page.json()["items"]]
+        if page.json()["next_cursor"] is None:
+            break
+        cursor = f"&cursor={page.json()['next_cursor']}"
+    assert seen == [f"same{n}" for n in range(7)]  # each once, ties ordered by id
+    bad, forged = get_all(store, ["/v1/interviews?cursor=nonsense", "/v1/interviews?cursor=djE6MS4wOng="])
+    assert bad.status_code == forged.status_code == 422
+    assert bad.json()["error"]["code"] == "invalid_cursor"

@@ -12,15 +12,21 @@ from poise_common.settings import PoiseSettings
 
 
 async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) -> ServiceParts:
-    """The upload desk (media under POISE_HOME/media) publishing through a Gateway on ``bus``;
+    """The upload desk (media under POISE_HOME/media) publishing through a Gateway on ``bus``, and
+    the Greenhouse partner routes (they open interviews here; fusion sends their callbacks);
     with POISE_GRPC_PORT set, also the gRPC API's upload methods on that port."""
     from poise_common.auth import KeyStore
     from poise_common.db.engine import create_db_engine, session_factory, upgrade
     from poise_common.grpc_api.server import GrpcServer, ScoringServicer, port_from_env
-    from poise_gateway.api import UploadDesk, create_router
+    from poise_fusion.framework import get_framework
+    from poise_fusion.greenhouse import GreenhouseStore, create_greenhouse_router
+    from poise_fusion.store import FusionStore
+    from poise_gateway.api import NewInterview, UploadDesk, create_router
     from poise_gateway.service import Gateway
 
     grpc_port = port_from_env()  # a bad value fails the start before anything is opened
+    # Greenhouse lists the frameworks as tests: a broken folder fails the start, not list_tests.
+    get_framework(settings.fusion.default_role, settings.fusion.frameworks_dir)
     # API keys live in the database; the gateway reads them to know the caller's tenant.
     engine = create_db_engine(settings.resolved_database_url)
     try:
@@ -34,11 +40,22 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
         default_role=settings.fusion.default_role,
     )
     await asyncio.to_thread(desk.prepare)  # an unwritable media folder fails the start
-    keys = KeyStore(session_factory(engine))
+    sessions = session_factory(engine)
+    keys = KeyStore(sessions)
+
+    async def open_interview(role: str, questions: list[dict], tenant: str) -> str:
+        return await desk.create(NewInterview(role=role, questions=questions), tenant)
+
+    # test_status reads the scorecards fusion stored in the same database.
+    greenhouse = create_greenhouse_router(
+        GreenhouseStore(sessions), FusionStore(sessions), keys, open_interview,
+        frameworks_dir=settings.fusion.frameworks_dir, public_base_url=settings.public_base_url(settings.gateway.port),
+    )
     services = []
     if grpc_port is not None:
         services.append(GrpcServer(ScoringServicer(keys, desk=desk), settings.http_host, grpc_port))
-    return ServiceParts(services=services, routers=[create_router(desk, settings, keys)], close=[engine.dispose])
+    return ServiceParts(services=services, routers=[create_router(desk, settings, keys), greenhouse],
+                        close=[engine.dispose])
 
 
 if __name__ == "__main__":
@@ -48,7 +65,8 @@ if __name__ == "__main__":
         description=(
             "Poise gateway: the upload API. POST /v1/interviews, PUT the raw video of each answer to "
             "/v1/interviews/{id}/answers/{question_id}, then POST /v1/interviews/{id}/complete to publish. "
+            "Also the Greenhouse Assessment Partner routes under /ats/greenhouse/. "
             "POISE_GRPC_PORT=<port> also serves the gRPC API's upload methods (poise.v1.ScoringService)."
         ),
-        reads=["home", "database_url", "gateway", "fusion.default_role"],
+        reads=["home", "database_url", "public_url", "gateway", "fusion.default_role", "fusion.frameworks_dir"],
     )

@@ -16,12 +16,9 @@ backends are passed in, and their errors are recognised by shape (``status``, ``
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import json
 import logging
-import math
 import os
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -33,6 +30,7 @@ from pydantic import ValidationError
 
 from poise_common.auth import KeyStore, Principal
 from poise_common.grpc_api.poise.v1 import scoring_pb2 as pb
+from poise_common.paging import BadCursor, decode_cursor, next_cursor
 from poise_common.grpc_api.poise.v1 import scoring_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:  # the service packages depend on poise_common, not the other way round
@@ -67,24 +65,6 @@ _SERVED_BY = {"desk": "the gateway", "store": "fusion", "events": "fusion"}
 def _json(document: Any) -> str:
     """Serialised exactly as the REST API's JSONResponse does, so the two documents are equal byte for byte."""
     return json.dumps(document, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
-
-
-def _page_token(created_at: float) -> str:
-    return base64.urlsafe_b64encode(f"v1:{created_at!r}".encode()).decode()
-
-
-def _before(token: str) -> float | None:
-    """The cursor in a page token; raises ValueError for one this server did not issue."""
-    if not token:
-        return None
-    try:
-        version, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        before = float(value)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ValueError("page_token is not one this server issued") from None
-    if version != "v1" or not math.isfinite(before):
-        raise ValueError("page_token is not one this server issued")
-    return before
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -248,16 +228,16 @@ class ScoringServicer(pb_grpc.ScoringServiceServicer):
         elif not 0 <= request.page_size <= MAX_PAGE_SIZE:
             problem = f"page_size must be 0 to {MAX_PAGE_SIZE}"
         try:
-            before = _before(request.page_token)
-        except ValueError as exc:
-            problem = problem or str(exc)
+            after = decode_cursor(request.page_token)
+        except BadCursor:
+            problem = problem or "page_token is not one this server issued"
         if problem:
             await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, problem, "invalid_request")
         limit = request.page_size or DEFAULT_PAGE_SIZE
         async with self._errors(context, "ListScorecards"):
             items = await asyncio.to_thread(
                 store.list_interviews, principal.tenant, status=request.status or None,
-                role=request.role or None, limit=limit, before=before,
+                role=request.role or None, limit=limit, after=after,
             )
         return pb.ListScorecardsResponse(
             items=[
@@ -267,7 +247,7 @@ class ScoringServicer(pb_grpc.ScoringServiceServicer):
                 )
                 for i in items
             ],
-            next_page_token=_page_token(items[-1]["created_at"]) if len(items) == limit else "",
+            next_page_token=next_cursor(items, limit) or "",
         )
 
     async def WatchScoreEvents(
