@@ -6,14 +6,19 @@ UV_VERSION := 0.13.8
 VENV := .venv
 UV := $(VENV)/bin/uv
 SAMPLE := examples/sample_interview.mp4
+# Tools the deployment tests run (tests/deploy), built into .tools/ (git-ignored).
+HELM_VERSION := v3.22.0
+TOOLS := $(CURDIR)/.tools
+HELM_STAMP := $(TOOLS)/helm-$(HELM_VERSION).built
 QUESTIONS := examples/questions.yaml
 
-.PHONY: setup system-packages run test bench up down proto sample clean help
+.PHONY: setup system-packages tools run test bench up down proto sample clean help
 
 help:
 	@echo "make run    - set up, then score the sample interview in one process"
 	@echo "make test   - set up, then run every test"
 	@echo "make setup  - create .venv from uv.lock and fetch the models (SHA-256 checked)"
+	@echo "make tools  - build helm $(HELM_VERSION) into .tools/bin (for the chart tests in tests/deploy)"
 	@echo "make up     - start the distributed stack locally (Kafka, PostgreSQL, five services)"
 	@echo "make down   - stop it"
 	@echo "make bench  - run the benchmarks in bench/ (figures saved under bench/results/)"
@@ -30,13 +35,21 @@ setup: $(UV)
 	$(UV) sync --locked --quiet
 	$(VENV)/bin/python -m poise_common.model_files
 
+# helm from its Go module (the Go module proxy, no prebuilt download); once per version.
+$(HELM_STAMP):
+	@command -v go >/dev/null || { echo "make tools: building helm needs Go on PATH"; exit 1; }
+	GOBIN=$(TOOLS)/bin go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	@touch $@
+
+tools: $(HELM_STAMP)
+
 system-packages:
 	@scripts/ensure_system_packages.sh
 
 run: setup
 	$(VENV)/bin/poise score $(SAMPLE) --questions $(QUESTIONS)
 
-test: setup system-packages
+test: setup system-packages tools
 	$(VENV)/bin/python -m poise_devstack kafka-jars >/dev/null
 	$(VENV)/bin/python -m pytest
 

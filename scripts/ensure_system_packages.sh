@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the distributed tests and `make up` need: a JDK and Maven (the Kafka broker
-# comes from Maven Central as jars) and the PostgreSQL server. Installs only what is missing.
+# comes from Maven Central as jars), the PostgreSQL server, and Chromium (the candidate page's
+# browser test drives it headless). Installs only what is missing.
 set -euo pipefail
 
 missing=()
@@ -9,6 +10,7 @@ command -v mvn >/dev/null 2>&1 || missing+=(maven)
 if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
   missing+=(postgresql)
 fi
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

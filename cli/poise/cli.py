@@ -13,6 +13,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from poise.audit_cmd import audit as audit_command
+from poise.calibrate_cmd import calibrate as calibrate_command, scoring_models_app
+from poise.frameworks_cmd import frameworks_app
+from poise.tenants_cmd import tenants_app
 from poise_common.native_stderr import filter_native_stderr
 from poise_common.settings import PoiseSettings
 
@@ -25,6 +29,11 @@ models_app = typer.Typer(no_args_is_help=True, help="Model files.")
 app.add_typer(models_app, name="models")
 keys_app = typer.Typer(no_args_is_help=True, help="Tenants' API keys (stored hashed; a key is shown once).")
 app.add_typer(keys_app, name="keys")
+app.command("audit")(audit_command)
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(frameworks_app, name="frameworks")
+app.command("calibrate")(calibrate_command)
+app.add_typer(scoring_models_app, name="scoring-models")
 DbOption = Annotated[Optional[str], typer.Option("--db", help="Database URL (default: POISE_DATABASE_URL or SQLite under POISE_HOME).")]
 
 
@@ -42,7 +51,7 @@ def _key_store(db: str | None):
 @keys_app.command("create")
 def keys_create(
     tenant: Annotated[str, typer.Option("--tenant", help="The tenant the key acts for.")],
-    scopes: Annotated[str, typer.Option("--scopes", help="Comma-separated: interviews:write, scores:read, admin.")],
+    scopes: Annotated[str, typer.Option("--scopes", help="Comma-separated: interviews:write, scores:read, scores:review, admin.")],
     name: Annotated[Optional[str], typer.Option("--name", help="A label to recognise the key by.")] = None,
     db: DbOption = None,
 ) -> None:
@@ -91,6 +100,11 @@ def score(
         Optional[Path], typer.Option("--questions", help="YAML or JSON file: one question per answer.")
     ] = None,
     role: Annotated[Optional[str], typer.Option("--role", help="Competency profile (see `poise roles`).")] = None,
+    policy: Annotated[
+        Optional[str],
+        typer.Option("--policy", help="Policy profile for this run only: default, eu, us-nyc or us-il "
+                     "(default: the tenant's, see `poise tenants show`)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the scorecard as one JSON object.")] = False,
     db: Annotated[Optional[str], typer.Option("--db", help="Database URL (default: SQLite under POISE_HOME).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details to stderr.")] = False,
@@ -102,6 +116,7 @@ def score(
     from poise_fusion.framework import FrameworkError
     from poise_common.inference.backend import InferenceConfigError, InferenceUnavailable
     from poise_fusion.framework import get_framework
+    from poise_fusion.policy import PolicyError, get_profile
     from poise_gateway.errors import MediaRejected
     from poise_gateway.service import validate_uploads
 
@@ -113,6 +128,8 @@ def score(
         uploads = uploads_for(paths, load_questions(questions) if questions else None)
         # Refuse bad input before anything starts, so a refusal writes nothing anywhere.
         get_framework(role or settings.fusion.default_role, settings.fusion.frameworks_dir)
+        if policy is not None:
+            get_profile(policy)
         validate_uploads(uploads, settings.gateway)
     except MediaRejected as exc:
         fail(_rejection(exc, uploads))
@@ -121,7 +138,7 @@ def score(
     err = Console(stderr=True)
 
     async def run() -> dict:
-        async with EmbeddedPoise(settings) as poise:
+        async with EmbeddedPoise(settings, policy=policy) as poise:
             with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                           TextColumn("{task.completed}/{task.total} answers"), TimeElapsedColumn(),
                           console=err, transient=True, disable=not err.is_terminal and not verbose) as bar:
@@ -135,6 +152,8 @@ def score(
         card = asyncio.run(run())
     except MediaRejected as exc:
         fail(_rejection(exc, uploads))
+    except PolicyError as exc:
+        fail(str(exc))
     except ScoringFailed as exc:
         fail(str(exc), code=1)
     except (InferenceConfigError, InferenceUnavailable, FileNotFoundError) as exc:

@@ -19,6 +19,7 @@ from poise_common.db.engine import create_db_engine, session_factory, upgrade
 from poise_common.inference.backend import create_backend
 from poise_common.messages import Envelope, Question, ScoreEvent, Topics
 from poise_common.settings import PoiseSettings
+from poise_fusion.policy import PolicyError
 from poise_fusion.service import FusionService
 from poise_fusion.store import FusionStore
 from poise_gateway.errors import MediaRejected
@@ -43,10 +44,14 @@ class Progress:
 
 
 class EmbeddedPoise:
-    """Start with ``async with EmbeddedPoise(settings) as poise:`` then ``await poise.score(...)``."""
+    """Start with ``async with EmbeddedPoise(settings) as poise:`` then ``await poise.score(...)``.
 
-    def __init__(self, settings: PoiseSettings) -> None:
+    ``policy`` overrides the tenant's policy profile for this run.
+    """
+
+    def __init__(self, settings: PoiseSettings, policy: str | None = None) -> None:
         self.settings = settings
+        self.policy = policy
         self.bus: Bus | None = None
         self._services: list = []
         self._waiters: dict[str, asyncio.Future] = {}
@@ -64,7 +69,7 @@ class EmbeddedPoise:
         await self.bus.start()
         self.gateway = Gateway(self.bus, settings.gateway)
         self._services = [
-            FusionService(self.bus, self.store, settings),
+            FusionService(self.bus, self.store, settings, policy=self.policy),
             NlpService(self.bus, settings.nlp),
             AudioService(self.bus, settings.audio, create_backend(settings)),
             VisionService(self.bus, create_backend(settings)),
@@ -114,12 +119,14 @@ class EmbeddedPoise:
         role: str | None = None,
         progress: Progress | None = None,
     ) -> dict:
-        """Validate, publish and wait for the scorecard. Raises MediaRejected for bad input."""
+        """Validate, publish and wait for the scorecard. Raises MediaRejected for bad input and
+        PolicyError when the policy cannot be met (no notice for us-nyc, no consent for us-il)."""
         role = role or self.settings.fusion.default_role
         self._services[0].framework(role)  # an unknown role fails before anything is written
+        tenant = self.settings.tenant
+        await self._check_policy(tenant)
         infos = await asyncio.to_thread(self.gateway.validate, uploads)
         interview_id = uuid.uuid4().hex
-        tenant = self.settings.tenant
         waiter = asyncio.get_running_loop().create_future()
         self._waiters[interview_id] = waiter
         self._progress[interview_id] = progress or Progress()
@@ -142,6 +149,13 @@ class EmbeddedPoise:
             watchdog.cancel()
             self._waiters.pop(interview_id, None)
             self._progress.pop(interview_id, None)
+
+    async def _check_policy(self, tenant: str) -> None:
+        policy = await self._services[0].tenant_policy(tenant)
+        policy.require_notice()
+        refusal = policy.consent_refusal(None)  # a run from files records no consent
+        if refusal:
+            raise PolicyError(f"{refusal}; use the API, which records consent when the interview is created")
 
 
 def uploads_for(paths, questions: list[Question] | None) -> list[AnswerUpload]:

@@ -9,6 +9,7 @@ every method) is served beside it on ``grpc_port``.
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from prometheus_client import CollectorRegistry
 
@@ -34,9 +35,14 @@ async def build(
     from poise_fusion.webhooks import WebhookDispatcher, WebhookStore
     from poise_fusion.framework import get_framework
     from poise_fusion.greenhouse import GreenhouseNotifier, GreenhouseStore, create_greenhouse_router
+    from poise_fusion.invitations import InvitationMailer, InvitationStore
+    from poise_fusion.overrides import OverrideStore, create_override_router
+    from poise_fusion.policy import TenantPolicyStore
+    from poise_fusion.policy_api import create_tenant_settings_router
     from poise_fusion.service import FusionService
     from poise_fusion.store import FusionStore
     from poise_gateway.api import NewInterview, UploadDesk
+    from poise_gateway.candidate import InvitationSigner, create_candidate_router
     from poise_gateway.api import create_router as upload_routes
     from poise_gateway.service import Gateway
     from poise_nlp.service import NlpService
@@ -45,17 +51,20 @@ async def build(
     get_framework(settings.fusion.default_role, settings.fusion.frameworks_dir)
     settings.home_dir.mkdir(parents=True, exist_ok=True)
     engine = create_db_engine(settings.resolved_database_url)
-    await asyncio.to_thread(upgrade, engine)
+    if settings.migrate_on_start:  # otherwise a migration step ran before the server
+        await asyncio.to_thread(upgrade, engine)
     sessions = session_factory(engine)
     store, keys = FusionStore(sessions), KeyStore(sessions)
+    policies = TenantPolicyStore(sessions, settings.fusion.default_policy)
     desk = UploadDesk(settings.media_dir, Gateway(bus, settings.gateway), settings.gateway,
-                      default_role=settings.fusion.default_role)
+                      default_role=settings.fusion.default_role, policies=policies)
     await asyncio.to_thread(desk.prepare)
     metrics = InferenceMetrics(registry, "serve")
     events = EventHub(bus)
     hooks = WebhookStore(sessions)
     greenhouse = GreenhouseStore(sessions)
     public_base_url = settings.public_base_url(settings.serve.port)
+    signer = await asyncio.to_thread(InvitationSigner.from_settings, settings)
 
     async def open_interview(role: str, questions: list[dict], tenant: str) -> str:
         return await desk.create(NewInterview(role=role, questions=questions), tenant)
@@ -63,7 +72,8 @@ async def build(
         events,
         WebhookDispatcher(bus, hooks, settings.fusion),
         GreenhouseNotifier(bus, greenhouse),
-        FusionService(bus, store, settings),
+        InvitationMailer(bus, InvitationStore(sessions), settings.smtp),
+        FusionService(bus, store, settings, policies),
         NlpService(bus, settings.nlp),
         AudioService(bus, settings.audio, create_backend(settings, metrics)),
         VisionService(bus, create_backend(settings, metrics)),
@@ -78,8 +88,13 @@ async def build(
             scorecard_routes(store, settings, keys, events),
             create_webhook_router(hooks, keys),
             create_demographics_router(DemographicsStore(sessions), keys),
+            create_tenant_settings_router(policies, keys),
+            create_override_router(OverrideStore(sessions), keys),
             create_greenhouse_router(greenhouse, store, keys, open_interview,
-                                     frameworks_dir=settings.fusion.frameworks_dir, public_base_url=public_base_url),
+                                     frameworks_dir=settings.fusion.frameworks_dir, public_base_url=public_base_url,
+                                     invitation_link=functools.partial(signer.link, public_base_url),
+                                     email_invitations=bool(settings.smtp.url)),
+            create_candidate_router(desk, signer, keys, public_base_url),
         ],
         close=[engine.dispose],
     )

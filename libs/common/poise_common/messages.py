@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from poise_common.signals import (
     AudioSignals,
@@ -44,12 +45,40 @@ class Question(BaseModel):
     text: str = ""
 
 
+class Consent(BaseModel):
+    """The candidate's consent to analysis, as the interview's creator recorded it."""
+
+    given_at: float = Field(
+        gt=0, allow_inf_nan=False,
+        description="When the candidate consented, Unix seconds (ISO-8601 with a time zone is accepted).",
+    )
+    notice_version: str = Field(min_length=1, max_length=128, description="The notice the candidate agreed to.")
+
+    @field_validator("given_at", mode="before")
+    @classmethod
+    def _unix_seconds(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            pass
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("must be an ISO-8601 time or Unix seconds") from None
+        if moment.tzinfo is None:  # a local time would be read differently on every host
+            raise ValueError("an ISO-8601 time needs a time zone, e.g. 2025-03-01T09:30:00Z")
+        return moment.timestamp()
+
+
 class InterviewOpened(BaseModel):
     """media.control: an interview and the answers it will have."""
 
     kind: Literal["interview.opened"] = "interview.opened"
     role: str
     questions: list[Question]
+    consent: Consent | None = Field(None, description="None: no consent was recorded.")
 
 
 class AnswerMediaDone(BaseModel):

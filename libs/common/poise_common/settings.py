@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -76,6 +77,12 @@ class FusionSettings(BaseModel):
         None, description="Folder of competency framework YAML files; unset means the bundled ones."
     )
     default_role: str = Field("generic", description="Competency profile used when none is given.")
+    default_policy: Literal["default", "eu", "us-nyc", "us-il"] = Field(
+        "default",
+        description="Policy profile of a tenant without stored settings (`poise tenants set-policy`): default "
+        "(what was said, voice and face may feed scores), eu (only what was said), us-nyc (scorecards carry the "
+        "candidate notice), us-il (no analysis without the candidate's recorded consent).",
+    )
     webhook_max_attempts: int = Field(12, description="Deliveries of one event to a webhook before it is marked failed.")
     webhook_backoff_s: float = Field(5.0, description="Delay before the first retry of a webhook; it doubles per attempt.")
     webhook_timeout_s: float = Field(10.0, description="Deadline of one webhook delivery.")
@@ -100,6 +107,19 @@ class InferenceSettings(BaseModel):
     batch_size: int = Field(1, description="Items per request; the model's max_batch_size must be at least this.")
 
 
+class SmtpSettings(BaseModel):
+    """Outgoing email: candidate invitations. Without ``url`` no email is sent."""
+
+    url: str | None = Field(None, description="SMTP server as host:port; unset means no email is sent.")
+    from_address: str = Field("Poise <no-reply@localhost>", description="The From header of invitation emails.")
+    starttls: bool = Field(True, description="Upgrade the connection with STARTTLS before logging in or sending.")
+    username: str | None = Field(None, description="Login name; unset means no login.")
+    password: SecretStr | None = Field(None, description="Login password.")
+    timeout_s: float = Field(20.0, description="Deadline of one SMTP conversation.")
+    max_attempts: int = Field(10, description="Attempts at one invitation before it is marked failed.")
+    backoff_s: float = Field(30.0, description="Delay before the first retry of an invitation; it doubles per attempt.")
+
+
 class PoiseSettings(BaseSettings):
     """Everything a Poise process reads from its environment."""
 
@@ -110,6 +130,11 @@ class PoiseSettings(BaseSettings):
     home: Path = Field(Path("~/.poise"), description="Folder of local state: database, media, keys.")
     bus_url: str = Field("memory://", description="memory:// (embedded) or kafka://host:port[,host:port].")
     database_url: str | None = Field(None, description="SQLAlchemy URL; unset means SQLite under home.")
+    migrate_on_start: bool = Field(
+        True,
+        description="Processes that open the database bring its schema up to date at start; false where a "
+        "separate step runs `python -m poise_common.db upgrade` first (the Helm chart's migration Job).",
+    )
     tenant: str = Field("local", description="Tenant that CLI runs act for.")
     log_level: str = Field("INFO", description="Python logging level.")
     http_host: str = Field("127.0.0.1", description="Address the service processes' HTTP servers bind to.")
@@ -118,6 +143,12 @@ class PoiseSettings(BaseSettings):
         description="Where clients reach this deployment's API (e.g. https://poise.example.com); links handed "
         "to ATSs (Greenhouse invitation and profile URLs) start with it. Unset: this process's own address.",
     )
+    invitation_secret: SecretStr | None = Field(
+        None,
+        description="Key that signs candidates' interview links; every process that makes or checks links needs "
+        "the same one. Unset: one is generated once and kept in home/invitation.secret (single-host only).",
+    )
+    invitation_valid_days: float = Field(14.0, gt=0, description="How long a candidate's interview link works.")
 
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     vision: VisionSettings = Field(default_factory=VisionSettings)
@@ -126,6 +157,7 @@ class PoiseSettings(BaseSettings):
     fusion: FusionSettings = Field(default_factory=FusionSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
 
     @property
     def home_dir(self) -> Path:

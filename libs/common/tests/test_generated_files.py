@@ -4,11 +4,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[3]
 
 
-def test_score_event_schema_is_current():
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "gen_event_schema.py"), "--check"],
+@pytest.mark.parametrize("script", ["gen_event_schema.py", "gen_framework_schema.py"])
+def test_generated_schema_is_current(script):
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--check"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
 

@@ -22,6 +22,10 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
     from poise_fusion.events import EventHub
     from poise_fusion.framework import get_framework
     from poise_fusion.greenhouse import GreenhouseNotifier, GreenhouseStore
+    from poise_fusion.invitations import InvitationMailer, InvitationStore
+    from poise_fusion.overrides import OverrideStore, create_override_router
+    from poise_fusion.policy import TenantPolicyStore
+    from poise_fusion.policy_api import create_tenant_settings_router
     from poise_fusion.service import FusionService
     from poise_fusion.store import FusionStore
     from poise_fusion.webhook_api import create_webhook_router
@@ -32,7 +36,8 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
     grpc_port = port_from_env()
     engine = create_db_engine(settings.resolved_database_url)
     try:
-        await asyncio.to_thread(upgrade, engine)
+        if settings.migrate_on_start:  # otherwise a migration step ran before the services
+            await asyncio.to_thread(upgrade, engine)
     except BaseException:
         engine.dispose()
         raise
@@ -41,19 +46,24 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
     events = EventHub(bus)
     keys = KeyStore(sessions)
     hooks = WebhookStore(sessions)
+    policies = TenantPolicyStore(sessions, settings.fusion.default_policy)
     services = [
         events,
         WebhookDispatcher(bus, hooks, settings.fusion),
         # The gateway takes Greenhouse's orders; the callback once scored is sent from here.
         GreenhouseNotifier(bus, GreenhouseStore(sessions)),
-        FusionService(bus, store, settings),
+        # Invitations the gateway queued at send_test are emailed from here, beside the callbacks.
+        InvitationMailer(bus, InvitationStore(sessions), settings.smtp),
+        FusionService(bus, store, settings, policies),
     ]
     if grpc_port is not None:  # last: started once its backends are, stopped before them
         services.append(GrpcServer(ScoringServicer(keys, store=store, events=events), settings.http_host, grpc_port))
     return ServiceParts(
         services=services,
         routers=[create_router(store, settings, keys, events), create_webhook_router(hooks, keys),
-                 create_demographics_router(DemographicsStore(sessions), keys)],
+                 create_demographics_router(DemographicsStore(sessions), keys),
+                 create_tenant_settings_router(policies, keys),
+                 create_override_router(OverrideStore(sessions), keys)],
         close=[engine.dispose],
     )
 
@@ -67,5 +77,5 @@ if __name__ == "__main__":
             "scorecards and serves GET /v1/interviews/{id}/scorecard. POISE_GRPC_PORT=<port> also serves "
             "the gRPC API's read and event methods (poise.v1.ScoringService)."
         ),
-        reads=["home", "database_url", "fusion", "nlp.min_words_for_scoring"],
+        reads=["home", "database_url", "migrate_on_start", "fusion", "nlp.min_words_for_scoring", "smtp"],
     )

@@ -1,7 +1,8 @@
 """The scorecard API: what fusion stored for an interview, by its id.
 
 ``GET /v1/interviews/{interview_id}/scorecard`` answers 200 with the scorecard (the document
-``poise score --json`` prints), 202 ``{"status": "processing"}`` while it is being scored,
+``poise score --json`` prints, with reviewers' overrides applied: see overrides.py),
+202 ``{"status": "processing"}`` while it is being scored,
 422 ``{"status": "failed"}`` when it could not be scored, and 404 when the interview is unknown
 (including right after the gateway published it, until fusion has seen its first message).
 """
@@ -83,7 +84,7 @@ def create_router(
         if status == "failed":
             return JSONResponse({"status": "failed"}, status_code=422)
         if status == "scored":
-            document = await asyncio.to_thread(store.scorecard, interview_id)
+            document = await asyncio.to_thread(store.reviewed_scorecard, interview_id)
             if document is not None:
                 return JSONResponse(document)
         return JSONResponse({"status": "processing"}, status_code=202)

@@ -6,6 +6,7 @@ from poise_common.behaviour.vision_summary import summarise_vision
 from poise_common.signals import AudioSignals, FaceObservation, NlpSignals
 from poise_fusion.framework import Framework
 from poise_fusion.scoring import AnswerInputs, roll_up, score_answer
+from poise_fusion.scoring_model import CalibratedModel
 
 # The scorecard's signal groups keep measurements only; lists move to their own keys.
 _LISTS = {"episodes", "segments", "quotes", "star_parts"}
@@ -15,7 +16,9 @@ def _measurements(signals: dict) -> dict:
     return {k: v for k, v in signals.items() if k not in _LISTS}
 
 
-def build_answer(bundle: dict, framework: Framework, min_words: int, policy: str = "default") -> dict:
+def build_answer(
+    bundle: dict, framework: Framework, min_words: int, policy: str = "default", model: CalibratedModel | None = None
+) -> dict:
     media = bundle["media"]
     parts = bundle["parts"]
     question_id = bundle["question_id"]
@@ -80,17 +83,24 @@ def build_answer(bundle: dict, framework: Framework, min_words: int, policy: str
         "speech_segments": [s.model_dump() for s in audio.segments],
         "episodes": episodes,
         "quotes": inputs.quotes,
-        "competencies": score_answer(framework, inputs, policy),
+        "policy": policy,
+        "model_version": model_version(framework, model),
+        "competencies": score_answer(framework, inputs, policy, model),
         "warnings": warnings,
     }
 
 
-def model_version(framework: Framework) -> str:
+def model_version(framework: Framework, model: CalibratedModel | None = None) -> str:
     # Rule-based norms until a calibrated model is activated for the framework.
-    return f"{framework.name}@{framework.version}+norms"
+    return model.version if model is not None else f"{framework.name}@{framework.version}+norms"
 
 
-def build_scorecard(bundle: dict, framework: Framework, policy: str = "default") -> dict:
+def build_scorecard(
+    bundle: dict, framework: Framework, policy: str = "default", notice: dict | None = None,
+    model: CalibratedModel | None = None,
+) -> dict:
+    """``notice``: the candidate notice the policy makes the scorecard carry (us-nyc), else None;
+    ``model``: the calibrated model the answers were scored with, else None (the framework's norms)."""
     order = {q["question_id"]: i for i, q in enumerate(bundle["questions"])}
     answers = sorted(bundle["answers"], key=lambda a: (order.get(a["question_id"], 1 << 30), a["answer_id"]))
     return {
@@ -98,9 +108,11 @@ def build_scorecard(bundle: dict, framework: Framework, policy: str = "default")
         "tenant": bundle["tenant"],
         "role": bundle["role"],
         "status": "scored",
-        "model_version": model_version(framework),
+        "model_version": model_version(framework, model),
         "framework": {"name": framework.name, "version": framework.version},
         "policy": policy,
+        "notice": notice,
+        "consent": bundle.get("consent"),
         "competencies": roll_up(framework, [a["competencies"] for a in answers]),
         "answers": answers,
         "warnings": [w for a in answers for w in a["warnings"]],

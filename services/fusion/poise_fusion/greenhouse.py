@@ -5,9 +5,10 @@ Poise API key as the username and an empty password:
 
 - ``GET list_tests``: one test per competency framework (the role).
 - ``POST send_test``: opens an interview of that role with :data:`DEFAULT_QUESTIONS` and answers
-  its id (``partner_interview_id``). The partner invites the candidate itself: the invitation
-  link ``{public_base_url}/candidate/{interview_id}`` is kept on the row and an "invitation due"
-  line is logged; sending the email is not done here.
+  its id (``partner_interview_id``). The partner invites the candidate itself: the signed
+  invitation link (``invitation_link``, the gateway's candidate page) is kept on the row and,
+  when the candidate has an email address and email is configured, the invitation is queued
+  for :class:`poise_fusion.invitations.InvitationMailer` (status ``pending``, else ``not_sent``).
 - ``GET test_status``: ``complete`` once fusion has scored it, with the mean competency score,
   the per-competency scores in the flat ``metadata``, and the scorecard as the profile URL.
 - ``POST response_error``: Greenhouse reporting a failed call of ours; only the call's name and
@@ -62,6 +63,8 @@ MAX_BACKOFF_S = 600.0
 
 # (role, questions [{question_id, text}], tenant) -> interview id; in `poise serve`, UploadDesk.create.
 CreateInterview = Callable[[str, list[dict], str], Awaitable[str]]
+# (interview_id, tenant) -> the candidate's signed link; in `poise serve`, InvitationSigner.link.
+InvitationLink = Callable[[str, str], str]
 
 
 def questions_for(role: str) -> list[dict]:
@@ -118,7 +121,8 @@ class TestStatus(BaseModel):
     partner_profile_url: str | None = Field(description="The scorecard (the evidence); null until complete.")
     partner_score: float | None = Field(description="Mean of the scored competencies, 0-100; null until complete.")
     metadata: dict[str, str | int | float | bool | None] = Field(
-        description="Flat: each competency's score (null when evidence was insufficient), model_version, policy."
+        description="Flat: each competency's final score (a reviewer's override, else the model's; null when "
+        "evidence was insufficient), model_version, policy, reviewed."
     )
 
 
@@ -153,13 +157,18 @@ class GreenhouseStore:
         self.sessions = sessions
 
     def add(self, interview_id: str, tenant: str, role: str, candidate: Candidate, callback_url: str,
-            invitation_url: str) -> None:
+            invitation_url: str, *, email_invitation: bool = False) -> str:
+        """Keep the order; returns the invitation's status (pending when an email is to be sent)."""
         name = " ".join(p for p in (candidate.first_name, candidate.last_name) if p) or None
+        invitation = "pending" if email_invitation and candidate.email else "not_sent"
+        now = time.time()
         with self.sessions.begin() as session:
             session.add(GreenhouseTest(
                 id=interview_id, tenant=tenant, partner_test_id=role, candidate_email=candidate.email,
                 candidate_name=name, invitation_url=invitation_url, callback_url=callback_url,
+                invitation_status=invitation, invitation_next_attempt_at=now if invitation == "pending" else None,
             ))
+        return invitation
 
     def tenant_of(self, interview_id: str) -> str | None:
         with self.sessions() as session:
@@ -234,11 +243,13 @@ def _mean(values: list[float]) -> float | None:
 
 
 def status_of(document: dict, profile_url: str) -> TestStatus:
-    """A scorecard as Greenhouse shows it: one number and flat metadata."""
-    scores = {c["name"]: c.get("score") for c in document.get("competencies", [])}
+    """A served scorecard (overrides applied) as Greenhouse shows it: one number and flat metadata;
+    a reviewer's score stands in for the model's."""
+    scores = {c["name"]: c["final_score"] for c in document.get("competencies", [])}
     metadata: dict[str, Any] = dict(scores)
     metadata["model_version"] = document.get("model_version")
     metadata["policy"] = document.get("policy")
+    metadata["reviewed"] = document.get("reviewed", False)
     return TestStatus(
         partner_status="complete", partner_profile_url=profile_url,
         partner_score=_mean([s for s in scores.values() if isinstance(s, (int, float))]), metadata=metadata,
@@ -253,8 +264,12 @@ def create_greenhouse_router(
     *,
     frameworks_dir: Path | None = None,
     public_base_url: str = DEFAULT_BASE_URL,
+    invitation_link: InvitationLink,
+    email_invitations: bool = False,
 ) -> APIRouter:
-    """The partner routes; ``create_interview(role, questions, tenant)`` opens an interview."""
+    """The partner routes; ``create_interview(role, questions, tenant)`` opens an interview and
+    ``invitation_link(interview_id, tenant)`` makes its candidate link. With ``email_invitations``
+    (an SMTP server is configured) a candidate with an email address is queued an invitation."""
     base = public_base_url.rstrip("/")
     Anyone = Annotated[Principal, Depends(basic_requires(keys, None))]
     Writer = Annotated[Principal, Depends(basic_requires(keys, "interviews:write"))]
@@ -282,10 +297,11 @@ def create_greenhouse_router(
                 "msg": f"unknown test; list_tests names {', '.join(sorted(frameworks))}",
             }])
         interview_id = await create_interview(role, questions_for(role), caller.tenant)
-        invitation = f"{base}/candidate/{interview_id}"
-        await asyncio.to_thread(tests.add, interview_id, caller.tenant, role, body.candidate, body.url, invitation)
-        # Sending the invitation is the partner's job; no mailer here, so it is logged as due.
-        log.info("greenhouse invitation due", extra={"interview_id": interview_id, "role": role})
+        invitation = await asyncio.to_thread(
+            tests.add, interview_id, caller.tenant, role, body.candidate, body.url,
+            invitation_link(interview_id, caller.tenant), email_invitation=email_invitations,
+        )
+        log.info("greenhouse invitation", extra={"interview_id": interview_id, "role": role, "status": invitation})
         return SentTest(partner_interview_id=interview_id)
 
     @router.get("/test_status", responses={404: {"description": "No such test for this key's tenant."}})
@@ -299,7 +315,7 @@ def create_greenhouse_router(
             return _error(404, "not_found", "no such partner_interview_id")
         found = await asyncio.to_thread(fusion.interview_status, interview_id)
         if found is not None and found[0] == caller.tenant and found[1] == "scored":
-            document = await asyncio.to_thread(fusion.scorecard, interview_id)
+            document = await asyncio.to_thread(fusion.reviewed_scorecard, interview_id)
             if document is not None:
                 return status_of(document, f"{base}/v1/interviews/{interview_id}/scorecard")
         return TestStatus(partner_status="in_progress", partner_profile_url=None, partner_score=None, metadata={})
@@ -315,8 +331,13 @@ def create_greenhouse_router(
     return router
 
 
+def role_title(name: str) -> str:
+    """A framework's name as people read it: ``sales-development-rep`` -> ``Sales development rep``."""
+    return name.replace("-", " ").replace("_", " ").capitalize()
+
+
 def _label(name: str, description: str) -> str:
-    title = name.replace("-", " ").replace("_", " ").capitalize()
+    title = role_title(name)
     return f"{title}: {description}" if description else title
 
 

@@ -6,15 +6,16 @@ replayed or re-run interview be compared exactly with the first run.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from poise_fusion.framework import Competency, FeatureWeight, Framework
+from poise_fusion.policy import get_profile
+from poise_fusion.scoring_model import CalibratedModel, CompetencyModel, weighted_points
 
 MAX_EVIDENCE_PER_FEATURE = 3
 MAX_EVIDENCE_PER_COMPETENCY = 8
-# Modalities a policy profile lets feed scores. Face and voice stay measured and reported either way.
-POLICY_MODALITIES = {"default": {"content", "voice", "face"}}
 
 
 @dataclass
@@ -41,10 +42,12 @@ def feature_value(inputs: AnswerInputs, feature: str) -> float | None:
     return None if value is None else float(value)
 
 
-def _evidence_for(inputs: AnswerInputs, spec: FeatureWeight, value: float) -> list[dict]:
+def _evidence_for(inputs: AnswerInputs, spec: FeatureWeight, value: float, episodes: bool = True) -> list[dict]:
     items: list[dict] = []
     for source in spec.evidence:
         kind, _, name = source.partition(":")
+        if kind == "episodes" and not episodes:
+            continue  # face and voice behaviour is not evidence of a competency under this policy
         if kind == "quotes":
             matches = [q for q in inputs.quotes if q["feature"] == name]
             items += [
@@ -79,42 +82,79 @@ def _insufficient(competency: Competency, reason: str) -> dict:
 
 
 def score_competency(
-    framework: Framework, competency: Competency, inputs: AnswerInputs, policy: str = "default"
+    framework: Framework, competency: Competency, inputs: AnswerInputs, policy: str = "default",
+    model: CompetencyModel | None = None,
 ) -> dict:
-    allowed = POLICY_MODALITIES[policy]
+    """``model``: the competency's calibrated parameters; None scores with the framework's norms."""
+    profile = get_profile(policy)
     if "speech" in competency.requires and not inputs.has_speech:
         return _insufficient(competency, "no speech in the answer")
-    if "face" in competency.requires and not inputs.has_face:
+    eligible = [(b.name, f) for b in competency.behaviours for f in b.features if profile.feeds(f)]
+    if not eligible:
+        return _insufficient(competency, profile.excluded_reason)
+    # A policy that keeps the face out of scores does not let its absence decide either.
+    if "face" in competency.requires and "face" in profile.modalities and not inputs.has_face:
         return _insufficient(competency, "no face in the answer")
-    eligible = [(b.name, f) for b in competency.behaviours for f in b.features if f.modality in allowed]
-    total_weight = sum(f.weight for _, f in eligible)
-    measured = [(b, f, feature_value(inputs, f.feature)) for b, f in eligible]
-    measured = [(b, f, v) for b, f, v in measured if v is not None]
-    used_weight = sum(f.weight for _, f, _ in measured)
-    coverage = used_weight / total_weight if total_weight else 0.0
-    if not measured or coverage < framework.min_coverage:
+    if model is not None:
+        eligible = _first_per_feature(eligible)  # calibrated weights are per feature
+    weight = (lambda f: f.weight) if model is None else (lambda f: model.weights.get(f.feature, 0.0))
+    values = [feature_value(inputs, f.feature) for _, f in eligible]
+    normalised = [None if v is None else f.normalise(v) for (_, f), v in zip(eligible, values)]
+    coverage, points = weighted_points(
+        [weight(f) for _, f in eligible], normalised, 100.0 if model is None else model.span
+    )
+    if all(n is None for n in normalised) or coverage < framework.min_coverage:
         result = _insufficient(competency, "too few of its signals could be measured")
         result["coverage"] = _r(coverage)
         return result
-    contributions, evidence = [], []
-    for behaviour, spec, value in measured:
-        normalised = spec.normalise(value)
+    contributions = [] if model is None else [_baseline(model.intercept)]
+    evidence = []
+    for (behaviour, spec), value, norm, share in zip(eligible, values, normalised, points):
+        if value is None:
+            continue
         contributions.append(
             {"feature": spec.feature, "behaviour": behaviour, "modality": spec.modality,
-             "value": _r(value), "normalised": _r(normalised), "weight": spec.weight,
-             "points": 100.0 * spec.weight * normalised / used_weight}
+             "value": _r(value), "normalised": _r(norm), "weight": weight(spec), "points": share}
         )
-        evidence += _evidence_for(inputs, spec, value)
-    score = sum(c["points"] for c in contributions)
-    for c in contributions:
-        c["points"] = _r(c["points"], 2)
-    score = round(sum(c["points"] for c in contributions), 2)  # the listed parts add up exactly
+        evidence += _evidence_for(inputs, spec, value, profile.episode_evidence)
+    score = _settle(contributions)
     return {
         "name": competency.name, "label": competency.label, "score": score,
         "band": framework.band(score), "status": "scored", "reason": None,
         "coverage": _r(coverage), "contributions": contributions,
         "evidence": _rank_evidence(evidence),
     }
+
+
+def _first_per_feature(eligible: list[tuple[str, FeatureWeight]]) -> list[tuple[str, FeatureWeight]]:
+    seen: set[str] = set()
+    first = []
+    for behaviour, spec in eligible:
+        if spec.feature not in seen:
+            seen.add(spec.feature)
+            first.append((behaviour, spec))
+    return first
+
+
+def _baseline(intercept: float) -> dict:
+    # A calibrated model's intercept, listed like a feature that is always 1 so the parts still add up.
+    return {"feature": "baseline", "behaviour": "calibrated baseline", "modality": None,
+            "value": 1.0, "normalised": 1.0, "weight": intercept, "points": intercept}
+
+
+def _settle(contributions: list[dict]) -> float:
+    """Round the points to cents so that they add up exactly to the rounded total; return that total.
+
+    Largest remainder: rounding each part alone could make the total drift past 100.
+    """
+    raw = [c["points"] for c in contributions]
+    cents = [math.floor(p * 100) for p in raw]
+    short = round(sum(raw) * 100) - sum(cents)
+    for i in sorted(range(len(raw)), key=lambda i: cents[i] - raw[i] * 100)[:short]:
+        cents[i] += 1
+    for c, value in zip(contributions, cents):
+        c["points"] = value / 100
+    return round(sum(c["points"] for c in contributions), 2)
 
 
 def _rank_evidence(items: list[dict]) -> list[dict]:
@@ -130,8 +170,14 @@ def _rank_evidence(items: list[dict]) -> list[dict]:
     return unique[:MAX_EVIDENCE_PER_COMPETENCY]
 
 
-def score_answer(framework: Framework, inputs: AnswerInputs, policy: str = "default") -> list[dict]:
-    return [score_competency(framework, c, inputs, policy) for c in framework.competencies]
+def score_answer(
+    framework: Framework, inputs: AnswerInputs, policy: str = "default", model: CalibratedModel | None = None
+) -> list[dict]:
+    """``model``: the framework's calibrated model; its uncalibrated competencies keep the norms."""
+    return [
+        score_competency(framework, c, inputs, policy, model.competencies.get(c.name) if model else None)
+        for c in framework.competencies
+    ]
 
 
 def roll_up(framework: Framework, per_answer: list[list[dict]]) -> list[dict]:
@@ -140,7 +186,10 @@ def roll_up(framework: Framework, per_answer: list[list[dict]]) -> list[dict]:
     for index, competency in enumerate(framework.competencies):
         scored = [answer[index] for answer in per_answer if answer[index]["status"] == "scored"]
         if not scored:
-            results.append(_insufficient(competency, "no answer had enough evidence"))
+            # One reason shared by every answer (e.g. the policy's) says more than a generic one.
+            reasons = {answer[index]["reason"] for answer in per_answer}
+            reason = reasons.pop() if len(reasons) == 1 else "no answer had enough evidence"
+            results.append(_insufficient(competency, reason))
             continue
         points: dict[tuple[str, str], list] = defaultdict(list)
         meta: dict[tuple[str, str], dict] = {}
@@ -156,9 +205,9 @@ def roll_up(framework: Framework, per_answer: list[list[dict]]) -> list[dict]:
                  "value": _r(sum(i["value"] for i in items) / len(items)),
                  "normalised": _r(sum(i["normalised"] for i in items) / len(items)),
                  "weight": meta[key]["weight"],
-                 "points": round(sum(i["points"] for i in items) / len(scored), 2)}
+                 "points": sum(i["points"] for i in items) / len(scored)}
             )
-        score = round(sum(c["points"] for c in contributions), 2)
+        score = _settle(contributions)
         evidence = _rank_evidence([e for answer in scored for e in answer["evidence"]])
         results.append(
             {"name": competency.name, "label": competency.label, "score": score,

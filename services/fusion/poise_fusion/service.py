@@ -10,6 +10,8 @@ from poise_common.messages import Envelope, InterviewOpened, ScoreEvent, Topics
 from poise_common.settings import PoiseSettings
 from poise_fusion.assemble import build_answer, build_scorecard, model_version
 from poise_fusion.framework import Framework, FrameworkError, get_framework
+from poise_fusion.policy import TenantPolicy, TenantPolicyStore
+from poise_fusion.scoring_model import ModelStore
 from poise_fusion.store import FusionStore
 
 log = logging.getLogger(__name__)
@@ -25,14 +27,35 @@ GROUP = "fusion"
 
 
 class FusionService:
-    def __init__(self, bus: Bus, store: FusionStore, settings: PoiseSettings) -> None:
+    """``policy`` overrides every tenant's policy profile (a one-off embedded run)."""
+
+    def __init__(
+        self, bus: Bus, store: FusionStore, settings: PoiseSettings, policies: TenantPolicyStore | None = None,
+        policy: str | None = None,
+    ) -> None:
         self.bus = bus
         self.store = store
         self.settings = settings
+        self.policies = policies or TenantPolicyStore(store.sessions, settings.fusion.default_policy)
+        self.policy_override = policy
+        self.models = ModelStore(store.sessions)
         self._subscription: Subscription | None = None
 
     def framework(self, role: str | None) -> Framework:
         return get_framework(role or self.settings.fusion.default_role, self.settings.fusion.frameworks_dir)
+
+    async def tenant_policy(self, tenant: str) -> TenantPolicy:
+        return await asyncio.to_thread(self.policies.resolve, tenant, self.policy_override)
+
+    async def _refused(self, env: Envelope, policy: TenantPolicy) -> bool:
+        """Fail the interview when ``policy`` forbids analysing it (no consent under us-il)."""
+        if not policy.profile.requires_consent:
+            return False
+        consent = await asyncio.to_thread(self.store.interview_consent, env.interview_id)
+        refusal = policy.consent_refusal(consent)
+        if refusal:
+            await self.fail_interview(env, refusal)
+        return refusal is not None
 
     async def start(self) -> None:
         self._subscription = await self.bus.subscribe(CONSUMES, GROUP, self.handle)
@@ -46,6 +69,8 @@ class FusionService:
         if complete_answer:
             await self._finish_answer(env, complete_answer)
         elif applied and isinstance(env.payload, InterviewOpened):
+            if await self._refused(env, await self.tenant_policy(env.tenant)):
+                return
             # The announcement travels on its own topic: answers may have completed before it,
             # and they waited for it to learn the role they are scored for.
             for answer_id in await asyncio.to_thread(self.store.complete_unscored, env.interview_id):
@@ -57,13 +82,17 @@ class FusionService:
         announced, role = await asyncio.to_thread(self.store.interview_role, env.interview_id)
         if not announced:
             return  # scored when the announcement (with the role) arrives
+        policy = await self.tenant_policy(env.tenant)
+        if await self._refused(env, policy):
+            return
         try:
             framework = self.framework(role)
         except FrameworkError as exc:
             await self.fail_interview(env, str(exc))
             return
         bundle = await asyncio.to_thread(self.store.answer_bundle, answer_id)
-        document = build_answer(bundle, framework, self.settings.nlp.min_words_for_scoring)
+        model = await asyncio.to_thread(self.models.active, framework)
+        document = build_answer(bundle, framework, self.settings.nlp.min_words_for_scoring, policy.name, model)
         interview_id, ready = await asyncio.to_thread(self.store.save_answer_result, answer_id, document)
         # Built from the answer, not from ``env``: a deferred answer is finished while handling
         # the interview's announcement, whose envelope names no answer.
@@ -87,10 +116,23 @@ class FusionService:
 
     async def finish_interview(self, env: Envelope, interview_id: str) -> None:
         bundle = await asyncio.to_thread(self.store.interview_bundle, interview_id)
+        policy = await self.tenant_policy(bundle["tenant"])
+        if await self._refused(env, policy):
+            return
         framework = self.framework(bundle["role"])
-        scorecard = build_scorecard(bundle, framework)
+        model = await asyncio.to_thread(self.models.active, framework)
+        version = model_version(framework, model)
+        # The tenant's policy, or the active scoring model, may have changed while the answers
+        # were scored: every answer of the scorecard follows the policy and model it names.
+        for index, answer in enumerate(bundle["answers"]):
+            if answer.get("policy") != policy.name or answer.get("model_version") != version:
+                answer_bundle = await asyncio.to_thread(self.store.answer_bundle, answer["answer_id"])
+                bundle["answers"][index] = build_answer(
+                    answer_bundle, framework, self.settings.nlp.min_words_for_scoring, policy.name, model
+                )
+        scorecard = build_scorecard(bundle, framework, policy.name, policy.candidate_notice(framework), model)
         saved = await asyncio.to_thread(
-            self.store.save_scorecard, interview_id, bundle["tenant"], model_version(framework), scorecard
+            self.store.save_scorecard, interview_id, bundle["tenant"], version, scorecard
         )
         if saved:
             log.info("interview scored (%d answers)", len(bundle["answers"]))

@@ -24,6 +24,7 @@ from poise_common.messages import (
     VisionEnd,
 )
 from poise_common.paging import Cursor
+from poise_fusion import overrides
 
 # Parts an answer needs before it can be scored; "media" is the gateway's announcement.
 REQUIRED_PARTS = frozenset({"media", "vision_end", "audio", "transcript", "nlp"})
@@ -56,6 +57,7 @@ class FusionStore:
                 interview.role = payload.role
                 interview.answer_count = len(payload.questions)
                 interview.questions = [q.model_dump() for q in payload.questions]
+                interview.consent = payload.consent.model_dump() if payload.consent else None
                 return True, None
             answer = self._answer(session, env)
             if answer.status != "processing":
@@ -179,6 +181,12 @@ class FusionStore:
                 return False, None
             return True, interview.role
 
+    def interview_consent(self, interview_id: str) -> dict | None:
+        """The candidate's consent the announcement recorded ({given_at, notice_version}), or None."""
+        with self.sessions() as session:
+            interview = session.get(Interview, interview_id)
+            return None if interview is None else interview.consent
+
     def interview_ready(self, interview_id: str) -> bool:
         with self.sessions() as session:
             interview = session.get(Interview, interview_id)
@@ -208,6 +216,7 @@ class FusionStore:
                 "tenant": interview.tenant,
                 "role": interview.role,
                 "questions": interview.questions or [],
+                "consent": interview.consent,
                 "answers": answers,
             }
 
@@ -260,6 +269,14 @@ class FusionStore:
         with self.sessions() as session:
             row = session.get(Scorecard, interview_id)
             return None if row is None else row.document
+
+    def reviewed_scorecard(self, interview_id: str) -> dict | None:
+        """The scorecard as every reader serves it: reviewers' overrides applied, the model's scores kept."""
+        with self.sessions() as session:
+            row = session.get(Scorecard, interview_id)
+            if row is None:
+                return None
+            return overrides.apply(row.document, overrides.overrides_of(session, interview_id))
 
     def discard_interview(self, interview_id: str, tenant: str, reason: str, record: bool = True) -> None:
         """Remove everything stored for an interview that cannot be scored; keep only why."""

@@ -71,7 +71,10 @@ def test_processing_then_scored(store):
     assert store.save_scorecard("iv1", "local", "generic@1.0+norms", SCORECARD)
     (scored,) = get_all(store, ["/v1/interviews/iv1/scorecard"])
     assert processing.status_code == 202 and processing.json() == {"status": "processing"}
-    assert scored.status_code == 200 and scored.json() == SCORECARD
+    # Served with the review fields: no override yet, so the final score is the model's.
+    unreviewed = {**SCORECARD, "reviewed": False,
+                  "competencies": [{**c, "final_score": c["score"], "override": None} for c in SCORECARD["competencies"]]}
+    assert scored.status_code == 200 and scored.json() == unreviewed
 
 
 def test_failed_interview_is_422(store):

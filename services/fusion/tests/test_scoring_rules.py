@@ -36,7 +36,7 @@ def test_bundled_frameworks_load():
     ],
 )
 def test_norms(spec, value, expected):
-    feature = FeatureWeight(feature="nlp.x", weight=1, **spec)
+    feature = FeatureWeight(feature="nlp.filler_rate", weight=1, **spec)
     assert feature.normalise(value) == pytest.approx(expected)
 
 
@@ -102,11 +102,11 @@ def test_invalid_framework_names_the_field(tmp_path: Path):
     bad.write_text(
         "name: x\nversion: '1'\nbands: [{name: a, below: 101}]\ncompetencies:\n"
         "  - name: c\n    label: C\n    behaviours:\n      - name: b\n        features:\n"
-        "          - {feature: nlp.x, weight: 1, direction: sideways, norm: {low: 0, high: 1}}\n"
+        "          - {feature: nlp.filler_rate, weight: 1, direction: sideways, norm: {low: 0, high: 1}}\n"
     )
     with pytest.raises(FrameworkError) as info:
         load_framework_file(bad)
-    assert "competencies.0.behaviours.0.features.0.direction" in str(info.value)
+    assert "bad.yaml:10: competencies[0].behaviours[0].features[0].direction" in str(info.value)
     bad.write_text("name: [unclosed")
     with pytest.raises(FrameworkError, match="not valid YAML"):
         load_framework_file(bad)

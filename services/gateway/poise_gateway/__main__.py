@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from prometheus_client import CollectorRegistry
 
@@ -20,8 +21,10 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
     from poise_common.grpc_api.server import GrpcServer, ScoringServicer, port_from_env
     from poise_fusion.framework import get_framework
     from poise_fusion.greenhouse import GreenhouseStore, create_greenhouse_router
+    from poise_fusion.policy import TenantPolicyStore
     from poise_fusion.store import FusionStore
     from poise_gateway.api import NewInterview, UploadDesk, create_router
+    from poise_gateway.candidate import InvitationSigner, create_candidate_router
     from poise_gateway.service import Gateway
 
     grpc_port = port_from_env()  # a bad value fails the start before anything is opened
@@ -30,31 +33,40 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
     # API keys live in the database; the gateway reads them to know the caller's tenant.
     engine = create_db_engine(settings.resolved_database_url)
     try:
-        await asyncio.to_thread(upgrade, engine)
+        if settings.migrate_on_start:  # otherwise a migration step ran before the services
+            await asyncio.to_thread(upgrade, engine)
     except BaseException:
         engine.dispose()
         raise
 
+    sessions = session_factory(engine)
+    # A us-il tenant's interview without the candidate's consent is refused at complete.
     desk = UploadDesk(
         settings.media_dir, Gateway(bus, settings.gateway), settings.gateway,
         default_role=settings.fusion.default_role,
+        policies=TenantPolicyStore(sessions, settings.fusion.default_policy),
     )
     await asyncio.to_thread(desk.prepare)  # an unwritable media folder fails the start
-    sessions = session_factory(engine)
     keys = KeyStore(sessions)
 
     async def open_interview(role: str, questions: list[dict], tenant: str) -> str:
         return await desk.create(NewInterview(role=role, questions=questions), tenant)
 
     # test_status reads the scorecards fusion stored in the same database.
+    # Candidates' links are made and checked here: their page uploads to this desk.
+    signer = await asyncio.to_thread(InvitationSigner.from_settings, settings)
+    public_base_url = settings.public_base_url(settings.gateway.port)
     greenhouse = create_greenhouse_router(
         GreenhouseStore(sessions), FusionStore(sessions), keys, open_interview,
-        frameworks_dir=settings.fusion.frameworks_dir, public_base_url=settings.public_base_url(settings.gateway.port),
+        frameworks_dir=settings.fusion.frameworks_dir, public_base_url=public_base_url,
+        invitation_link=functools.partial(signer.link, public_base_url), email_invitations=bool(settings.smtp.url),
     )
     services = []
     if grpc_port is not None:
         services.append(GrpcServer(ScoringServicer(keys, desk=desk), settings.http_host, grpc_port))
-    return ServiceParts(services=services, routers=[create_router(desk, settings, keys), greenhouse],
+    return ServiceParts(services=services,
+                        routers=[create_router(desk, settings, keys), greenhouse,
+                                 create_candidate_router(desk, signer, keys, public_base_url)],
                         close=[engine.dispose])
 
 
@@ -68,5 +80,7 @@ if __name__ == "__main__":
             "Also the Greenhouse Assessment Partner routes under /ats/greenhouse/. "
             "POISE_GRPC_PORT=<port> also serves the gRPC API's upload methods (poise.v1.ScoringService)."
         ),
-        reads=["home", "database_url", "public_url", "gateway", "fusion.default_role", "fusion.frameworks_dir"],
+        reads=["home", "database_url", "migrate_on_start", "public_url", "invitation_secret",
+               "invitation_valid_days", "smtp.url", "gateway", "fusion.default_role",
+               "fusion.frameworks_dir", "fusion.default_policy"],
     )

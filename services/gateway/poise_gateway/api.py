@@ -32,20 +32,23 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from poise_common.api_auth import requires
 from poise_common.auth import KeyStore, Principal
-from poise_common.messages import Question
+from poise_common.messages import Consent, Question
 from poise_common.settings import GatewaySettings, PoiseSettings
 from poise_gateway.errors import MediaRejected
 from poise_gateway.probe import MediaInfo, probe
 from poise_gateway.service import AnswerUpload, Gateway
+
+if TYPE_CHECKING:
+    from poise_fusion.policy import TenantPolicyStore
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,8 @@ _INTERVIEW_ID = re.compile(r"^[0-9a-f]{32}$")
 _WRITE_BYTES = 1 << 20
 # A partial upload untouched this long belongs to a dead process (a live one writes continuously).
 _STALE_PARTIAL_S = 3600.0
+# Consent given "in the future" by more than this is a wrong clock or a made-up time.
+_CONSENT_CLOCK_SKEW_S = 300.0
 
 
 # -- errors ----------------------------------------------------------------------------
@@ -102,6 +107,27 @@ class QuestionIn(BaseModel):
     text: str = Field(max_length=4000, description="The question as the candidate saw it.")
 
 
+class ConsentIn(Consent):
+    """Consent as the API takes it: no unknown fields, and not given in the future."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    given_at: Annotated[
+        float,
+        WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]}),
+    ] = Field(
+        gt=0, allow_inf_nan=False,
+        description="When the candidate consented: ISO-8601 with a time zone, or Unix seconds.",
+    )
+
+    @field_validator("given_at")
+    @classmethod
+    def _not_ahead(cls, given_at: float) -> float:
+        if given_at > time.time() + _CONSENT_CLOCK_SKEW_S:
+            raise ValueError("consent cannot be given in the future")
+        return given_at
+
+
 class NewInterview(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -112,6 +138,9 @@ class NewInterview(BaseModel):
     questions: list[QuestionIn] = Field(min_length=1, max_length=MAX_QUESTIONS)
     candidate_ref: str | None = Field(
         None, max_length=256, description="The caller's reference for the candidate; kept here, never published."
+    )
+    consent: ConsentIn | None = Field(
+        None, description="The candidate's consent to analysis; a us-il tenant's interview cannot complete without it.",
     )
 
     @field_validator("questions")
@@ -173,6 +202,7 @@ class Manifest(BaseModel):
     role: str
     candidate_ref: str | None = None
     questions: list[Question]
+    consent: Consent | None = None
     answers: dict[str, StoredAnswer] = Field(default_factory=dict)
     status: Literal["open", "publishing", "completed"] = "open"
     created_at: float
@@ -197,13 +227,18 @@ class UploadDesk:
     """Interviews being uploaded, one folder each under ``root``, published through ``gateway``.
 
     One gateway process owns a folder; a per-interview lock orders the manifest's changes.
+    With ``policies``, a tenant whose policy needs consent cannot complete an interview without it.
     """
 
-    def __init__(self, root: Path, gateway: Gateway, limits: GatewaySettings, default_role: str) -> None:
+    def __init__(
+        self, root: Path, gateway: Gateway, limits: GatewaySettings, default_role: str,
+        policies: "TenantPolicyStore | None" = None,
+    ) -> None:
         self.root = root
         self.gateway = gateway
         self.limits = limits
         self.default_role = default_role
+        self.policies = policies
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # Blocking helpers; the async methods call them through asyncio.to_thread.
@@ -274,6 +309,7 @@ class UploadDesk:
             role=request.role or self.default_role,
             candidate_ref=request.candidate_ref,
             questions=[Question(question_id=q.question_id, text=q.text) for q in request.questions],
+            consent=Consent.model_validate(request.consent.model_dump()) if request.consent else None,
             created_at=time.time(),
         )
 
@@ -337,6 +373,7 @@ class UploadDesk:
             manifest = await asyncio.to_thread(self._read, interview_id, tenant)
             if manifest.status == "completed":
                 return  # published already: a repeated call changes nothing
+            await self._require_consent(manifest)
             missing = manifest.missing()
             if missing:
                 raise ApiError(
@@ -366,9 +403,21 @@ class UploadDesk:
         await asyncio.to_thread(self._delete, self.root / interview_id, files)
         log.info("interview published", extra={"interview_id": interview_id, "answers": len(files)})
 
+    async def _require_consent(self, manifest: Manifest) -> None:
+        """409 consent_required when the tenant's policy needs consent and none was recorded."""
+        if self.policies is None:
+            return
+        policy = await asyncio.to_thread(self.policies.get, manifest.tenant)
+        refusal = policy.consent_refusal(manifest.consent)
+        if refusal:
+            log.info("interview refused", extra={"interview_id": manifest.interview_id, "code": "consent_required"})
+            raise ApiError(409, "consent_required", f"{refusal}; record it when the interview is created")
+
     async def _publish(self, manifest: Manifest) -> None:
         folder = self.root / manifest.interview_id
-        await self.gateway.open_interview(manifest.interview_id, manifest.tenant, manifest.role, manifest.questions)
+        await self.gateway.open_interview(
+            manifest.interview_id, manifest.tenant, manifest.role, manifest.questions, manifest.consent
+        )
         for index, question in enumerate(manifest.questions):
             stored = manifest.answers[question.question_id]
             upload = AnswerUpload(question=question, path=folder / stored.file)

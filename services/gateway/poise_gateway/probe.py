@@ -46,6 +46,26 @@ def _duration(container: av.container.InputContainer) -> float | None:
     return best
 
 
+def _demuxed_duration(path: Path, limit_s: float) -> float | None:
+    """First packet start to last packet end, reading packets without decoding them.
+
+    For files whose header has no duration: a browser's MediaRecorder writes WebM live and
+    never goes back to fill it in. Stops once past ``limit_s`` (the answer is refused anyway).
+    """
+    start = end = None
+    with av.open(str(path), metadata_errors="ignore") as container:
+        for packet in container.demux():
+            if packet.pts is None or packet.time_base is None:
+                continue
+            begins = float(packet.pts * packet.time_base)
+            ends = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+            start = begins if start is None else min(start, begins)
+            end = ends if end is None else max(end, ends)
+            if end - start > limit_s:
+                break
+    return None if start is None else end - start
+
+
 def probe(path: Path, limits: GatewaySettings) -> MediaInfo:
     """Return the media's facts, or raise :class:`MediaRejected` saying what is wrong."""
     if not path.is_file():
@@ -71,6 +91,11 @@ def probe(path: Path, limits: GatewaySettings) -> MediaInfo:
         if audio is None:
             raise MediaRejected("no_audio", "the video has no audio track")
         duration = _duration(container)
+        if duration is None or duration <= 0:
+            try:
+                duration = _demuxed_duration(path, limits.max_duration_s)
+            except av.error.FFmpegError as exc:
+                raise MediaRejected("corrupt", "the video is corrupt and cannot be read") from exc
         if duration is None or duration <= 0:
             raise MediaRejected("unreadable", "the video's duration cannot be read")
         if duration > limits.max_duration_s:

@@ -21,6 +21,7 @@ from poise_common.messages import (
     AnswerMediaDone,
     AudioChunk,
     AudioEnd,
+    Consent,
     Envelope,
     Frame,
     FramesEnd,
@@ -104,12 +105,14 @@ class Gateway:
     def validate(self, uploads: list[AnswerUpload]) -> list[MediaInfo]:
         return validate_uploads(uploads, self.settings)
 
-    async def open_interview(self, interview_id: str, tenant: str, role: str, questions: list[Question]) -> None:
+    async def open_interview(
+        self, interview_id: str, tenant: str, role: str, questions: list[Question], consent: Consent | None = None
+    ) -> None:
         await self.bus.publish(
             Topics.MEDIA_CONTROL,
             Envelope(
                 interview_id=interview_id, tenant=tenant, stream="control", seq=0,
-                payload=InterviewOpened(role=role, questions=questions),
+                payload=InterviewOpened(role=role, questions=questions, consent=consent),
             ),
         )
 

@@ -163,6 +163,15 @@ class GreenhouseTest(Base):
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
     completed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The invitation email: not_sent (no email address, or no SMTP server configured), pending
+    # (due at invitation_next_attempt_at), sent, failed (gave up), dropped (the interview was scored first).
+    invitation_status: Mapped[str] = mapped_column(
+        String(16), default="not_sent", server_default="not_sent", index=True
+    )
+    invitation_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    invitation_next_attempt_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
+    invitation_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    invitation_sent_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Demographics(Base):

@@ -151,6 +151,10 @@ class ScoringServicer(pb_grpc.ScoringServiceServicer):
                 role=request.role or None,
                 questions=[{"question_id": q.question_id, "text": q.text} for q in request.questions],
                 candidate_ref=request.candidate_ref or None,
+                consent=(
+                    {"given_at": request.consent.given_at, "notice_version": request.consent.notice_version}
+                    if request.HasField("consent") else None
+                ),
             )
             interview_id = await desk.create(body, principal.tenant)
         return pb.CreateInterviewResponse(interview_id=interview_id)
@@ -209,7 +213,7 @@ class ScoringServicer(pb_grpc.ScoringServiceServicer):
                 await self._abort(context, grpc.StatusCode.NOT_FOUND, "no such interview", "not_found")
             status = found[1]
             if status == "scored":
-                document = await asyncio.to_thread(store.scorecard, request.interview_id)
+                document = await asyncio.to_thread(store.reviewed_scorecard, request.interview_id)
                 if document is not None:
                     return pb.GetScorecardResponse(status="scored", scorecard_json=_json(document))
                 status = "processing"  # the same answer as REST's for a row without its document

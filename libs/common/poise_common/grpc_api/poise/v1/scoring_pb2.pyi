@@ -15,14 +15,24 @@ class Question(_message.Message):
     def __init__(self, question_id: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class CreateInterviewRequest(_message.Message):
-    __slots__ = ("role", "questions", "candidate_ref")
+    __slots__ = ("role", "questions", "candidate_ref", "consent")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     QUESTIONS_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_REF_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_FIELD_NUMBER: _ClassVar[int]
     role: str
     questions: _containers.RepeatedCompositeFieldContainer[Question]
     candidate_ref: str
-    def __init__(self, role: _Optional[str] = ..., questions: _Optional[_Iterable[_Union[Question, _Mapping]]] = ..., candidate_ref: _Optional[str] = ...) -> None: ...
+    consent: Consent
+    def __init__(self, role: _Optional[str] = ..., questions: _Optional[_Iterable[_Union[Question, _Mapping]]] = ..., candidate_ref: _Optional[str] = ..., consent: _Optional[_Union[Consent, _Mapping]] = ...) -> None: ...
+
+class Consent(_message.Message):
+    __slots__ = ("given_at", "notice_version")
+    GIVEN_AT_FIELD_NUMBER: _ClassVar[int]
+    NOTICE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    given_at: str
+    notice_version: str
+    def __init__(self, given_at: _Optional[str] = ..., notice_version: _Optional[str] = ...) -> None: ...
 
 class CreateInterviewResponse(_message.Message):
     __slots__ = ("interview_id",)

@@ -1,0 +1,351 @@
+"""Calibration: known weights recovered, honest blind figures, rater agreement, labels, models in scoring and fusion."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import numpy as np
+import pytest
+
+from poise_common.bus.memory import MemoryBus
+from poise_common.db.engine import create_db_engine, session_factory, upgrade
+from poise_common.messages import (
+    AnswerMediaDone, AudioFeatures, Envelope, InterviewOpened, NlpFeatures, Question, Topics, Transcript, VisionEnd,
+)
+from poise_common.settings import PoiseSettings
+from poise_common.signals import AudioSignals, NlpSignals
+from poise_fusion.calibration import (
+    calibrate, failing, fit_nonneg_ridge, icc, is_blind, pearson, predict, rater_agreement,
+)
+from poise_fusion.framework import get_framework
+from poise_fusion.labels import LabelsError, read_labels, to_points
+from poise_fusion.scoring import AnswerInputs, roll_up, score_answer, score_competency
+from poise_fusion.scoring_model import CalibratedModel, CompetencyModel, ModelStore
+from poise_fusion.service import FusionService
+from poise_fusion.store import FusionStore
+from poise_fusion.synthetic import RATER_BIAS_SD, RATING_STEP, SyntheticSet, generate
+
+FW = get_framework("generic")
+NAMES = [c.name for c in FW.competencies]
+LABELLED = 1200
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    """A population of 6000: the first LABELLED are rated and calibrated on, the rest stay fresh."""
+    population = generate(FW, 6000, seed=11)
+    labelled = SyntheticSet(FW.name, population.interviews[:LABELLED], population.weights, population.intercepts,
+                            framework_spec=FW)
+    path = tmp_path_factory.mktemp("labels") / "ratings.csv"
+    labelled.write_labels_csv(path)
+    documents = {card["interview_id"]: card for card in labelled.scorecards()}
+    model, report = calibrate(FW, documents, read_labels(path, NAMES), "generic@1.0+cal.1")
+    return population, model, report
+
+
+def test_calibration_recovers_the_generating_weights(calibrated):
+    population, model, report = calibrated
+    assert set(model.competencies) == set(NAMES)
+    for name, fitted in model.competencies.items():
+        truth = population.weights[name]
+        total = sum(truth.values())
+        assert set(fitted.weights) == set(truth)
+        for feature, weight in truth.items():
+            assert abs(fitted.weights[feature] - weight) < 0.15 * total, (name, feature)
+        # The intercept also absorbs the raters' mean bias (a few points), which no data can separate.
+        assert fitted.intercept == pytest.approx(population.intercepts[name], abs=8)
+        assert fitted.intercept >= 0 and min(fitted.weights.values()) >= 0
+        assert fitted.intercept + fitted.span <= 100 + 1e-9
+        figures = report["competencies"][name]
+        assert figures["status"] == "calibrated"
+        assert figures["n_train"] + figures["n_blind"] == LABELLED
+        assert figures["n_blind"] == pytest.approx(LABELLED * 0.25, rel=0.15)
+        # The norms' intercept (0) and spread (100 points) are wrong for these raters: calibration fixes that.
+        assert figures["blind"]["mae"] < figures["norms_blind"]["mae"]
+
+
+def test_the_reported_blind_r_brackets_the_models_r_on_a_large_fresh_sample(calibrated):
+    population, model, report = calibrated
+    fresh = population.interviews[LABELLED:]
+    for name in NAMES:
+        predicted = [predict(model.competencies[name], i.normalised[name], FW.min_coverage) for i in fresh]
+        rated = [np.mean([to_points(r[name], (1, 5)) for r in i.ratings]) for i in fresh]
+        true_r = pearson(predicted, rated)
+        low, high = report["competencies"][name]["blind"]["pearson"]["ci"]
+        assert low <= true_r <= high, (name, true_r, low, high)
+        spearman_low, spearman_high = report["competencies"][name]["blind"]["spearman"]["ci"]
+        assert spearman_low < spearman_high
+
+
+def test_the_blind_split_is_stable_and_never_trained_on():
+    ids = [f"iv{i}" for i in range(2000)]
+    blind = {i for i in ids if is_blind(i, 3, 0.25)}
+    assert len(blind) / 2000 == pytest.approx(0.25, abs=0.03)
+    assert blind == {i for i in ids if is_blind(i, 3, 0.25)}
+    assert blind != {i for i in ids if is_blind(i, 4, 0.25)}
+
+
+def test_icc_matches_shrout_and_fleiss_worked_example():
+    # Shrout & Fleiss (1979), Table 2: 6 targets, 4 judges; ICC(2,1) = .29, ICC(2,k) = .62.
+    ratings = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]], float)
+    single, average = icc(ratings)
+    assert single == pytest.approx(0.29, abs=0.005)
+    assert average == pytest.approx(0.62, abs=0.005)
+
+
+@pytest.mark.parametrize("noise", [0.2, 0.7])
+def test_icc_of_raters_with_known_noise_is_what_theory_predicts(noise):
+    synthetic = generate(FW, 600, raters=30, rater_noise=noise, seed=2)
+    for name in ("teamwork", "confidence"):
+        per_interview = {i.interview_id: {f"r{k:02d}": r[name] for k, r in enumerate(i.ratings)}
+                         for i in synthetic.interviews}
+        agreement = rater_agreement(per_interview)
+        truth = np.array([1 + 4 * i.true_scores[name] / 100 for i in synthetic.interviews])
+        signal = truth.var(ddof=1)
+        expected = signal / (signal + RATER_BIAS_SD**2 + noise**2 + RATING_STEP**2 / 12)
+        assert agreement["design"] == "same raters" and agreement["raters"] == 30
+        assert agreement["icc2_1"] == pytest.approx(expected, abs=0.05)
+        # Spearman-Brown: the mean of k raters agrees better than one.
+        assert agreement["icc2_k"] == pytest.approx(30 * expected / (1 + 29 * expected), abs=0.03)
+
+
+def test_unbalanced_ratings_use_the_most_common_rater_count():
+    per_interview = {f"i{n}": {"a": n, "b": n + 1, "c": n + 0.5} for n in range(10)}
+    per_interview |= {f"j{n}": {"a": n, "d": 10 - n} for n in range(4)}  # two raters, disagreeing
+    per_interview["k"] = {"a": 3.0}  # one rater: no agreement to measure
+    agreement = rater_agreement(per_interview)
+    assert agreement["raters"] == 3 and agreement["interviews"] == 10 and agreement["design"] == "same raters"
+    assert agreement["icc2_1"] > 0.9
+    rotating = {f"i{n}": {("a", "b", "c")[n % 3]: n, ("d", "e")[n % 2]: n + 0.2} for n in range(9)}
+    assert rater_agreement(rotating)["design"] == "rater slots"
+
+
+def test_the_fit_keeps_weights_non_negative_and_scores_within_0_100():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(400, 3))
+    exact = 10 + x @ np.array([30.0, 0.0, 50.0])
+    intercept, weights = fit_nonneg_ridge(x, exact, 0.0)
+    assert intercept == pytest.approx(10, abs=1e-6) and weights == pytest.approx([30, 0, 50], abs=1e-6)
+    # A truth with a negative weight and a range past 100: the constraints hold, nothing is clipped later.
+    steep = 10 + x @ np.array([120.0, -20.0, 40.0]) + rng.normal(0, 3, size=400)
+    intercept, weights = fit_nonneg_ridge(x, steep, 0.01)
+    assert intercept >= 0 and weights.min() >= 0
+    assert intercept + weights.sum() == pytest.approx(100, abs=1e-6)
+    shrunk = fit_nonneg_ridge(x, exact, 1.0)[1]
+    assert shrunk.sum() < weights.sum() and shrunk.sum() < 80
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "ratings.csv"
+    path.write_text(text)
+    return path
+
+
+def test_a_labels_file_with_bad_rows_reports_every_row(tmp_path):
+    path = write(tmp_path, "\n".join([
+        "interview_id,rater_id,confidence,empathy",
+        "a,r1,3,4",
+        "a,r2,x,4",
+        "b,r1,7,",
+        "a,r1,3,3",
+        "zzz,r1,3,3",
+        ",r1,3,3",
+        "b,r2,,",
+        "b,r3,2.5,1,9",
+    ]) + "\n")
+    problems = {"zzz": "is not in the store"}
+    with pytest.raises(LabelsError) as caught:
+        read_labels(path, NAMES, lambda i: problems.get(i))
+    assert caught.value.problems == [
+        "row 3: confidence: 'x' is not a number",
+        "row 4: confidence: 7 is outside the scale 1-5",
+        "row 5: duplicate rating of interview a by rater r1 (first on row 2)",
+        "row 6: interview zzz is not in the store",
+        "row 7: missing interview_id",
+        "row 9: 5 cells but the header has 4 columns",
+    ]
+
+
+def test_unknown_competency_columns_are_an_error_and_missing_ones_are_allowed(tmp_path):
+    with pytest.raises(LabelsError) as caught:
+        read_labels(write(tmp_path, "interview_id,rater_id,charisma\na,r1,3\n"), NAMES)
+    assert caught.value.problems[0].startswith("row 1: unknown competency column 'charisma'")
+    ratings = read_labels(write(tmp_path, "interview_id,rater_id,empathy\na,r1,0\na,r2,10\nb,r1,\n"),
+                          NAMES, scale=(0, 10))
+    assert ratings.targets("empathy") == {"a": 50.0}
+    assert ratings.targets("confidence") == {}
+
+
+def test_a_competency_with_too_few_labels_stays_uncalibrated(tmp_path):
+    synthetic = generate(FW, 60, seed=5)
+    path = tmp_path / "ratings.csv"
+    synthetic.write_labels_csv(path)
+    lines = path.read_text().splitlines()
+    # Teamwork rated for 20 interviews only (blank elsewhere); every other competency for all 60.
+    header = lines[0].split(",")
+    column = header.index("teamwork")
+    rows = [line.split(",") for line in lines[1:]]
+    for row in rows[60:]:
+        row[column] = ""
+    path.write_text("\n".join([lines[0]] + [",".join(r) for r in rows]) + "\n")
+    documents = {card["interview_id"]: card for card in synthetic.scorecards()}
+    model, report = calibrate(FW, documents, read_labels(path, NAMES), "generic@1.0+cal.1")
+    teamwork = report["competencies"]["teamwork"]
+    assert teamwork["status"] == "uncalibrated" and "20 labelled interviews" in teamwork["reason"]
+    assert "teamwork" not in model.competencies and "empathy" in model.competencies
+
+
+def test_only_a_bar_every_calibrated_competency_clears_passes():
+    report = {"competencies": {
+        "a": {"status": "calibrated", "blind": {"pearson": {"r": 0.7}}},
+        "b": {"status": "calibrated", "blind": {"pearson": {"r": 0.55}}},
+        "c": {"status": "calibrated", "blind": {"pearson": {"r": None}}},
+        "d": {"status": "uncalibrated", "reason": "no ratings in the file"},
+    }}
+    assert failing(report, 0.6) == ["b", "c"]
+    assert failing(report, 0.5) == ["c"]
+
+
+def answer(**signals) -> AnswerInputs:
+    groups: dict[str, dict] = {"vision": {}, "audio": {}, "nlp": {}}
+    for key, value in signals.items():
+        group, name = key.split("__")
+        groups[group][name] = value
+    return AnswerInputs(answer_id="a1", question_id="q1", duration_s=30.0, signals=groups)
+
+
+TEAMWORK = next(c for c in FW.competencies if c.name == "teamwork")
+
+
+def test_a_calibrated_score_is_intercept_plus_weighted_features_and_its_parts_add_up():
+    model = CompetencyModel(10.0, {"nlp.we_ratio": 50.0, "nlp.perspective_taking_rate": 40.0})
+    full = score_competency(FW, TEAMWORK, answer(nlp__we_ratio=0.325, nlp__perspective_taking_rate=0.5), model=model)
+    # we_ratio 0.325 on 0.05..0.6 -> 0.5; perspective 0.5 on 0..2 -> 0.25
+    assert full["score"] == pytest.approx(10 + 50 * 0.5 + 40 * 0.25)
+    assert full["contributions"][0] == {
+        "feature": "baseline", "behaviour": "calibrated baseline", "modality": None, "value": 1.0,
+        "normalised": 1.0, "weight": 10.0, "points": 10.0,
+    }
+    assert sum(c["points"] for c in full["contributions"]) == full["score"]
+    # One feature missing: the measured weight is scaled up to the whole span, as the norms renormalise.
+    partial = score_competency(FW, TEAMWORK, answer(nlp__we_ratio=0.325), model=model)
+    assert partial["coverage"] == pytest.approx(50 / 90, abs=1e-4)
+    assert partial["score"] == pytest.approx(10 + 90 * 0.5)
+    sparse = score_competency(FW, TEAMWORK, answer(nlp__perspective_taking_rate=0.5), model=model)
+    assert sparse["status"] == "insufficient_evidence"  # 40 of 90 < min_coverage 0.5
+
+
+def test_calibrated_scores_stay_within_0_100_and_add_up_exactly_to_the_cent():
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        weights = rng.dirichlet(np.ones(2)) * rng.uniform(30, 100)
+        model = CompetencyModel(float(rng.uniform(0, 100 - weights.sum())),
+                                dict(zip(["nlp.we_ratio", "nlp.perspective_taking_rate"], map(float, weights))))
+        inputs = [answer(nlp__we_ratio=float(rng.uniform(0, 0.7)), nlp__perspective_taking_rate=float(rng.uniform(0, 3)))
+                  for _ in range(3)]
+        per_answer = [score_answer(FW, a, model=CalibratedModel("v", "generic", "1.0", "default", {"teamwork": model}))
+                      for a in inputs]
+        for result in [a[NAMES.index("teamwork")] for a in per_answer] + [roll_up(FW, per_answer)[NAMES.index("teamwork")]]:
+            assert 0 <= result["score"] <= 100
+            assert round(sum(c["points"] for c in result["contributions"]), 2) == result["score"]
+    top = CompetencyModel(30.0, {"nlp.we_ratio": 35.0, "nlp.perspective_taking_rate": 35.0})
+    best = score_competency(FW, TEAMWORK, answer(nlp__we_ratio=0.9, nlp__perspective_taking_rate=5), model=top)
+    assert best["score"] == 100.0
+
+
+def test_models_are_versioned_per_framework_and_one_is_active(tmp_path):
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'poise.db'}")
+    upgrade(engine)
+    now = [0.0]
+    fusion_view = ModelStore(session_factory(engine), cache_s=5.0, clock=lambda: now[0])
+    admin = ModelStore(session_factory(engine))
+    first = admin.next_version(FW)
+    assert first == "generic@1.0+cal.1"
+    parameters = {"teamwork": CompetencyModel(5.0, {"nlp.we_ratio": 60.0})}
+    admin.save(CalibratedModel(first, "generic", "1.0", "default", parameters), {"competencies": {}})
+    second = admin.next_version(FW)
+    assert second == "generic@1.0+cal.2"
+    admin.save(CalibratedModel(second, "generic", "1.0", "default", parameters), {"competencies": {}})
+    assert fusion_view.active(FW) is None
+    admin.activate(first)
+    assert fusion_view.active(FW) is None  # cached for a few seconds...
+    now[0] = 6.0
+    assert fusion_view.active(FW).version == first  # ...then seen without a restart
+    admin.activate(second, forced=True)
+    assert [(r.version, r.active, r.forced) for r in admin.list("generic")] == [(first, False, False), (second, True, True)]
+    newer = FW.model_copy(update={"version": "1.1"})
+    assert ModelStore(session_factory(engine), cache_s=0).active(newer) is None  # calibrated for 1.0 only
+    assert admin.deactivate("generic") == [second]
+    assert ModelStore(session_factory(engine), cache_s=0).active(FW) is None
+    assert admin.next_version(newer) == "generic@1.1+cal.3"
+    engine.dispose()
+
+
+def messages(answer_id: str, question_id: str) -> list[Envelope]:
+    def env(stream: str, seq: int, payload) -> Envelope:
+        return Envelope(interview_id="iv", answer_id=answer_id, tenant="acme", stream=stream, seq=seq, payload=payload)
+
+    audio = AudioSignals(duration_s=30.0, speech_s=25.0, speech_ratio=0.8, pause_ratio=0.2, mean_pause_s=0.6,
+                         speech_rate_wpm=140.0, pitch_variation_st=2.5)
+    nlp = NlpSignals(word_count=80, filler_rate=2.0, hedge_rate=1.0, we_ratio=0.4, lexical_diversity=0.7,
+                     mean_sentence_words=15.0, star_coverage=0.5, relevance=0.2, question_reference_rate=2.0,
+                     perspective_taking_rate=1.0, sentiment=0.3)
+    return [
+        env("control", 1, AnswerMediaDone(question_id=question_id, duration_s=30.0, frame_count=0, audio_count=2,
+                                          has_video=True, sample_fps=10.0)),
+        env("vision", 0, VisionEnd(count=0)),
+        env("transcript", 0, Transcript(duration_s=30.0, segments=[])),
+        env("audio", 0, AudioFeatures(signals=audio)),
+        env("nlp", 0, NlpFeatures(signals=nlp)),
+    ]
+
+
+def test_a_model_activated_mid_interview_makes_the_whole_scorecard(tmp_path):
+    async def scenario():
+        engine = create_db_engine(f"sqlite:///{tmp_path / 'poise.db'}")
+        upgrade(engine)
+        bus = MemoryBus()
+        await bus.start()
+        events: list[Envelope] = []
+
+        async def record(env: Envelope) -> None:
+            events.append(env)
+
+        await bus.subscribe([Topics.SCORECARDS], "test", record)
+        service = FusionService(bus, FusionStore(session_factory(engine)), PoiseSettings())
+        service.models.cache_s = 0  # the test does not wait out the cache
+        await service.handle(Envelope(interview_id="iv", tenant="acme", stream="control", seq=0, payload=InterviewOpened(
+            role="generic", questions=[Question(question_id="q1", text="Why?"), Question(question_id="q2", text="How?")])))
+        for env in messages("iv-a1", "q1"):
+            await service.handle(env)
+        store = ModelStore(session_factory(engine))
+        version = store.next_version(FW)
+        model = CalibratedModel(version, "generic", "1.0", "default", {
+            "teamwork": CompetencyModel(12.0, {"nlp.we_ratio": 50.0, "nlp.perspective_taking_rate": 30.0}),
+        })
+        store.save(model, {"competencies": {}})
+        store.activate(version)
+        for env in messages("iv-a2", "q2"):
+            await service.handle(env)
+        while len(events) < 3:
+            await asyncio.sleep(0.01)
+        await bus.stop()
+        engine.dispose()
+        return version, events
+
+    version, events = asyncio.run(scenario())
+    first_answer, second_answer, interview = (e.payload.scorecard for e in events)
+    assert first_answer["model_version"] == "generic@1.0+norms"  # scored before the activation
+    assert second_answer["model_version"] == version
+    assert interview["model_version"] == version
+    assert {a["model_version"] for a in interview["answers"]} == {version}
+    teamwork = next(c for c in interview["competencies"] if c["name"] == "teamwork")
+    # we_ratio 0.4 -> (0.4-0.05)/0.55; perspective 1.0 on 0..2 -> 0.5; both answers alike.
+    assert teamwork["score"] == pytest.approx(12 + 50 * 0.35 / 0.55 + 30 * 0.5, abs=0.01)
+    assert teamwork["contributions"][0]["feature"] == "baseline"
+    for competency in interview["competencies"]:
+        if competency["status"] == "scored":
+            assert round(sum(c["points"] for c in competency["contributions"]), 2) == competency["score"]
+    empathy = next(c for c in interview["competencies"] if c["name"] == "empathy")
+    assert all(c["feature"] != "baseline" for c in empathy["contributions"])  # not calibrated: the norms
