@@ -7,10 +7,11 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
+
+from generated_file import write_or_check
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "frameworks" / "framework.schema.json"
@@ -26,19 +27,7 @@ def schema() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if the committed schema is stale")
-    args = parser.parse_args()
-    text = schema()
-    if args.check:
-        if not OUT.exists() or OUT.read_text() != text:
-            print(f"{OUT.relative_to(REPO)} is stale: run python scripts/gen_framework_schema.py", file=sys.stderr)
-            return 1
-        return 0
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(text)
-    print(f"wrote {OUT.relative_to(REPO)}")
-    return 0
+    return write_or_check(OUT, schema, __doc__.splitlines()[0], "gen_framework_schema.py")
 
 
 if __name__ == "__main__":
