@@ -14,8 +14,12 @@ How a set is generated (``generate``), all from ``seed``:
    and a raw value is backed out within the norm of the feature's first use in the framework
    (for a "target" norm, above or below the target at random); each competency's normalised
    values are that raw value through the competency's own norm, as scoring computes them.
-3. True score = intercept + sum(weight * normalised) + the ``disparity`` shifts of the
-   interview's groups, clipped to 0..100.
+   A ``disparity`` is injected into the measurements, as a feature that disadvantages a group
+   would be: each normalised value of an interview in a shifted group moves by
+   points / ``DISPARITY_SPAN`` (clipped to 0..1) before its raw value is backed out, so the
+   group's generating scores, and the scores fusion computes from its signals, move by about
+   that many points.
+3. True score = intercept + sum(weight * normalised), clipped to 0..100.
 4. Each rater's rating = the true score mapped linearly to the 1..5 scale + the rater's bias +
    normal noise (sd ``rater_noise`` scale points), rounded to the scale's 0.5 step and clipped.
 """
@@ -30,12 +34,15 @@ import numpy as np
 
 from poise_fusion.assemble import build_scorecard
 from poise_fusion.audit import CATEGORIES, RACE_ETHNICITY, SEX
-from poise_fusion.framework import FeatureWeight, Framework
+from poise_fusion.framework import FeatureWeight, Framework, get_framework
 from poise_fusion.labels import DEFAULT_SCALE
 from poise_fusion.scoring import AnswerInputs, score_answer
 from poise_fusion.scoring_model import unique_features
 
 RATER_BIAS_SD = 0.15
+# A typical competency's weights add up to its span (55..80 points): moving every normalised
+# value by d moves its score by about d * 67 points.
+DISPARITY_SPAN = 67.0
 RATING_STEP = 0.5
 SEX_SHARES = {"female": 0.47, "male": 0.45, None: 0.08}
 # Roughly the US labour force; what is left after the known shares is "did not say".
@@ -62,7 +69,7 @@ class SyntheticSet:
     interviews: list[SyntheticInterview]
     weights: dict[str, dict[str, float]]  # competency -> feature -> generating points weight (>= 0)
     intercepts: dict[str, float]  # competency -> intercept (points)
-    framework_spec: Framework | None = None
+    framework_spec: Framework | None = None  # for scorecards(); a bundled framework is found by its name
 
     def write_labels_csv(self, path: Path, scale: tuple[float, float] = DEFAULT_SCALE) -> None:
         """One row per (interview, rater), ratings mapped linearly from 1..5 onto ``scale``."""
@@ -78,7 +85,7 @@ class SyntheticSet:
 
     def scorecards(self) -> list[dict]:
         """Scorecards as fusion stores them (one answer each), scored with the framework's norms."""
-        framework = self.framework_spec
+        framework = self.framework_spec or get_framework(self.framework)
         cards = []
         for interview in self.interviews:
             inputs = AnswerInputs(
@@ -144,20 +151,22 @@ def generate(
     for index in range(n_interviews):
         rng = np.random.default_rng([seed, 1, index])
         sex, race = _draw(rng, SEX_SHARES), _draw(rng, race_shares)
+        shift = sum(p for attribute, value, p in shifts if {"sex": sex, "race_ethnicity": race}[attribute] == value)
         signals: dict[str, dict[str, float]] = {"vision": {}, "audio": {}, "nlp": {}}
         for feature, spec in primary.items():
             group, _, name = feature.partition(".")
-            signals[group][name] = _raw_value(spec, float(rng.beta(*shapes[feature])), rng)
+            drawn = float(rng.beta(*shapes[feature]))
+            shifted = min(1.0, max(0.0, drawn + shift / DISPARITY_SPAN))
+            signals[group][name] = _raw_value(spec, shifted, rng)
         normalised, true_scores = {}, {}
         for competency in framework.competencies:
             values = {}
             for spec in unique_features(competency):
                 group, _, name = spec.feature.partition(".")
                 values[spec.feature] = spec.normalise(signals[group][name])
-            shift = sum(p for attribute, value, p in shifts if {"sex": sex, "race_ethnicity": race}[attribute] == value)
             score = intercepts[competency.name] + sum(w * values[f] for f, w in weights[competency.name].items())
             normalised[competency.name] = values
-            true_scores[competency.name] = float(np.clip(score + shift, 0.0, 100.0))
+            true_scores[competency.name] = float(np.clip(score, 0.0, 100.0))
         ratings = [_ratings(true_scores, float(bias), rater_noise, rng) for bias in biases]
         interviews.append(
             SyntheticInterview(f"syn-{seed}-{index:05d}", sex, race, signals, normalised, true_scores, ratings)

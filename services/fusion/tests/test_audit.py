@@ -202,3 +202,49 @@ def test_html_is_standalone_escaped_and_marks_flagged_and_excluded_rows():
         hand_sample(), role="r", min_share=0.1).flags if f["code"] == "four_fifths"])
     assert '<tr class="excluded"><td>female / White</td>' in page
     assert "Selection rate" not in page and "Scoring rate" in page
+
+
+def synthetic_audit(disparity: dict[str, float] | None, seed: int = 7, scored: bool = False):
+    """Audit of a synthetic set, overall: its generating (true) scores, or with ``scored`` the
+    scores fusion computes from its signals with the framework's norms (the disparity is in the
+    measurements, so both carry it)."""
+    from poise_fusion.audit import subject_score
+    from poise_fusion.framework import get_framework
+    from poise_fusion.synthetic import generate
+
+    synthetic = generate(get_framework("generic"), 3000, disparity=disparity, seed=seed)
+    if scored:
+        scores = [subject_score(card, None) for card in synthetic.scorecards()]
+    else:
+        scores = [sum(i.true_scores.values()) / len(i.true_scores) for i in synthetic.interviews]
+    records = [AuditRecord(i.interview_id, score, i.sex, i.race_ethnicity)
+               for i, score in zip(synthetic.interviews, scores)]
+    return run_audit(records, role="generic", data_source="synthetic")
+
+
+def test_an_injected_disparity_is_flagged_for_its_group_only():
+    # The overall true score's spread is about 3.6 points, so a 3-point shift is large but not total.
+    race = synthetic_audit({"race_ethnicity=Black or African American": -3})
+    assert {(d, c) for d, c in flagged(race) if d != "intersectional"} == {("race_ethnicity", B)}
+    assert rows(race, "race_ethnicity")[B]["impact_ratio"] < 0.6
+    assert rows(race, "race_ethnicity")[B]["count"] > 250  # a big group, not a fluke of a small one
+    sex = synthetic_audit({"sex=female": -3})
+    assert {(d, c) for d, c in flagged(sex) if d != "intersectional"} == {("sex", "female")}
+
+
+def test_the_disparity_survives_scoring_and_is_flagged_on_fusion_scores():
+    scored = synthetic_audit({"sex=female": -3}, scored=True)
+    assert {(d, c) for d, c in flagged(scored) if d != "intersectional"} == {("sex", "female")}
+    assert rows(scored, "sex")["female"]["impact_ratio"] < 0.8
+    fair = synthetic_audit(None, scored=True)
+    assert min(c["impact_ratio"] for c in rows(fair, "sex").values()) > 0.85
+
+
+def test_no_disparity_no_flag_for_sex_or_race():
+    result = synthetic_audit(None)
+    assert {(d, c) for d, c in flagged(result) if d != "intersectional"} == set()
+    for dimension in ("sex", "race_ethnicity"):
+        ratios = [c["impact_ratio"] for c in rows(result, dimension).values() if c["impact_ratio"] is not None]
+        assert min(ratios) > 0.85, dimension  # clear of the 0.8 line, not just above it
+    # The smallest groups fall under 2 % and are excluded rather than compared.
+    assert rows(result, "race_ethnicity")["Native Hawaiian or Pacific Islander"]["excluded"]

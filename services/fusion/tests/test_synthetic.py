@@ -83,13 +83,21 @@ def test_demographics_are_drawn_at_realistic_shares_with_some_unknown():
     assert races[None] / 3000 == pytest.approx(0.095, abs=0.02)
 
 
-def test_disparity_shifts_exactly_the_true_scores_of_its_group():
+def test_disparity_moves_the_measurements_and_scores_of_its_group_only():
     plain = generate(FW, 400, seed=6)
     shifted = generate(FW, 400, seed=6, disparity={"race_ethnicity=Black or African American": -20, "sex=male": 5})
+    moved: dict[int, list[float]] = {-20: [], 5: [], -15: []}
     for a, b in zip(plain.interviews, shifted.interviews):
         expected = (-20 if a.race_ethnicity == "Black or African American" else 0) + (5 if a.sex == "male" else 0)
-        for name, score in a.true_scores.items():
-            assert b.true_scores[name] == pytest.approx(min(100.0, max(0.0, score + expected)))
+        if expected == 0:  # everyone else is the same interview, measurement for measurement
+            assert b.signals == a.signals and b.true_scores == a.true_scores
+            continue
+        assert b.signals != a.signals  # the disparity is in what is measured, not only in the truth
+        moved[expected] += [b.true_scores[n] - a.true_scores[n] for n in a.true_scores]
+    # About the injected points on average (less where values hit the ends of their norms).
+    for expected, deltas in moved.items():
+        assert deltas and 0.6 * abs(expected) <= abs(sum(deltas) / len(deltas)) <= 1.4 * abs(expected), expected
+        assert all(d * expected >= -1e-9 for d in deltas)  # never the other way
     with pytest.raises(ValueError, match="disparity key"):
         generate(FW, 5, disparity={"race_ethnicity=Martian": -5})
 
