@@ -66,9 +66,12 @@ def audit(
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="json, markdown or html.")] = "json",
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the report here instead of stdout.")] = None,
-    tenant: Annotated[Optional[str], typer.Option("--tenant", help="The tenant audited (default: POISE_TENANT).")] = None,
+    tenant: Annotated[
+        Optional[str], typer.Option("--tenant", help="The tenant audited (default: POISE_TENANT).")
+    ] = None,
     db: Annotated[
-        Optional[str], typer.Option("--db", help="Database URL (default: POISE_DATABASE_URL or SQLite under POISE_HOME).")
+        Optional[str],
+        typer.Option("--db", help="Database URL (default: POISE_DATABASE_URL or SQLite under POISE_HOME)."),
     ] = None,
     min_share: Annotated[
         float, typer.Option("--min-share", help="Categories under this share of the sample are excluded.")

@@ -29,7 +29,8 @@ def seed(home: Path) -> None:
     sessions = session_factory(engine)
     fusion, demographics = FusionStore(sessions), DemographicsStore(sessions)
     rows = [(i, "local", "generic", v) for i, v in PEOPLE.items()]
-    rows += [("other-tenant", "acme", "generic", (10.0, "male", "Asian")), ("other-role", "local", "sdr", (10.0, None, None))]
+    rows += [("other-tenant", "acme", "generic", (10.0, "male", "Asian")),
+             ("other-role", "local", "sdr", (10.0, None, None))]
     for interview_id, tenant, role, (score, sex, race) in rows:
         fusion.apply(Envelope(
             interview_id=interview_id, tenant=tenant, stream="control", seq=0,

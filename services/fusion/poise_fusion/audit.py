@@ -147,7 +147,9 @@ def _check(records: Sequence[AuditRecord], mode: str, threshold: float | None, m
         if r.sex is not None and r.sex not in SEX:
             raise AuditError(f"interview {r.interview_id}: sex {r.sex!r} is not one of {', '.join(SEX)}")
         if r.race_ethnicity is not None and r.race_ethnicity not in RACE_ETHNICITY:
-            raise AuditError(f"interview {r.interview_id}: race/ethnicity {r.race_ethnicity!r} is not an audit category")
+            raise AuditError(
+                f"interview {r.interview_id}: race/ethnicity {r.race_ethnicity!r} is not an audit category"
+            )
 
 
 def _dimension(

@@ -204,7 +204,6 @@ def _invitation_route(desk: UploadDesk, signer: InvitationSigner, keys: KeyStore
 
 
 def _candidate_routes(desk: UploadDesk, signer: InvitationSigner) -> APIRouter:
-
     def invited(interview_id: str, t: Annotated[str, Query(max_length=512)] = "") -> str:
         try:
             return signer.tenant_of(interview_id, t)
