@@ -42,6 +42,7 @@ $(HELM_STAMP):
 	@touch $@
 
 tools: $(HELM_STAMP)
+	@test -x $(TOOLS)/bin/helm || { rm -f $(HELM_STAMP); $(MAKE) --no-print-directory $(HELM_STAMP); }
 
 system-packages:
 	@scripts/ensure_system_packages.sh

@@ -8,6 +8,7 @@ each container's plain environment must be accepted by ``PoiseSettings``.
 from __future__ import annotations
 
 import ast
+import os
 
 import pytest
 from pydantic import BaseModel, SecretStr
@@ -89,7 +90,7 @@ def test_each_variable_is_a_setting_the_process_reads(render, values):
 @pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
 def test_each_value_is_accepted_by_the_settings(render, values, monkeypatch):
     for process, container in poise_processes(render(values=[values])):
-        for name in [n for n in __import__("os").environ if n.startswith("POISE_")]:
+        for name in [n for n in os.environ if n.startswith("POISE_")]:
             monkeypatch.delenv(name)
         for entry in container["env"]:
             # Secrets are references; any string stands in for them here.

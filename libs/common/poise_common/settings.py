@@ -110,7 +110,9 @@ class InferenceSettings(BaseModel):
 class SmtpSettings(BaseModel):
     """Outgoing email: candidate invitations. Without ``url`` no email is sent."""
 
-    url: str | None = Field(None, description="SMTP server as host:port; unset means no email is sent.")
+    url: str | None = Field(
+        None, description="SMTP server as host:port (or smtps://host:port for TLS from the start); unset: no email."
+    )
     from_address: str = Field("Poise <no-reply@localhost>", description="The From header of invitation emails.")
     starttls: bool = Field(True, description="Upgrade the connection with STARTTLS before logging in or sending.")
     username: str | None = Field(None, description="Login name; unset means no login.")

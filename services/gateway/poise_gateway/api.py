@@ -273,7 +273,8 @@ class UploadDesk:
             raise _unknown_interview()
         return self.root / interview_id
 
-    def _read(self, interview_id: str, tenant: str) -> Manifest:
+    def read(self, interview_id: str, tenant: str) -> Manifest:
+        """The caller's interview; 404 (not_found) when it is unknown or another tenant's."""
         manifest = self._load(self._folder(interview_id))
         # Another tenant's interview does not exist for this caller.
         if manifest is None or manifest.tenant != tenant:
@@ -333,7 +334,7 @@ class UploadDesk:
     ) -> MediaInfo:
         """Stream one answer to disk, probe it and list it in the manifest (replacing an earlier one)."""
         async with self._lock(interview_id):
-            manifest = await asyncio.to_thread(self._read, interview_id, tenant)
+            manifest = await asyncio.to_thread(self.read, interview_id, tenant)
             index = manifest.question_index(question_id)
             manifest.require_open()
         if declared_bytes is not None and declared_bytes > self.limits.max_file_bytes:
@@ -352,7 +353,7 @@ class UploadDesk:
                 log.info("answer refused", extra={"interview_id": interview_id, "answer": index + 1, "code": exc.code})
                 raise ApiError(422, exc.code, exc.message) from exc
             async with self._lock(interview_id):
-                manifest = await asyncio.to_thread(self._read, interview_id, tenant)
+                manifest = await asyncio.to_thread(self.read, interview_id, tenant)
                 manifest.require_open()  # completed while this answer was uploading
                 previous = manifest.answers.get(question_id)
                 manifest.answers[question_id] = StoredAnswer(file=final.name, media=asdict(info))
@@ -367,10 +368,18 @@ class UploadDesk:
         log.info("answer accepted", extra={"interview_id": interview_id, "answer": index + 1, "bytes": info.size_bytes})
         return info
 
+    async def record_consent(self, interview_id: str, tenant: str, consent: Consent) -> None:
+        """Keep the candidate's consent with the open interview (the latest one given counts)."""
+        async with self._lock(interview_id):
+            manifest = await asyncio.to_thread(self.read, interview_id, tenant)
+            manifest.require_open()
+            manifest.consent = consent
+            await asyncio.to_thread(self._write, manifest)
+
     async def complete(self, interview_id: str, tenant: str) -> None:
         """Publish the interview and its answers, then delete the media. Safe to repeat."""
         async with self._lock(interview_id):
-            manifest = await asyncio.to_thread(self._read, interview_id, tenant)
+            manifest = await asyncio.to_thread(self.read, interview_id, tenant)
             if manifest.status == "completed":
                 return  # published already: a repeated call changes nothing
             await self._require_consent(manifest)
@@ -411,7 +420,8 @@ class UploadDesk:
         refusal = policy.consent_refusal(manifest.consent)
         if refusal:
             log.info("interview refused", extra={"interview_id": manifest.interview_id, "code": "consent_required"})
-            raise ApiError(409, "consent_required", f"{refusal}; record it when the interview is created")
+            raise ApiError(409, "consent_required", f"{refusal}; record it when the interview is created, "
+                           "or the candidate gives it on the candidate page")
 
     async def _publish(self, manifest: Manifest) -> None:
         folder = self.root / manifest.interview_id
@@ -473,7 +483,7 @@ _RAW_VIDEO_BODY = {
 }
 
 
-def _declared_length(request: Request) -> int | None:
+def declared_length(request: Request) -> int | None:
     value = request.headers.get("content-length", "")
     return int(value) if value.isdigit() else None
 
@@ -496,7 +506,7 @@ def create_router(desk: UploadDesk, settings: PoiseSettings, keys: KeyStore) -> 
     @router.put("/{interview_id}/answers/{question_id}", openapi_extra=_RAW_VIDEO_BODY)
     async def upload_answer(interview_id: str, question_id: str, request: Request, tenant: Tenant) -> AnswerAccepted:
         """Upload one answer: the raw request body is the video."""
-        info = await desk.receive(interview_id, question_id, tenant, request.stream(), _declared_length(request))
+        info = await desk.receive(interview_id, question_id, tenant, request.stream(), declared_length(request))
         return AnswerAccepted.of(interview_id, question_id, info)
 
     @router.post("/{interview_id}/complete", status_code=202)

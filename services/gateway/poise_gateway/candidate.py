@@ -24,6 +24,7 @@ import contextlib
 import functools
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import time
@@ -37,8 +38,11 @@ from pydantic import BaseModel, Field
 
 from poise_common.api_auth import requires
 from poise_common.auth import KeyStore, Principal
+from poise_common.messages import Consent
 from poise_common.settings import PoiseSettings
-from poise_gateway.api import AnswerAccepted, ApiError, ErrorRoute, Processing, UploadDesk, _declared_length
+from poise_gateway.api import AnswerAccepted, ApiError, ErrorRoute, Processing, UploadDesk, declared_length
+
+log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).with_name("static")
 SECRET_FILE = "invitation.secret"
@@ -161,9 +165,21 @@ class Invitation(BaseModel):
     expires_at: int = Field(description="When the link stops working (Unix seconds).")
 
 
+class CandidateConsent(BaseModel):
+    notice_version: str = Field(max_length=64, description="The notice_version the page was given (GET).")
+
+
+class ConsentRecorded(BaseModel):
+    interview_id: str
+    given_at: float = Field(description="Unix time the server recorded the consent.")
+    notice_version: str
+
+
 class CandidateInterview(BaseModel):
     interview_id: str
     role: str
+    notice_version: str = Field(description="Version of the notice the page shows; consent names it.")
+    consented: bool = Field(description="Whether the candidate's consent to analysis is recorded.")
     status: Literal["open", "publishing", "completed"] = Field(
         description="open: answers can be given or replaced; completed: submitted."
     )
@@ -195,7 +211,7 @@ def _invitation_route(desk: UploadDesk, signer: InvitationSigner, keys: KeyStore
     @router.post("/{interview_id}/invitation", responses={404: {"description": "No such interview."}})
     async def invite(interview_id: str, caller: Writer) -> Invitation:
         """A new link for the candidate to answer this interview in the browser (earlier links stay valid)."""
-        await asyncio.to_thread(desk._read, interview_id, caller.tenant)  # 404 unless the caller's
+        await asyncio.to_thread(desk.read, interview_id, caller.tenant)  # 404 unless the caller's
         token = signer.token(interview_id, caller.tenant)
         return Invitation(interview_id=interview_id, url=candidate_url(public_base_url, interview_id, token),
                           expires_at=signer.expiry_of(token))
@@ -230,9 +246,10 @@ def _candidate_routes(desk: UploadDesk, signer: InvitationSigner) -> APIRouter:
     @router.get("/api/{interview_id}")
     async def interview(interview_id: str, tenant: Tenant) -> CandidateInterview:
         """The interview as the candidate sees it: its questions and which already have an answer."""
-        manifest = await asyncio.to_thread(desk._read, interview_id, tenant)  # 404 if missing, as in receive
+        manifest = await asyncio.to_thread(desk.read, interview_id, tenant)  # 404 if missing, as in receive
         return CandidateInterview(
             interview_id=interview_id, role=manifest.role, status=manifest.status,
+            notice_version=notice_version(), consented=manifest.consent is not None,
             questions=[
                 CandidateQuestion(question_id=q.question_id, text=q.text, answered=q.question_id in manifest.answers)
                 for q in manifest.questions
@@ -240,10 +257,20 @@ def _candidate_routes(desk: UploadDesk, signer: InvitationSigner) -> APIRouter:
             max_duration_s=desk.limits.max_duration_s, max_file_bytes=desk.limits.max_file_bytes,
         )
 
+    @router.post("/api/{interview_id}/consent", responses={409: {"description": "Already submitted."}})
+    async def consent(interview_id: str, body: CandidateConsent, tenant: Tenant) -> ConsentRecorded:
+        """The candidate read the notice and agrees to the analysis (required first where the law says so)."""
+        if body.notice_version != notice_version():
+            raise ApiError(409, "notice_changed", "the notice has changed since this page was loaded; reload it")
+        given = Consent(given_at=time.time(), notice_version=body.notice_version)
+        await desk.record_consent(interview_id, tenant, given)
+        log.info("candidate consent recorded", extra={"interview_id": interview_id})
+        return ConsentRecorded(interview_id=interview_id, given_at=given.given_at, notice_version=given.notice_version)
+
     @router.put("/api/{interview_id}/answers/{question_id}")
     async def upload_answer(interview_id: str, question_id: str, request: Request, tenant: Tenant) -> AnswerAccepted:
         """One answer: the raw request body is the video (a recording or a chosen file)."""
-        info = await desk.receive(interview_id, question_id, tenant, request.stream(), _declared_length(request))
+        info = await desk.receive(interview_id, question_id, tenant, request.stream(), declared_length(request))
         return AnswerAccepted.of(interview_id, question_id, info)
 
     @router.post("/api/{interview_id}/complete", status_code=202)
@@ -253,6 +280,13 @@ def _candidate_routes(desk: UploadDesk, signer: InvitationSigner) -> APIRouter:
         return Processing(interview_id=interview_id)
 
     return router
+
+
+@functools.cache
+def notice_version() -> str:
+    """Names the notice the candidate read: the page that shows it, by content, so an edit of its
+    text is a new version without anyone having to remember to bump one."""
+    return "candidate-page-" + hashlib.sha256(_static_text("candidate.html").encode()).hexdigest()[:12]
 
 
 @functools.cache

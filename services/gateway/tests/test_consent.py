@@ -22,6 +22,7 @@ from poise_common.messages import Envelope, InterviewOpened, Topics
 from poise_common.settings import PoiseSettings
 from poise_fusion.policy import TenantPolicyStore
 from poise_gateway.api import UploadDesk, create_router
+from poise_gateway.candidate import InvitationSigner, create_candidate_router, notice_version
 from poise_gateway.service import Gateway
 
 QUESTIONS = [{"question_id": "q1", "text": "Why this role?"}]
@@ -64,6 +65,7 @@ async def gateway(tmp_path: Path):
     keys = KeyStore(sessions)
     app = FastAPI()
     app.include_router(create_router(desk, settings, keys))
+    app.include_router(create_candidate_router(desk, InvitationSigner(b"k" * 32, 3600), keys, "http://gateway"))
     transport = httpx.ASGITransport(app=app)
     tokens = {t: keys.create(t, ["interviews:write"]) for t in ("illinois", "acme")}
     clients = {t: httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=60,
@@ -108,6 +110,39 @@ def test_us_il_with_consent_publishes_it_in_the_announcement(tmp_path, media_dir
     assert len(opened) == 1 and opened[0].tenant == "illinois"
     assert opened[0].payload.consent.model_dump() == {"given_at": 1740821400.0, "notice_version": "il-2025-01"}
     assert len(published) > 10  # the frames and audio followed
+
+
+def test_a_us_il_candidate_consents_on_the_candidate_page_then_the_interview_completes(tmp_path, media_dir):
+    async def scenario():
+        async with gateway(tmp_path) as g:
+            interview_id, client = await g.upload("illinois", media_dir / "single_face.mp4")
+            link = (await client.post(f"/v1/interviews/{interview_id}/invitation")).json()["url"]
+            query = link.split("?", 1)[1]
+            page = httpx.AsyncClient(transport=client._transport, base_url="http://gateway", timeout=60)
+            api = f"/candidate/api/{interview_id}"
+            before = (await page.get(f"{api}?{query}")).json()
+            stale = await page.post(f"{api}/consent?{query}", json={"notice_version": "an-old-page"})
+            forged = await page.post(f"{api}/consent?t=forged", json={"notice_version": before["notice_version"]})
+            refused = await client.post(f"/v1/interviews/{interview_id}/complete")
+            given = await page.post(f"{api}/consent?{query}", json={"notice_version": before["notice_version"]})
+            after = (await page.get(f"{api}?{query}")).json()
+            done = await page.post(f"{api}/complete?{query}")
+            late = await page.post(f"{api}/consent?{query}", json={"notice_version": before["notice_version"]})
+            await page.aclose()
+            return before, stale, forged, refused, given, after, done, late, await g.published()
+
+    before, stale, forged, refused, given, after, done, late, published = asyncio.run(scenario())
+    assert before["consented"] is False and before["notice_version"] == notice_version()
+    assert stale.status_code == 409 and stale.json()["error"]["code"] == "notice_changed"
+    assert forged.status_code == 403
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "consent_required"
+    assert given.status_code == 200, given.text
+    assert after["consented"] is True
+    assert done.status_code == 202, done.text
+    assert late.status_code == 409  # submitted: the interview no longer changes
+    opened = [e for e in published if isinstance(e.payload, InterviewOpened)]
+    assert len(opened) == 1 and opened[0].payload.consent.notice_version == notice_version()
+    assert abs(opened[0].payload.consent.given_at - given.json()["given_at"]) < 1e-6
 
 
 def test_other_policies_need_no_consent(tmp_path, media_dir):

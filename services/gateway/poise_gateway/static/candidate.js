@@ -85,7 +85,27 @@
     $("notice").hidden = false;
   }
 
-  function begin() {
+  // Reading the notice and going on is the candidate's consent to the analysis: it is recorded
+  // (with the notice's version) before anything is recorded or uploaded.
+  async function begin() {
+    clearProblem();
+    $("begin").disabled = true;
+    let response;
+    try {
+      response = await fetch(api("/consent"), {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ notice_version: state.interview.notice_version }),
+      });
+    } catch (_) {
+      response = null;
+    }
+    $("begin").disabled = !$("notice-read").checked;
+    if (!response || !response.ok) {
+      showProblem(response ? await errorOf(response)
+        : "Your consent could not be saved. Check your connection and try again.");
+      return;
+    }
     $("notice").hidden = true;
     $("interview").hidden = false;
     const first = state.interview.questions.findIndex((q) => !q.answered);
