@@ -218,6 +218,8 @@ class TenantSettings(Base):
     policy: Mapped[str] = mapped_column(String(16), default="default")
     # us-nyc: the candidate notice (contact for an alternative process, retention, audit URL).
     notice: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # Days candidate data is kept after an interview is created; None: the deployment's default.
+    retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     updated_at: Mapped[float] = mapped_column(Float, default=time.time)
 
 
@@ -236,3 +238,69 @@ class ScoreOverride(Base):
     reason: Mapped[str] = mapped_column(Text)
     reviewer: Mapped[str] = mapped_column(String(128))  # the API key id (or a name given on the CLI)
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class CandidateInterview(Base):
+    """Which interviews belong to a candidate, for erasure requests by the caller's reference.
+
+    The reference itself is not kept: only a keyed hash of (tenant, reference).
+    """
+
+    __tablename__ = "candidate_interviews"
+
+    interview_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    candidate_ref_hash: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class TenantKey(Base):
+    """A tenant's data key (AES-256-GCM), stored only wrapped by a master key.
+
+    Several versions may exist: the active one encrypts, every one still decrypts what it wrote.
+    """
+
+    __tablename__ = "tenant_keys"
+    __table_args__ = (UniqueConstraint("tenant", "version"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "<tenant>:<version>"
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    wrapped_key: Mapped[str] = mapped_column(Text)  # base64 of the AES-GCM wrapped data key
+    master_key_id: Mapped[str] = mapped_column(String(64))  # which master key wrapped it
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class Erasure(Base):
+    """An erasure request and its receipt: what was removed, never whose data it was."""
+
+    __tablename__ = "erasures"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    candidate_ref_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|completed
+    removed: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # counts per kind of data
+    requested_at: Mapped[float] = mapped_column(Float, default=time.time)
+    completed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class AuditEvent(Base):
+    """One entry of the append-only, hash-chained audit log.
+
+    ``hash`` = SHA-256 over the previous entry's hash and this entry's canonical JSON, so a
+    changed, removed or reordered entry breaks the chain from there on.
+    """
+
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float, default=time.time, index=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    actor: Mapped[str] = mapped_column(String(128))  # an API key id, "system", or a CLI operator name
+    action: Mapped[str] = mapped_column(String(64))  # e.g. scorecard.read, score.override, candidate.erase
+    interview_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    detail: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # no personal data
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
