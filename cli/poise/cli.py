@@ -14,7 +14,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from poise.audit_cmd import audit as audit_command
+from poise.audit_log_cmd import audit_log_app
 from poise.calibrate_cmd import calibrate as calibrate_command, scoring_models_app
+from poise.data_cmd import new_master_key, purge, retention_app, rewrap, rotate_data_key
 from poise.frameworks_cmd import frameworks_app
 from poise.tenants_cmd import tenants_app
 from poise_common.native_stderr import filter_native_stderr
@@ -27,13 +29,22 @@ app = typer.Typer(
 )
 models_app = typer.Typer(no_args_is_help=True, help="Model files.")
 app.add_typer(models_app, name="models")
-keys_app = typer.Typer(no_args_is_help=True, help="Tenants' API keys (stored hashed; a key is shown once).")
+keys_app = typer.Typer(
+    no_args_is_help=True,
+    help="Tenants' API keys (stored hashed; a key is shown once), and the data keys that encrypt their data.",
+)
 app.add_typer(keys_app, name="keys")
 app.command("audit")(audit_command)
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(frameworks_app, name="frameworks")
 app.command("calibrate")(calibrate_command)
 app.add_typer(scoring_models_app, name="scoring-models")
+app.command("purge")(purge)
+app.add_typer(retention_app, name="retention")
+keys_app.command("rotate-data-key")(rotate_data_key)
+keys_app.command("rewrap")(rewrap)
+keys_app.command("new-master-key")(new_master_key)
+app.add_typer(audit_log_app, name="audit-log")
 DbOption = Annotated[Optional[str], typer.Option("--db", help="Database URL (default: POISE_DATABASE_URL or SQLite under POISE_HOME).")]
 
 
@@ -51,7 +62,7 @@ def _key_store(db: str | None):
 @keys_app.command("create")
 def keys_create(
     tenant: Annotated[str, typer.Option("--tenant", help="The tenant the key acts for.")],
-    scopes: Annotated[str, typer.Option("--scopes", help="Comma-separated: interviews:write, scores:read, scores:review, admin.")],
+    scopes: Annotated[str, typer.Option("--scopes", help="Comma-separated: interviews:write, scores:read, scores:review, candidates:erase, admin.")],
     name: Annotated[Optional[str], typer.Option("--name", help="A label to recognise the key by.")] = None,
     db: DbOption = None,
 ) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import sessionmaker
 
 from poise_common.db.models import ApiKey
 
-SCOPES = ("interviews:write", "scores:read", "scores:review", "admin")
+SCOPES = ("interviews:write", "scores:read", "scores:review", "candidates:erase", "admin")
 _CACHE_S = 5.0  # a revoked key stops working within this many seconds on every replica
 
 

@@ -33,6 +33,29 @@ class GatewaySettings(BaseModel):
     frame_width: int = Field(640, description="Width of frames sent to vision (height keeps the aspect).")
     jpeg_quality: int = Field(85, ge=30, le=100, description="JPEG quality of frames on the bus.")
     audio_chunk_s: float = Field(1.0, description="Seconds of 16 kHz mono PCM per audio message.")
+    media_memory_mb: int = Field(
+        3072, ge=64,
+        description="Address-space limit of each child process that probes or decodes an upload, in MiB; "
+        "a file that needs more is refused (decode_memory).",
+    )
+    media_cpu_s: float = Field(
+        30.0, gt=0,
+        description="CPU seconds a probe of one upload may use; past them its process is killed and the "
+        "file refused (decode_timeout).",
+    )
+    media_cpu_per_media_s: float = Field(
+        2.0, gt=0,
+        description="CPU seconds a decode may use per second of media, on top of media_cpu_s.",
+    )
+    media_timeout_s: float = Field(
+        60.0, gt=0,
+        description="Wall-clock seconds a probe may take, and a decode may go without its next frame or "
+        "audio chunk, before its process is killed and the file refused (decode_timeout).",
+    )
+    media_warm_processes: int = Field(
+        2, ge=0, le=16,
+        description="Probe and decode processes started ahead of need, so an upload does not wait for one.",
+    )
 
 
 class VisionSettings(BaseModel):
@@ -86,6 +109,23 @@ class FusionSettings(BaseModel):
     webhook_max_attempts: int = Field(12, description="Deliveries of one event to a webhook before it is marked failed.")
     webhook_backoff_s: float = Field(5.0, description="Delay before the first retry of a webhook; it doubles per attempt.")
     webhook_timeout_s: float = Field(10.0, description="Deadline of one webhook delivery.")
+
+
+class RetentionSettings(BaseModel):
+    """How long candidate data is kept, and the purge job that removes what is older."""
+
+    default_days: int = Field(
+        365, ge=0, description="Days an interview's data is kept after it was created, for a tenant without its own "
+        "retention (`poise retention set`); then the purge job removes it as an erasure would.",
+    )
+    upload_max_age_days: float = Field(
+        7.0, gt=0, description="Days the gateway keeps the media of an interview that was never completed.",
+    )
+    purge_interval_s: float = Field(600.0, gt=0, description="Seconds between two runs of the purge job.")
+    tombstone_days: float = Field(
+        30.0, gt=0, description="Days an erased interview's id is remembered (nothing else of it), so messages "
+        "still on the bus for it are dropped rather than stored again. Longer than the topics' retention.",
+    )
 
 
 class ServeSettings(BaseModel):
@@ -151,6 +191,17 @@ class PoiseSettings(BaseSettings):
         "the same one. Unset: one is generated once and kept in home/invitation.secret (single-host only).",
     )
     invitation_valid_days: float = Field(14.0, gt=0, description="How long a candidate's interview link works.")
+    master_keys: SecretStr | None = Field(
+        None,
+        description="Master keys that wrap the tenants' data keys (AES-256-GCM): comma-separated id:base64 of 32 "
+        "random bytes, the first one wrapping new keys, the others still unwrapping (rotation: see `poise keys "
+        "rewrap`); every process needs the same list. Unset: one is generated once and kept in home/master.key "
+        "(single-host only).",
+    )
+    audit_log_retention_days: float = Field(
+        400.0, ge=183,  # EU AI Act Art. 26: deployers keep the logs at least 6 months
+        description="Days audit log entries are kept before `poise audit-log prune` may remove them (at least 183).",
+    )
 
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     vision: VisionSettings = Field(default_factory=VisionSettings)
@@ -160,6 +211,7 @@ class PoiseSettings(BaseSettings):
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @property
     def home_dir(self) -> Path:

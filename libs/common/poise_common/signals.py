@@ -74,6 +74,17 @@ class SpeechSegment(BaseModel):
     end_s: float
 
 
+class AudioSeries(BaseModel):
+    """How the answer was spoken over time, for plots: bins of ``step_s`` from the answer's start
+    (poise_common.behaviour.series); None where a bin has nothing to measure. Scores never use it."""
+
+    step_s: float
+    pause: list[float | None] = Field(description="Share of each bin silent between two stretches of speech.")
+    speech_rate_wpm: list[float | None] = Field(description="Words per minute of voiced time, over a window.")
+    pitch_hz: list[float | None] = Field(description="Mean pitch of the bin's voiced speech.")
+    loudness_db: list[float | None] = Field(description="Mean level of the bin's voiced speech, dBFS.")
+
+
 class AudioSignals(BaseModel):
     """How the answer was spoken."""
 
@@ -92,6 +103,7 @@ class AudioSignals(BaseModel):
     loudness_variation_db: float | None = None
     segments: list[SpeechSegment] = Field(default_factory=list)
     episodes: list[Episode] = Field(default_factory=list)
+    series: AudioSeries | None = Field(None, description="The same measurements second by second, for plots.")
 
 
 class Quote(BaseModel):

@@ -11,10 +11,11 @@ import re
 import time
 
 import numpy as np
+from poise_common.behaviour.series import SERIES_STEP_S, bin_count, bin_coverage, bin_means, windowed_rate_per_min
 from poise_common.settings import AudioSettings
-from poise_common.signals import AudioSignals, Episode, SpeechSegment, TranscriptSegment
+from poise_common.signals import AudioSeries, AudioSignals, Episode, SpeechSegment, TranscriptSegment
 
-from poise_audio.prosody import measure_prosody
+from poise_audio.prosody import ProsodyTrack, measure_prosody
 from poise_audio.vad import detect_speech
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def analyse_audio(
         loudness_variation_db=_round(prosody.loudness_variation_db, 2),
         segments=segments,
         episodes=[Episode(behaviour="long_pause", start_s=a, end_s=b) for a, b in long_pauses],
+        series=audio_series(duration_s, segments, pauses, transcript, prosody.track),
     )
     log.info(
         "audio analysed",
@@ -95,13 +97,40 @@ def pause_gaps(segments: list[SpeechSegment]) -> list[tuple[float, float]]:
     ]
 
 
+def audio_series(
+    duration_s: float, segments: list[SpeechSegment], pauses: list[tuple[float, float]],
+    transcript: list[TranscriptSegment], track: ProsodyTrack | None,
+) -> AudioSeries:
+    """Pauses, pace, pitch and loudness second by second, from what the whole-answer figures use."""
+    empty = [None] * bin_count(duration_s)
+    return AudioSeries(
+        step_s=SERIES_STEP_S,
+        pause=bin_coverage(pauses, duration_s),
+        speech_rate_wpm=windowed_rate_per_min(
+            word_times(transcript), [(s.start_s, s.end_s) for s in segments], duration_s
+        ),
+        pitch_hz=bin_means(track.pitch_times_s, track.pitch_hz, duration_s, digits=1) if track else empty,
+        loudness_db=bin_means(track.level_times_s, track.level_db, duration_s, digits=1) if track else empty,
+    )
+
+
+def word_times(transcript: list[TranscriptSegment]) -> list[float]:
+    """The middle of each spoken word (the words count_words counts); a segment without word
+    timings spreads its words evenly over its span."""
+    times = []
+    for segment in transcript:
+        if segment.words:
+            times += [(w.start_s + w.end_s) / 2 for w in segment.words if _WORDLIKE.search(w.word)]
+            continue
+        tokens = [t for t in segment.text.split() if _WORDLIKE.search(t)]
+        span = segment.end_s - segment.start_s
+        times += [segment.start_s + span * (i + 0.5) / len(tokens) for i in range(len(tokens))]
+    return times
+
+
 def count_words(transcript: list[TranscriptSegment]) -> int:
     """Spoken words in a transcript: timed words where present, else the segment text."""
-    total = 0
-    for segment in transcript:
-        tokens = [w.word for w in segment.words] if segment.words else segment.text.split()
-        total += sum(1 for t in tokens if _WORDLIKE.search(t))
-    return total
+    return len(word_times(transcript))
 
 
 def speech_rate_wpm(words: int, speech_s: float) -> float | None:

@@ -14,7 +14,7 @@ microphone and gain as much as on the speaker; variation is the more comparable 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import parselmouth
@@ -50,6 +50,16 @@ SILENCE_DBFS = -100.0
 
 
 @dataclass(frozen=True)
+class ProsodyTrack:
+    """The frames behind the figures (times in seconds): voiced pitch in Hz and level in dBFS."""
+
+    pitch_times_s: np.ndarray
+    pitch_hz: np.ndarray
+    level_times_s: np.ndarray
+    level_db: np.ndarray
+
+
+@dataclass(frozen=True)
 class Prosody:
     """Prosodic measurements over the speech of one answer; ``None`` means not measurable."""
 
@@ -58,6 +68,8 @@ class Prosody:
     loudness_db: float | None
     loudness_variation_db: float | None
     voiced_s: float = 0.0
+    # For time series only; arrays do not compare, and the figures above say all a caller compares.
+    track: ProsodyTrack | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def unmeasurable(cls) -> Prosody:
@@ -85,7 +97,7 @@ def measure_prosody(samples: np.ndarray, sample_rate: int, speech: list[SpeechSe
     first = f0[in_speech & (f0 > 0)]
 
     pitch_mean = pitch_var = None
-    voiced_times = np.zeros(0)
+    voiced_times = voiced_hz = np.zeros(0)
     if first.size >= MIN_VOICED_FRAMES:
         q1, q3 = np.percentile(first, [25, 75])
         floor = max(MIN_FLOOR_HZ, FLOOR_FACTOR * float(q1))
@@ -106,7 +118,7 @@ def measure_prosody(samples: np.ndarray, sample_rate: int, speech: list[SpeechSe
             pitch_mean = float(np.mean(values))
             semitones = 12.0 * np.log2(values / np.median(values))
             pitch_var = float(np.std(semitones))
-            voiced_times = times[voiced]
+            voiced_times, voiced_hz = times[voiced], values
 
     if voiced_times.size >= MIN_VOICED_FRAMES:
         level_times = voiced_times
@@ -114,6 +126,7 @@ def measure_prosody(samples: np.ndarray, sample_rate: int, speech: list[SpeechSe
         # Unvoiced speech (whisper, fricatives) still has a level worth reporting.
         level_times = _speech_grid(speech, audio.size / sample_rate)
     loud_mean = loud_var = None
+    levels = np.zeros(0)
     if level_times.size:
         levels = _levels_dbfs(audio, sample_rate, level_times)
         loud_mean = float(np.mean(levels))
@@ -125,6 +138,7 @@ def measure_prosody(samples: np.ndarray, sample_rate: int, speech: list[SpeechSe
         loudness_db=loud_mean,
         loudness_variation_db=loud_var,
         voiced_s=round(float(voiced_times.size * TIME_STEP_S), 3),
+        track=ProsodyTrack(voiced_times, voiced_hz, level_times, levels),
     )
 
 

@@ -14,10 +14,14 @@ from poise_common.settings import PoiseSettings
 async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) -> ServiceParts:
     """Database (migrated once, here), store, fusion service and the scorecard API; with
     POISE_GRPC_PORT set, also the gRPC API's read and event methods on that port."""
+    from poise_common.audit_trail import AuditTrail
     from poise_common.auth import KeyStore
+    from poise_common.crypto import KeyRing
     from poise_common.db.engine import create_db_engine, session_factory, upgrade
     from poise_common.grpc_api.server import GrpcServer, ScoringServicer, port_from_env
     from poise_fusion.api import create_router
+    from poise_fusion.audit_log_api import create_audit_log_router
+    from poise_fusion.dashboard import create_dashboard_router
     from poise_fusion.demographics import DemographicsStore, create_demographics_router
     from poise_fusion.events import EventHub
     from poise_fusion.framework import get_framework
@@ -26,6 +30,7 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
     from poise_fusion.overrides import OverrideStore, create_override_router
     from poise_fusion.policy import TenantPolicyStore
     from poise_fusion.policy_api import create_tenant_settings_router
+    from poise_fusion.retention import RetentionJob
     from poise_fusion.service import FusionService
     from poise_fusion.store import FusionStore
     from poise_fusion.webhook_api import create_webhook_router
@@ -42,9 +47,10 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
         engine.dispose()
         raise
     sessions = session_factory(engine)
-    store = FusionStore(sessions)
+    store = FusionStore(sessions, await asyncio.to_thread(KeyRing.from_settings, sessions, settings))
     events = EventHub(bus)
     keys = KeyStore(sessions)
+    audit = AuditTrail(sessions)
     hooks = WebhookStore(sessions)
     policies = TenantPolicyStore(sessions, settings.fusion.default_policy)
     services = [
@@ -54,16 +60,21 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
         GreenhouseNotifier(bus, GreenhouseStore(sessions)),
         # Invitations the gateway queued at send_test are emailed from here, beside the callbacks.
         InvitationMailer(bus, InvitationStore(sessions), settings.smtp),
-        FusionService(bus, store, settings, policies),
+        FusionService(bus, store, settings, policies, audit=audit),
+        # The database's part of the purge; the gateways purge their own folders.
+        RetentionJob(sessions, settings.retention, audit=audit),
     ]
     if grpc_port is not None:  # last: started once its backends are, stopped before them
-        services.append(GrpcServer(ScoringServicer(keys, store=store, events=events), settings.http_host, grpc_port))
+        services.append(GrpcServer(ScoringServicer(keys, store=store, events=events, audit=audit), settings.http_host, grpc_port))
     return ServiceParts(
         services=services,
-        routers=[create_router(store, settings, keys, events), create_webhook_router(hooks, keys),
-                 create_demographics_router(DemographicsStore(sessions), keys),
+        routers=[create_router(store, settings, keys, events, audit), create_webhook_router(hooks, keys, audit),
+                 create_demographics_router(DemographicsStore(sessions), keys, audit),
                  create_tenant_settings_router(policies, keys),
-                 create_override_router(OverrideStore(sessions), keys)],
+                 create_override_router(OverrideStore(sessions), keys, audit),
+                 create_audit_log_router(audit, keys),
+                 # The reviewers' dashboard; its answers' videos come from the gateway (docs/dashboard.md).
+                 create_dashboard_router(keys, settings.fusion.frameworks_dir)],
         close=[engine.dispose],
     )
 
@@ -74,8 +85,10 @@ if __name__ == "__main__":
         build,
         description=(
             "Poise fusion: joins vision, audio and NLP results per answer, scores them, stores "
-            "scorecards and serves GET /v1/interviews/{id}/scorecard. POISE_GRPC_PORT=<port> also serves "
+            "scorecards and serves GET /v1/interviews/{id}/scorecard and the reviewers' dashboard at /dashboard/. "
+            "POISE_GRPC_PORT=<port> also serves "
             "the gRPC API's read and event methods (poise.v1.ScoringService)."
         ),
-        reads=["home", "database_url", "migrate_on_start", "fusion", "nlp.min_words_for_scoring", "smtp"],
+        reads=["home", "database_url", "migrate_on_start", "fusion", "nlp.min_words_for_scoring", "smtp",
+               "master_keys", "retention"],
     )

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from poise_common.api_auth import requires
+from poise_common.audit_trail import AuditTrail, record_access
 from poise_common.auth import KeyStore, Principal
 from poise_common.settings import PoiseSettings
 from poise_fusion.events import EventHub
@@ -31,15 +32,12 @@ _RESPONSES = {
 
 
 def create_router(
-    store: FusionStore, settings: PoiseSettings, keys: KeyStore, events: EventHub | None = None
+    store: FusionStore, settings: PoiseSettings, keys: KeyStore, events: EventHub | None = None,
+    audit: AuditTrail | None = None,
 ) -> APIRouter:
-    """The scorecard routes on ``store``; the caller's API key (scope scores:read) decides the tenant."""
-    reader = requires(keys, "scores:read")
-
-    def current_tenant(principal: Annotated[Principal, Depends(reader)]) -> str:
-        return principal.tenant
-
-    Tenant = Annotated[str, Depends(current_tenant)]
+    """The scorecard routes on ``store``; the caller's API key (scope scores:read) decides the tenant.
+    With ``audit``, every scorecard served, listing and event subscription is recorded first."""
+    Caller = Annotated[Principal, Depends(requires(keys, "scores:read"))]
     InterviewId = Annotated[str, Path(min_length=1, max_length=64)]
     router = APIRouter(prefix="/v1/interviews", tags=["scorecards"])
 
@@ -47,17 +45,19 @@ def create_router(
         events_router = APIRouter(prefix="/v1", tags=["events"])
 
         @events_router.get("/events", response_class=StreamingResponse)
-        async def score_events(tenant: Tenant) -> StreamingResponse:
+        async def score_events(caller: Caller) -> StreamingResponse:
             """Server-sent events: answer.scored, interview.scored, interview.failed for the caller's tenant."""
+            await record_access(audit, tenant=caller.tenant, actor=caller.key_id, action="events.subscribe",
+                                detail={"via": "sse"})
             return StreamingResponse(
-                events.stream(tenant), media_type="text/event-stream",
+                events.stream(caller.tenant), media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
 
 
     @router.get("")
     async def list_interviews(
-        tenant: Tenant,
+        caller: Caller,
         status: Annotated[str | None, Query(pattern="^(processing|scored|failed)$")] = None,
         role: Annotated[str | None, Query(max_length=128)] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -69,16 +69,18 @@ def create_router(
         except BadCursor as exc:
             return JSONResponse({"error": {"code": "invalid_cursor", "message": str(exc)}}, status_code=422)
         items = await asyncio.to_thread(
-            store.list_interviews, tenant, status=status, role=role, limit=limit, after=after
+            store.list_interviews, caller.tenant, status=status, role=role, limit=limit, after=after
         )
+        await record_access(audit, tenant=caller.tenant, actor=caller.key_id, action="scorecard.list",
+                            detail={"via": "rest", "interview_ids": [i["interview_id"] for i in items]})
         return JSONResponse({"items": items, "next_cursor": next_cursor(items, limit)})
 
     @router.get("/{interview_id}/scorecard", responses=_RESPONSES)
-    async def get_scorecard(interview_id: InterviewId, tenant: Tenant) -> JSONResponse:
+    async def get_scorecard(interview_id: InterviewId, caller: Caller) -> JSONResponse:
         """The interview's scorecard, or where its scoring stands."""
         found = await asyncio.to_thread(store.interview_status, interview_id)
         # Another tenant's interview does not exist for this caller.
-        if found is None or found[0] != tenant:
+        if found is None or found[0] != caller.tenant:
             return JSONResponse({"error": {"code": "not_found", "message": "no such interview"}}, status_code=404)
         status = found[1]
         if status == "failed":
@@ -86,6 +88,8 @@ def create_router(
         if status == "scored":
             document = await asyncio.to_thread(store.reviewed_scorecard, interview_id)
             if document is not None:
+                await record_access(audit, tenant=caller.tenant, actor=caller.key_id, action="scorecard.read",
+                                    interview_id=interview_id, detail={"via": "rest"})
                 return JSONResponse(document)
         return JSONResponse({"status": "processing"}, status_code=202)
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from poise_common.behaviour.vision_summary import summarise_vision
+from poise_common.behaviour.series import SERIES_STEP_S
+from poise_common.behaviour.vision_summary import eye_contact_series, summarise_vision
 from poise_common.signals import AudioSignals, FaceObservation, NlpSignals
 from poise_fusion.framework import Framework
 from poise_fusion.scoring import AnswerInputs, roll_up, score_answer
 from poise_fusion.scoring_model import CalibratedModel
 
 # The scorecard's signal groups keep measurements only; lists move to their own keys.
-_LISTS = {"episodes", "segments", "quotes", "star_parts"}
+_LISTS = {"episodes", "segments", "quotes", "star_parts", "series"}
 
 
 def _measurements(signals: dict) -> dict:
@@ -82,12 +83,24 @@ def build_answer(
         "star_parts": nlp.star_parts,
         "speech_segments": [s.model_dump() for s in audio.segments],
         "episodes": episodes,
+        "series": _series(frames, media, audio),
         "quotes": inputs.quotes,
         "policy": policy,
         "model_version": model_version(framework, model),
         "competencies": score_answer(framework, inputs, policy, model),
         "warnings": warnings,
     }
+
+
+def _series(frames: list, media: dict, audio: AudioSignals) -> dict:
+    """Eye contact and the audio's series second by second, for plots (never for scores)."""
+    series: dict = {
+        "step_s": SERIES_STEP_S,
+        "eye_contact": eye_contact_series(frames, media["sample_fps"], media["duration_s"]),
+    }
+    if audio.series is not None:  # None from an audio service older than the series
+        series.update(audio.series.model_dump(exclude={"step_s"}))
+    return series
 
 
 def model_version(framework: Framework, model: CalibratedModel | None = None) -> str:
@@ -109,7 +122,9 @@ def build_scorecard(
         "role": bundle["role"],
         "status": "scored",
         "model_version": model_version(framework, model),
-        "framework": {"name": framework.name, "version": framework.version},
+        # The bands go with the scores they named, so a reader draws them as they were when scored.
+        "framework": {"name": framework.name, "version": framework.version,
+                      "bands": [{"name": b.name, "below": b.below} for b in framework.bands]},
         "policy": policy,
         "notice": notice,
         "consent": bundle.get("consent"),

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from poise_common.api_auth import requires
+from poise_common.audit_trail import AuditTrail, record_access
 from poise_common.auth import KeyStore, Principal
 from poise_common.db.models import Demographics, Failure, Interview, Scorecard
 from poise_fusion.audit import (
@@ -160,8 +161,9 @@ def _error(status: int, code: str, message: str, **extra) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status)
 
 
-def create_demographics_router(store: DemographicsStore, keys: KeyStore) -> APIRouter:
-    """PUT a candidate's demographics (interviews:write) and GET the tenant's bias audit (admin)."""
+def create_demographics_router(store: DemographicsStore, keys: KeyStore, trail: AuditTrail | None = None) -> APIRouter:
+    """PUT a candidate's demographics (interviews:write) and GET the tenant's bias audit (admin); with
+    ``trail`` (the audit log), each is recorded (never the categories themselves)."""
     Writer = Annotated[Principal, Depends(requires(keys, "interviews:write"))]
     Admin = Annotated[Principal, Depends(requires(keys, "admin"))]
     InterviewId = Annotated[str, Path(min_length=1, max_length=64)]
@@ -176,6 +178,8 @@ def create_demographics_router(store: DemographicsStore, keys: KeyStore) -> APIR
             return _error(422, "invalid_demographics", str(exc), allowed={k: list(v) for k, v in CATEGORIES.items()})
         if stored is None:
             return _error(404, "not_found", "no such interview")
+        await record_access(trail, tenant=caller.tenant, actor=caller.key_id, action="demographics.write",
+                            interview_id=interview_id)
         return JSONResponse(stored)
 
     @router.get("/audit", responses=_AUDIT_RESPONSES)
@@ -202,6 +206,8 @@ def create_demographics_router(store: DemographicsStore, keys: KeyStore) -> APIR
             result = await asyncio.to_thread(compute)
         except AuditError as exc:
             return _error(422, "invalid_audit", str(exc))
+        await record_access(trail, tenant=caller.tenant, actor=caller.key_id, action="audit.run", detail={
+            "role": role, "competency": competency, "mode": mode, "format": fmt})
         if fmt == "json":
             return JSONResponse(result.to_json())
         if fmt == "html":

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
+from poise_common.audit_trail import AuditTrail, record_access
 from poise_common.auth import KeyStore, Principal
 from poise_common.bus import Bus
 from poise_common.db.models import GreenhouseTest
@@ -266,10 +267,12 @@ def create_greenhouse_router(
     public_base_url: str = DEFAULT_BASE_URL,
     invitation_link: InvitationLink,
     email_invitations: bool = False,
+    audit: AuditTrail | None = None,
 ) -> APIRouter:
     """The partner routes; ``create_interview(role, questions, tenant)`` opens an interview and
     ``invitation_link(interview_id, tenant)`` makes its candidate link. With ``email_invitations``
-    (an SMTP server is configured) a candidate with an email address is queued an invitation."""
+    (an SMTP server is configured) a candidate with an email address is queued an invitation.
+    With ``audit``, each order and each result read is recorded."""
     base = public_base_url.rstrip("/")
     Anyone = Annotated[Principal, Depends(basic_requires(keys, None))]
     Writer = Annotated[Principal, Depends(basic_requires(keys, "interviews:write"))]
@@ -302,6 +305,8 @@ def create_greenhouse_router(
             invitation_link(interview_id, caller.tenant), email_invitation=email_invitations,
         )
         log.info("greenhouse invitation", extra={"interview_id": interview_id, "role": role, "status": invitation})
+        await record_access(audit, tenant=caller.tenant, actor=caller.key_id, action="interview.create",
+                            interview_id=interview_id, detail={"via": "greenhouse", "role": role})
         return SentTest(partner_interview_id=interview_id)
 
     @router.get("/test_status", responses={404: {"description": "No such test for this key's tenant."}})
@@ -317,6 +322,8 @@ def create_greenhouse_router(
         if found is not None and found[0] == caller.tenant and found[1] == "scored":
             document = await asyncio.to_thread(fusion.reviewed_scorecard, interview_id)
             if document is not None:
+                await record_access(audit, tenant=caller.tenant, actor=caller.key_id, action="scorecard.read",
+                                    interview_id=interview_id, detail={"via": "greenhouse"})
                 return status_of(document, f"{base}/v1/interviews/{interview_id}/scorecard")
         return TestStatus(partner_status="in_progress", partner_profile_url=None, partner_score=None, metadata={})
 

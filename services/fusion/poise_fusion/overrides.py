@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from poise_common.api_auth import requires
+from poise_common.audit_trail import AuditTrail, record_access
 from poise_common.auth import KeyStore, Principal
 from poise_common.db.models import Failure, Interview, Scorecard, ScoreOverride
 
@@ -141,8 +142,9 @@ _RESPONSES = {
 }
 
 
-def create_override_router(store: OverrideStore, keys: KeyStore) -> APIRouter:
-    """``/v1/interviews/{id}/overrides``: reviewers (scope scores:review) add, readers (scores:read) list."""
+def create_override_router(store: OverrideStore, keys: KeyStore, audit: AuditTrail | None = None) -> APIRouter:
+    """``/v1/interviews/{id}/overrides``: reviewers (scope scores:review) add, readers (scores:read) list;
+    with ``audit``, each override and each reading of the history is recorded."""
     Reviewer = Annotated[Principal, Depends(requires(keys, REVIEW_SCOPE))]
     Reader = Annotated[Principal, Depends(requires(keys, "scores:read"))]
     InterviewId = Annotated[str, Path(min_length=1, max_length=64)]
@@ -155,6 +157,11 @@ def create_override_router(store: OverrideStore, keys: KeyStore) -> APIRouter:
             stored = await asyncio.to_thread(store.add, caller.tenant, interview_id, body, caller.key_id)
         except OverrideError as exc:
             return _error(exc)
+        # The framework's name and the numbers only: the reason may quote the candidate.
+        await record_access(audit, tenant=caller.tenant, actor=caller.key_id, action="score.override",
+                            interview_id=interview_id, detail={
+                                "override_id": stored["id"], "competency": stored["competency"],
+                                "score": stored["score"], "original_score": stored["original_score"]})
         return JSONResponse(stored, status_code=201)
 
     @router.get("/{interview_id}/overrides")
@@ -164,6 +171,8 @@ def create_override_router(store: OverrideStore, keys: KeyStore) -> APIRouter:
             items = await asyncio.to_thread(store.history, caller.tenant, interview_id)
         except OverrideError as exc:
             return _error(exc)
+        await record_access(audit, tenant=caller.tenant, actor=caller.key_id, action="scorecard.read",
+                            interview_id=interview_id, detail={"via": "rest", "part": "overrides"})
         return JSONResponse({"items": items})
 
     return router

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from poise_common.audit_trail import AuditTrail, record_access
 from poise_common.bus import Bus, Subscription
 from poise_common.messages import Envelope, InterviewOpened, ScoreEvent, Topics
 from poise_common.settings import PoiseSettings
@@ -12,7 +13,7 @@ from poise_fusion.assemble import build_answer, build_scorecard, model_version
 from poise_fusion.framework import Framework, FrameworkError, get_framework
 from poise_fusion.policy import TenantPolicy, TenantPolicyStore
 from poise_fusion.scoring_model import ModelStore
-from poise_fusion.store import FusionStore
+from poise_fusion.store import FusionStore, InterviewGone
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +28,15 @@ GROUP = "fusion"
 
 
 class FusionService:
-    """``policy`` overrides every tenant's policy profile (a one-off embedded run)."""
+    """``policy`` overrides every tenant's policy profile (a one-off embedded run); with ``audit``,
+    every scorecard is recorded in the audit log before it is stored."""
 
     def __init__(
         self, bus: Bus, store: FusionStore, settings: PoiseSettings, policies: TenantPolicyStore | None = None,
-        policy: str | None = None,
+        policy: str | None = None, audit: AuditTrail | None = None,
     ) -> None:
         self.bus = bus
+        self.audit = audit
         self.store = store
         self.settings = settings
         self.policies = policies or TenantPolicyStore(store.sessions, settings.fusion.default_policy)
@@ -65,6 +68,13 @@ class FusionService:
             await self._subscription.close(drain=True)
 
     async def handle(self, env: Envelope) -> None:
+        try:
+            await self._handle(env)
+        except InterviewGone:
+            # Erased while this message was handled: its data is gone and stays gone.
+            log.info("message for an erased interview dropped", extra={"interview_id": env.interview_id})
+
+    async def _handle(self, env: Envelope) -> None:
         applied, complete_answer = await asyncio.to_thread(self.store.apply, env)
         if complete_answer:
             await self._finish_answer(env, complete_answer)
@@ -131,6 +141,9 @@ class FusionService:
                     answer_bundle, framework, self.settings.nlp.min_words_for_scoring, policy.name, model
                 )
         scorecard = build_scorecard(bundle, framework, policy.name, policy.candidate_notice(framework), model)
+        # Before it is stored: no scorecard exists without its entry (a failure here fails the message).
+        await record_access(self.audit, tenant=bundle["tenant"], actor="system", action="interview.scored",
+                            interview_id=interview_id, detail={"model_version": version, "policy": policy.name})
         saved = await asyncio.to_thread(
             self.store.save_scorecard, interview_id, bundle["tenant"], version, scorecard
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,6 +26,10 @@ from poise_common.messages import (
 )
 from poise_common.paging import Cursor
 from poise_fusion import overrides
+from poise_fusion.sealed import seal, unseal
+
+if TYPE_CHECKING:
+    from poise_common.crypto import KeyRing
 
 # Parts an answer needs before it can be scored; "media" is the gateway's announcement.
 REQUIRED_PARTS = frozenset({"media", "vision_end", "audio", "transcript", "nlp"})
@@ -34,11 +39,29 @@ _PART_OF = {
     NlpFeatures: "nlp",
     VisionEnd: "vision_end",
 }
+# Failure.reason of an erased interview: its id is all that is kept, so late messages are dropped.
+ERASED_REASON = "erased"
+
+
+class InterviewGone(LookupError):
+    """The interview was erased (or discarded) while one of its messages was being handled."""
+
+
+def _part_aad(answer_id: str, part: str) -> str:
+    return f"answer_part\n{answer_id}\n{part}"
+
+
+def _scorecard_aad(interview_id: str) -> str:
+    return f"scorecard\n{interview_id}"
 
 
 class FusionStore:
-    def __init__(self, sessions: sessionmaker) -> None:
+    """``keys``: what the candidate said (answer parts, transcripts and quotes in scorecards) is
+    stored encrypted with the tenant's data key; None stores it in the clear."""
+
+    def __init__(self, sessions: sessionmaker, keys: KeyRing | None = None) -> None:
         self.sessions = sessions
+        self.keys = keys
         # SQLite has one writer; a process-wide lock also makes the completion check atomic.
         # On PostgreSQL the row lock taken in _lock_interview does that across replicas.
         self._lock = threading.Lock()
@@ -88,7 +111,9 @@ class FusionStore:
                 )
                 if exists:
                     return False, None
-                session.add(AnswerPart(answer_id=answer.id, part=part, data=payload.model_dump(mode="json")))
+                data = seal(self.keys, interview.tenant, payload.model_dump(mode="json"), _part_aad(answer.id, part),
+                            whole=True)
+                session.add(AnswerPart(answer_id=answer.id, part=part, data=data))
             session.flush()
             return True, answer.id if self._complete(session, answer) else None
 
@@ -122,8 +147,11 @@ class FusionStore:
     def answer_bundle(self, answer_id: str) -> dict:
         with self.sessions() as session:
             answer = session.get(Answer, answer_id)
+            interview = None if answer is None else session.get(Interview, answer.interview_id)
+            if interview is None:
+                raise InterviewGone(answer_id)
             parts = {
-                p.part: p.data
+                p.part: unseal(self.keys, interview.tenant, p.data, _part_aad(answer_id, p.part))
                 for p in session.scalars(select(AnswerPart).where(AnswerPart.answer_id == answer_id))
             }
             frames = [
@@ -132,7 +160,6 @@ class FusionStore:
                     select(VisionFrame).where(VisionFrame.answer_id == answer_id).order_by(VisionFrame.seq)
                 )
             ]
-            interview = session.get(Interview, answer.interview_id)
             return {
                 "answer_id": answer_id,
                 "interview_id": answer.interview_id,
@@ -147,12 +174,15 @@ class FusionStore:
         """Mark the answer scored. Returns (interview_id, every answer of it is now scored)."""
         with self._lock, self.sessions.begin() as session:
             answer = session.get(Answer, answer_id)
-            interview = session.scalar(
+            interview = None if answer is None else session.scalar(
                 select(Interview).where(Interview.id == answer.interview_id).with_for_update()
             )
+            if interview is None:
+                raise InterviewGone(answer_id)
             if answer.status == "processing":
                 answer.status = "scored"
-                session.add(AnswerPart(answer_id=answer_id, part="result", data=document))
+                data = seal(self.keys, interview.tenant, document, _part_aad(answer_id, "result"), whole=True)
+                session.add(AnswerPart(answer_id=answer_id, part="result", data=data))
             scored = session.scalar(
                 select(func.count()).select_from(Answer).where(
                     Answer.interview_id == interview.id, Answer.status == "scored"
@@ -205,12 +235,14 @@ class FusionStore:
     def interview_bundle(self, interview_id: str) -> dict:
         with self.sessions() as session:
             interview = session.get(Interview, interview_id)
+            if interview is None:
+                raise InterviewGone(interview_id)
             answers = []
             for answer in session.scalars(select(Answer).where(Answer.interview_id == interview_id)):
                 result = session.scalar(
                     select(AnswerPart.data).where(AnswerPart.answer_id == answer.id, AnswerPart.part == "result")
                 )
-                answers.append(result)
+                answers.append(unseal(self.keys, interview.tenant, result, _part_aad(answer.id, "result")))
             return {
                 "interview_id": interview.id,
                 "tenant": interview.tenant,
@@ -224,12 +256,15 @@ class FusionStore:
         """Store the scorecard once. Returns False when it was already there (a replay)."""
         with self._lock, self.sessions.begin() as session:
             interview = session.scalar(select(Interview).where(Interview.id == interview_id).with_for_update())
+            if interview is None:
+                raise InterviewGone(interview_id)
             if interview.status == "scored" or session.get(Scorecard, interview_id) is not None:
                 return False
             interview.status = "scored"
             interview.scored_at = time.time()
+            stored = seal(self.keys, tenant, document, _scorecard_aad(interview_id))
             session.add(
-                Scorecard(interview_id=interview_id, tenant=tenant, model_version=model_version, document=document)
+                Scorecard(interview_id=interview_id, tenant=tenant, model_version=model_version, document=stored)
             )
             return True
 
@@ -240,7 +275,8 @@ class FusionStore:
             if interview is not None:
                 return interview.tenant, interview.status
             failure = session.get(Failure, interview_id)
-            return None if failure is None else (failure.tenant, "failed")
+            # An erased interview is unknown, as if it had never been.
+            return None if failure is None or failure.reason == ERASED_REASON else (failure.tenant, "failed")
 
     def list_interviews(
         self, tenant: str, *, status: str | None = None, role: str | None = None, limit: int = 50,
@@ -268,7 +304,7 @@ class FusionStore:
     def scorecard(self, interview_id: str) -> dict | None:
         with self.sessions() as session:
             row = session.get(Scorecard, interview_id)
-            return None if row is None else row.document
+            return None if row is None else unseal(self.keys, row.tenant, row.document, _scorecard_aad(interview_id))
 
     def reviewed_scorecard(self, interview_id: str) -> dict | None:
         """The scorecard as every reader serves it: reviewers' overrides applied, the model's scores kept."""
@@ -276,7 +312,8 @@ class FusionStore:
             row = session.get(Scorecard, interview_id)
             if row is None:
                 return None
-            return overrides.apply(row.document, overrides.overrides_of(session, interview_id))
+            document = unseal(self.keys, row.tenant, row.document, _scorecard_aad(interview_id))
+            return overrides.apply(document, overrides.overrides_of(session, interview_id))
 
     def discard_interview(self, interview_id: str, tenant: str, reason: str, record: bool = True) -> None:
         """Remove everything stored for an interview that cannot be scored; keep only why."""

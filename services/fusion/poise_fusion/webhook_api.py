@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from poise_common.api_auth import requires
+from poise_common.audit_trail import AuditTrail, record_access
 from poise_common.auth import KeyStore, Principal
 from poise_fusion.webhooks import WebhookError, WebhookStore
 
@@ -19,7 +20,8 @@ class NewWebhook(BaseModel):
     events: list[str] | None = Field(None, description="Event types; all of them when omitted.")
 
 
-def create_webhook_router(hooks: WebhookStore, keys: KeyStore) -> APIRouter:
+def create_webhook_router(hooks: WebhookStore, keys: KeyStore, audit: AuditTrail | None = None) -> APIRouter:
+    """The tenant's webhooks (scope admin); with ``audit``, a replay (it sends a scorecard again) is recorded."""
     admin = requires(keys, "admin")
     Caller = Annotated[Principal, Depends(admin)]
     Id = Annotated[str, Path(min_length=1, max_length=32)]
@@ -56,6 +58,8 @@ def create_webhook_router(hooks: WebhookStore, keys: KeyStore) -> APIRouter:
         """Send a delivery again (e.g. after the receiver was fixed)."""
         if not await asyncio.to_thread(hooks.replay, caller.tenant, delivery_id):
             return JSONResponse({"error": {"code": "not_found", "message": "no such delivery"}}, status_code=404)
+        await record_access(audit, tenant=caller.tenant, actor=caller.key_id, action="webhook.replay",
+                            detail={"delivery_id": delivery_id})
         return JSONResponse({"delivery_id": delivery_id, "status": "pending"}, status_code=202)
 
     return router

@@ -16,15 +16,22 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
     """The upload desk (media under POISE_HOME/media) publishing through a Gateway on ``bus``, and
     the Greenhouse partner routes (they open interviews here; fusion sends their callbacks);
     with POISE_GRPC_PORT set, also the gRPC API's upload methods on that port."""
+    from poise_common.audit_trail import AuditTrail
     from poise_common.auth import KeyStore
+    from poise_common.crypto import KeyRing
     from poise_common.db.engine import create_db_engine, session_factory, upgrade
     from poise_common.grpc_api.server import GrpcServer, ScoringServicer, port_from_env
+    from poise_fusion.erasure import CandidateIndex, Eraser, create_erasure_router
     from poise_fusion.framework import get_framework
     from poise_fusion.greenhouse import GreenhouseStore, create_greenhouse_router
+    from poise_fusion.notices import create_notice_router
     from poise_fusion.policy import TenantPolicyStore
+    from poise_fusion.retention import RetentionJob
     from poise_fusion.store import FusionStore
     from poise_gateway.api import NewInterview, UploadDesk, create_router
     from poise_gateway.candidate import InvitationSigner, create_candidate_router
+    from poise_gateway.media_api import MediaLinks, create_media_router
+    from poise_gateway.media_vault import MediaVault
     from poise_gateway.service import Gateway
 
     grpc_port = port_from_env()  # a bad value fails the start before anything is opened
@@ -40,12 +47,17 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
         raise
 
     sessions = session_factory(engine)
+    policies = TenantPolicyStore(sessions, settings.fusion.default_policy)
+    audit = AuditTrail(sessions)
+    data_keys = await asyncio.to_thread(KeyRing.from_settings, sessions, settings)
+    candidates = CandidateIndex(sessions, data_keys)
     # A us-il tenant's interview without the candidate's consent is refused at complete.
     desk = UploadDesk(
         settings.media_dir, Gateway(bus, settings.gateway), settings.gateway,
-        default_role=settings.fusion.default_role,
-        policies=TenantPolicyStore(sessions, settings.fusion.default_policy),
+        default_role=settings.fusion.default_role, policies=policies,
+        vault=MediaVault(data_keys, settings.media_dir / ".clear", audit), candidates=candidates,
     )
+    eraser = Eraser(sessions, candidates, desk, audit)
     await asyncio.to_thread(desk.prepare)  # an unwritable media folder fails the start
     keys = KeyStore(sessions)
 
@@ -57,16 +69,25 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
     signer = await asyncio.to_thread(InvitationSigner.from_settings, settings)
     public_base_url = settings.public_base_url(settings.gateway.port)
     greenhouse = create_greenhouse_router(
-        GreenhouseStore(sessions), FusionStore(sessions), keys, open_interview,
+        GreenhouseStore(sessions), FusionStore(sessions, data_keys), keys, open_interview,
         frameworks_dir=settings.fusion.frameworks_dir, public_base_url=public_base_url,
         invitation_link=functools.partial(signer.link, public_base_url), email_invitations=bool(settings.smtp.url),
+        audit=audit,
     )
-    services = []
+    # This gateway's folders: expired, never completed, or erased through another replica.
+    services = [RetentionJob(sessions, settings.retention, database=False, media=desk, audit=audit)]
     if grpc_port is not None:
-        services.append(GrpcServer(ScoringServicer(keys, desk=desk), settings.http_host, grpc_port))
+        services.append(GrpcServer(ScoringServicer(keys, desk=desk, audit=audit, eraser=eraser), settings.http_host,
+                                   grpc_port))
     return ServiceParts(services=services,
-                        routers=[create_router(desk, settings, keys), greenhouse,
-                                 create_candidate_router(desk, signer, keys, public_base_url)],
+                        routers=[create_router(desk, settings, keys, audit), greenhouse,
+                                 # Reviewers play answers back here, where the media is kept.
+                                 create_media_router(desk, keys, MediaLinks.from_settings(settings), audit),
+                                 create_erasure_router(eraser, keys),
+                                 create_candidate_router(desk, signer, keys, public_base_url, audit),
+                                 # The candidate page's notices are served where the page is.
+                                 create_notice_router(policies, keys, frameworks_dir=settings.fusion.frameworks_dir,
+                                                      default_role=settings.fusion.default_role)],
                         close=[engine.dispose])
 
 
@@ -76,11 +97,13 @@ if __name__ == "__main__":
         build,
         description=(
             "Poise gateway: the upload API. POST /v1/interviews, PUT the raw video of each answer to "
-            "/v1/interviews/{id}/answers/{question_id}, then POST /v1/interviews/{id}/complete to publish. "
-            "Also the Greenhouse Assessment Partner routes under /ats/greenhouse/. "
+            "/v1/interviews/{id}/answers/{question_id}, then POST /v1/interviews/{id}/complete to publish; "
+            "reviewers play answers back from GET /v1/interviews/{id}/answers/{question_id}/media. "
+            "Also the Greenhouse Assessment Partner routes under /ats/greenhouse/, and erasure requests "
+            "(DELETE /v1/candidates/{ref}). "
             "POISE_GRPC_PORT=<port> also serves the gRPC API's upload methods (poise.v1.ScoringService)."
         ),
         reads=["home", "database_url", "migrate_on_start", "public_url", "invitation_secret",
                "invitation_valid_days", "smtp.url", "gateway", "fusion.default_role",
-               "fusion.frameworks_dir", "fusion.default_policy"],
+               "fusion.frameworks_dir", "fusion.default_policy", "master_keys", "retention"],
     )

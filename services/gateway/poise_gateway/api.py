@@ -14,7 +14,8 @@ bus. If the process dies half-way the manifest still says "publishing" and keeps
 calling ``complete`` again publishes everything again, and consumers are idempotent on
 (answer_id, stream, seq), so the repeat changes nothing downstream. A background task would
 answer sooner, but it would need its own recovery at start and would turn a failure the
-client sees (and retries) into one that only logs show. Media files are deleted once published.
+client sees (and retries) into one that only logs show. Published media stays, as stored, for
+reviewers to play back (poise_gateway.media_api) until retention or an erasure removes the folder.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the routes' Annotated
@@ -26,6 +27,7 @@ import errno
 import logging
 import os
 import re
+import shutil
 import time
 import uuid
 import weakref
@@ -40,15 +42,20 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from poise_common.api_auth import requires
+from poise_common.audit_trail import AuditTrail, record_access
 from poise_common.auth import KeyStore, Principal
 from poise_common.messages import Consent, Question
+from poise_common.crypto import StreamEncryptor
 from poise_common.settings import GatewaySettings, PoiseSettings
 from poise_gateway.errors import MediaRejected
-from poise_gateway.probe import MediaInfo, probe
+from poise_gateway.probe import MediaInfo
+from poise_gateway.sandbox import isolated_probe
 from poise_gateway.service import AnswerUpload, Gateway
 
 if TYPE_CHECKING:
+    from poise_fusion.erasure import CandidateIndex
     from poise_fusion.policy import TenantPolicyStore
+    from poise_gateway.media_vault import MediaVault
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +197,9 @@ class Processing(BaseModel):
 
 # -- the manifest ----------------------------------------------------------------------
 class StoredAnswer(BaseModel):
-    file: str | None = Field(description="Media file in the interview's folder; None once published and deleted.")
+    file: str | None = Field(description="Media file in the interview's folder; None if published before media was kept.")
     media: dict = Field(description="The probe's facts (MediaInfo fields).")
+    encrypted: bool = Field(False, description="The file is encrypted with the tenant's data key (media_vault).")
 
 
 class Manifest(BaseModel):
@@ -227,38 +235,46 @@ class UploadDesk:
     """Interviews being uploaded, one folder each under ``root``, published through ``gateway``.
 
     One gateway process owns a folder; a per-interview lock orders the manifest's changes.
-    With ``policies``, a tenant whose policy needs consent cannot complete an interview without it.
+    With ``policies``, a tenant whose policy needs consent cannot complete an interview without it;
+    with ``vault``, answers are encrypted on disk; with ``candidates``, a candidate_ref is kept
+    only as a keyed hash in the database (for erasure requests), not in the manifest.
     """
 
     def __init__(
-        self, root: Path, gateway: Gateway, limits: GatewaySettings, default_role: str,
-        policies: "TenantPolicyStore | None" = None,
+        self, root: Path, gateway: Gateway | None, limits: GatewaySettings, default_role: str,
+        policies: "TenantPolicyStore | None" = None, vault: "MediaVault | None" = None,
+        candidates: "CandidateIndex | None" = None,
     ) -> None:
         self.root = root
-        self.gateway = gateway
+        self.gateway = gateway  # None: a desk that only looks after its folders (`poise purge`)
         self.limits = limits
         self.default_role = default_role
         self.policies = policies
+        self.vault = vault
+        self.candidates = candidates
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # Blocking helpers; the async methods call them through asyncio.to_thread.
     def prepare(self) -> None:
-        """Create the media folder; delete what a dead process left (stale partial uploads,
-        media of interviews already published, half-written manifests)."""
+        """Create the media folder; delete what a dead process left (stale partial uploads, media of
+        published interviews that no answer names, half-written manifests)."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.vault is not None:
+            self.vault.prepare()
         stale = time.time() - _STALE_PARTIAL_S
         for folder in self.root.iterdir():
             if not _INTERVIEW_ID.match(folder.name) or not folder.is_dir():
                 continue
             try:
                 published = (manifest := self._load(folder)) is not None and manifest.status == "completed"
+                kept = set() if manifest is None else {a.file for a in manifest.answers.values()}
             except ValueError:  # unreadable manifest: leave the folder to an operator
                 continue
             for leftover in folder.iterdir():
                 with contextlib.suppress(OSError):
                     if leftover.name.endswith((".part", ".tmp")) and leftover.stat().st_mtime < stale:
                         leftover.unlink()
-                    elif published and leftover.name.endswith(".media"):
+                    elif published and leftover.name.endswith(".media") and leftover.name not in kept:
                         leftover.unlink()
 
     def _load(self, folder: Path) -> Manifest | None:
@@ -280,6 +296,16 @@ class UploadDesk:
         if manifest is None or manifest.tenant != tenant:
             raise _unknown_interview()
         return manifest
+
+    def answer_media(self, interview_id: str, tenant: str, question_id: str) -> tuple[Path, StoredAnswer] | None:
+        """Where the caller's answer to ``question_id`` is kept, as stored, and its facts; None when no
+        media is held for it. 404 (not_found) for an unknown interview or question, or another tenant's."""
+        manifest = self.read(interview_id, tenant)
+        manifest.question_index(question_id)
+        stored = manifest.answers.get(question_id)
+        if stored is None or not stored.file:
+            return None
+        return self.root / interview_id / stored.file, stored
 
     def _write(self, manifest: Manifest) -> None:
         folder = self.root / manifest.interview_id
@@ -308,13 +334,15 @@ class UploadDesk:
             interview_id=uuid.uuid4().hex,
             tenant=tenant,
             role=request.role or self.default_role,
-            candidate_ref=request.candidate_ref,
+            candidate_ref=request.candidate_ref if self.candidates is None else None,
             questions=[Question(question_id=q.question_id, text=q.text) for q in request.questions],
             consent=Consent.model_validate(request.consent.model_dump()) if request.consent else None,
             created_at=time.time(),
         )
 
         def write() -> None:
+            if request.candidate_ref and self.candidates is not None:  # first: erasure must find what is written
+                self.candidates.record(tenant, manifest.interview_id, request.candidate_ref)
             (self.root / manifest.interview_id).mkdir(parents=True, mode=0o700)
             self._write(manifest)
 
@@ -345,10 +373,11 @@ class UploadDesk:
         kept = False
         try:
             # The lock is not held while streaming: answers to other questions upload in parallel.
-            await self._stream_to(partial, body)
+            await self._stream_to(partial, body, self._encryptor(tenant, interview_id, name))
             os.replace(partial, final)
             try:
-                info = await asyncio.to_thread(probe, final, self.limits)
+                async with self._readable(final, tenant, interview_id, self.vault is not None, "probe") as media:
+                    info = await asyncio.to_thread(isolated_probe, media, self.limits)
             except MediaRejected as exc:
                 log.info("answer refused", extra={"interview_id": interview_id, "answer": index + 1, "code": exc.code})
                 raise ApiError(422, exc.code, exc.message) from exc
@@ -356,7 +385,9 @@ class UploadDesk:
                 manifest = await asyncio.to_thread(self.read, interview_id, tenant)
                 manifest.require_open()  # completed while this answer was uploading
                 previous = manifest.answers.get(question_id)
-                manifest.answers[question_id] = StoredAnswer(file=final.name, media=asdict(info))
+                manifest.answers[question_id] = StoredAnswer(
+                    file=final.name, media=asdict(info), encrypted=self.vault is not None
+                )
                 await asyncio.to_thread(self._write, manifest)
                 kept = True
             if previous is not None and previous.file:
@@ -377,7 +408,7 @@ class UploadDesk:
             await asyncio.to_thread(self._write, manifest)
 
     async def complete(self, interview_id: str, tenant: str) -> None:
-        """Publish the interview and its answers, then delete the media. Safe to repeat."""
+        """Publish the interview and its answers (their media is kept for playback). Safe to repeat."""
         async with self._lock(interview_id):
             manifest = await asyncio.to_thread(self.read, interview_id, tenant)
             if manifest.status == "completed":
@@ -394,6 +425,9 @@ class UploadDesk:
                 await asyncio.to_thread(self._write, manifest)
             try:
                 await self._publish(manifest)
+            except MediaRejected as exc:  # an accepted file whose full decode its sandbox stopped
+                log.warning("publishing refused", extra={"interview_id": interview_id, "code": exc.code})
+                raise ApiError(422, exc.code, f"an answer could not be decoded: {exc.message}") from exc
             except Exception as exc:  # noqa: BLE001 - becomes an answer the client can retry
                 log.error(
                     "publishing failed", extra={"interview_id": interview_id, "error": type(exc).__name__}
@@ -402,15 +436,9 @@ class UploadDesk:
                 raise ApiError(
                     status, "publish_failed", "publishing the interview failed; calling complete again is safe"
                 ) from exc
-            files = [a.file for a in manifest.answers.values() if a.file]
-            for answer in manifest.answers.values():
-                answer.file = None
             manifest.status, manifest.completed_at = "completed", time.time()
-            # Mark completed before deleting: a crash in between leaves orphans that prepare()
-            # removes, never a manifest pointing at deleted media.
             await asyncio.to_thread(self._write, manifest)
-        await asyncio.to_thread(self._delete, self.root / interview_id, files)
-        log.info("interview published", extra={"interview_id": interview_id, "answers": len(files)})
+        log.info("interview published", extra={"interview_id": interview_id, "answers": len(manifest.answers)})
 
     async def _require_consent(self, manifest: Manifest) -> None:
         """409 consent_required when the tenant's policy needs consent and none was recorded."""
@@ -430,23 +458,77 @@ class UploadDesk:
         )
         for index, question in enumerate(manifest.questions):
             stored = manifest.answers[question.question_id]
-            upload = AnswerUpload(question=question, path=folder / stored.file)
-            await self.gateway.publish_answer(
-                manifest.interview_id, manifest.tenant, index, upload, MediaInfo(**stored.media)
-            )
+            async with self._readable(
+                folder / stored.file, manifest.tenant, manifest.interview_id, stored.encrypted, "publish"
+            ) as media:
+                await self.gateway.publish_answer(
+                    manifest.interview_id, manifest.tenant, index, AnswerUpload(question=question, path=media),
+                    MediaInfo(**stored.media),
+                )
 
-    @staticmethod
-    def _delete(folder: Path, names: list[str]) -> None:
-        for name in names:
-            (folder / name).unlink(missing_ok=True)
+    def _encryptor(self, tenant: str, interview_id: str, name: str) -> "StreamEncryptor | None":
+        return None if self.vault is None else self.vault.encryptor(tenant, interview_id, name)
+
+    @contextlib.asynccontextmanager
+    async def _readable(self, path: Path, tenant: str, interview_id: str, encrypted: bool, purpose: str
+                        ) -> AsyncIterator[Path]:
+        """``path`` itself, or a decrypted copy of it for as long as the block runs."""
+        if not encrypted:
+            yield path
+            return
+        if self.vault is None:
+            raise RuntimeError("this answer is stored encrypted and the desk has no media vault")
+        async with self.vault.clear_copy(path, tenant, interview_id, purpose) as clear:
+            yield clear
+
+    # Erasure and retention (poise_fusion.erasure and .retention call these).
+    async def erase(self, interview_id: str) -> int:
+        """Delete everything held for the interview (manifest, media, partial uploads); how many files."""
+        if not _INTERVIEW_ID.match(interview_id):
+            return 0
+        async with self._lock(interview_id):
+            return await asyncio.to_thread(_remove_folder, self.root / interview_id)
+
+    def folder_ids(self) -> list[str]:
+        """The interviews this desk holds a folder for."""
+        if not self.root.is_dir():
+            return []
+        return sorted(f.name for f in self.root.iterdir() if _INTERVIEW_ID.match(f.name) and f.is_dir())
+
+    async def sweep(self, expired: Callable[[Manifest], bool], *, orphans_before: float, dry_run: bool = False
+                    ) -> list[tuple[str | None, str, int]]:
+        """Erase the folders whose manifest is ``expired``, and folders without a manifest last
+        changed before ``orphans_before``; (tenant, interview id, files) of each (dry: not erased)."""
+        swept = []
+        for interview_id in await asyncio.to_thread(self.folder_ids):
+            folder = self.root / interview_id
+            try:
+                manifest = await asyncio.to_thread(self._load, folder)
+                if manifest is None and folder.stat().st_mtime >= orphans_before:
+                    continue
+            except (ValueError, OSError):  # unreadable manifest: left to an operator, as prepare() does
+                continue
+            if manifest is not None and not expired(manifest):
+                continue
+            tenant = None if manifest is None else manifest.tenant
+            if dry_run:
+                files = await asyncio.to_thread(_count_files, folder)
+            else:
+                files = await self.erase(interview_id)
+            swept.append((tenant, interview_id, files))
+        return swept
 
     def _too_large(self) -> ApiError:
         limit = self.limits.max_file_bytes
         return ApiError(413, "too_large", f"the answer is larger than the limit of {limit} bytes")
 
-    async def _stream_to(self, path: Path, body: AsyncIterator[bytes]) -> None:
-        """Write ``body`` to ``path`` chunk by chunk; 413 as soon as it passes the size limit."""
+    async def _stream_to(
+        self, path: Path, body: AsyncIterator[bytes], encryptor: "StreamEncryptor | None" = None
+    ) -> None:
+        """Write ``body`` to ``path`` chunk by chunk (through ``encryptor`` when given); 413 as soon
+        as it passes the size limit."""
         limit = self.limits.max_file_bytes
+        seal = (lambda data: data) if encryptor is None else encryptor.update
         size = 0
         pending = bytearray()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -458,11 +540,13 @@ class UploadDesk:
                         raise self._too_large()
                     pending += chunk
                     if len(pending) >= _WRITE_BYTES:
-                        await asyncio.to_thread(fh.write, pending)
+                        await asyncio.to_thread(lambda: fh.write(seal(bytes(pending))))
                         pending.clear()
 
                 def finish() -> None:
-                    fh.write(pending)
+                    fh.write(seal(bytes(pending)))
+                    if encryptor is not None:
+                        fh.write(encryptor.finalize())
                     fh.flush()
                     os.fsync(fh.fileno())
 
@@ -471,6 +555,18 @@ class UploadDesk:
             if exc.errno == errno.ENOSPC:
                 raise ApiError(507, "storage_full", "the gateway has no room for this answer now; retry later") from exc
             raise
+
+
+def _count_files(folder: Path) -> int:
+    return sum(1 for p in folder.rglob("*") if p.is_file())
+
+
+def _remove_folder(folder: Path) -> int:
+    if not folder.is_dir():
+        return 0
+    files = _count_files(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    return files
 
 
 # -- routes ------------------------------------------------------------------------------
@@ -488,31 +584,36 @@ def declared_length(request: Request) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def create_router(desk: UploadDesk, settings: PoiseSettings, keys: KeyStore) -> APIRouter:
-    """The upload routes; the caller's API key (scope interviews:write) decides the tenant."""
-    writer = requires(keys, "interviews:write")
-
-    def current_tenant(principal: Annotated[Principal, Depends(writer)]) -> str:
-        return principal.tenant
-
-    Tenant = Annotated[str, Depends(current_tenant)]
+def create_router(desk: UploadDesk, settings: PoiseSettings, keys: KeyStore, audit: AuditTrail | None = None
+                  ) -> APIRouter:
+    """The upload routes; the caller's API key (scope interviews:write) decides the tenant. With ``audit``,
+    each interview created, answer accepted and interview completed is recorded before the answer is sent."""
+    Caller = Annotated[Principal, Depends(requires(keys, "interviews:write"))]
     router = APIRouter(prefix="/v1/interviews", tags=["interviews"], route_class=ErrorRoute)
 
+    async def record(caller: Principal, action: str, interview_id: str, **detail: Any) -> None:
+        await record_access(audit, tenant=caller.tenant, actor=caller.key_id, action=action,
+                            interview_id=interview_id, detail={"via": "rest", **detail})
+
     @router.post("", status_code=201)
-    async def create_interview(body: NewInterview, tenant: Tenant) -> InterviewCreated:
+    async def create_interview(body: NewInterview, caller: Caller) -> InterviewCreated:
         """Open an interview with its questions."""
-        return InterviewCreated(interview_id=await desk.create(body, tenant))
+        interview_id = await desk.create(body, caller.tenant)
+        await record(caller, "interview.create", interview_id)
+        return InterviewCreated(interview_id=interview_id)
 
     @router.put("/{interview_id}/answers/{question_id}", openapi_extra=_RAW_VIDEO_BODY)
-    async def upload_answer(interview_id: str, question_id: str, request: Request, tenant: Tenant) -> AnswerAccepted:
+    async def upload_answer(interview_id: str, question_id: str, request: Request, caller: Caller) -> AnswerAccepted:
         """Upload one answer: the raw request body is the video."""
-        info = await desk.receive(interview_id, question_id, tenant, request.stream(), declared_length(request))
+        info = await desk.receive(interview_id, question_id, caller.tenant, request.stream(), declared_length(request))
+        await record(caller, "answer.upload", interview_id, question_id=question_id, bytes=info.size_bytes)
         return AnswerAccepted.of(interview_id, question_id, info)
 
     @router.post("/{interview_id}/complete", status_code=202)
-    async def complete_interview(interview_id: str, tenant: Tenant) -> Processing:
+    async def complete_interview(interview_id: str, caller: Caller) -> Processing:
         """Publish the interview for scoring once every question has an answer."""
-        await desk.complete(interview_id, tenant)
+        await desk.complete(interview_id, caller.tenant)
+        await record(caller, "interview.complete", interview_id)
         return Processing(interview_id=interview_id)
 
     return router

@@ -20,15 +20,11 @@ theirs at send_test).
 import asyncio
 import base64
 import binascii
-import contextlib
 import functools
 import hashlib
 import hmac
 import logging
-import os
-import secrets
 import time
-import uuid
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -37,8 +33,10 @@ from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel, Field
 
 from poise_common.api_auth import requires
+from poise_common.audit_trail import AuditTrail, record_access
 from poise_common.auth import KeyStore, Principal
 from poise_common.messages import Consent
+from poise_common.secret_files import kept_secret as keep_secret_file
 from poise_common.settings import PoiseSettings
 from poise_gateway.api import AnswerAccepted, ApiError, ErrorRoute, Processing, UploadDesk, declared_length
 
@@ -132,24 +130,8 @@ def candidate_url(base_url: str, interview_id: str, token: str) -> str:
 
 
 def kept_secret(home: Path) -> bytes:
-    """The invitation secret kept in ``home`` (mode 0600), created once; safe against a racing process."""
-    path = home / SECRET_FILE
-    with contextlib.suppress(FileNotFoundError):
-        return path.read_bytes().strip()
-    home.mkdir(parents=True, exist_ok=True)
-    temp = home / f".{SECRET_FILE}-{uuid.uuid4().hex}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with open(fd, "w") as fh:
-            fh.write(secrets.token_hex(32))
-            fh.flush()
-            os.fsync(fh.fileno())
-        # A hard link never replaces: a process that lost the race reads the winner's secret.
-        with contextlib.suppress(FileExistsError):
-            os.link(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    return path.read_bytes().strip()
+    """The invitation secret kept in ``home`` (mode 0600), created once."""
+    return keep_secret_file(home / SECRET_FILE)
 
 
 # -- bodies ---------------------------------------------------------------------------------
@@ -194,12 +176,13 @@ _REFUSALS = {
 
 
 # -- routes ---------------------------------------------------------------------------------
-def create_candidate_router(desk: UploadDesk, signer: InvitationSigner, keys: KeyStore, public_base_url: str
-                            ) -> APIRouter:
+def create_candidate_router(desk: UploadDesk, signer: InvitationSigner, keys: KeyStore, public_base_url: str,
+                            audit: AuditTrail | None = None) -> APIRouter:
     """The candidate page and its API (the invitation token, query ``t``, is the credential), and
-    the API-key route that hands out an interview's link."""
+    the API-key route that hands out an interview's link. With ``audit``, the candidate's consent,
+    answers and submission are recorded (actor ``candidate-link``)."""
     router = APIRouter()
-    router.include_router(_candidate_routes(desk, signer))
+    router.include_router(_candidate_routes(desk, signer, audit))
     router.include_router(_invitation_route(desk, signer, keys, public_base_url))
     return router
 
@@ -219,7 +202,12 @@ def _invitation_route(desk: UploadDesk, signer: InvitationSigner, keys: KeyStore
     return router
 
 
-def _candidate_routes(desk: UploadDesk, signer: InvitationSigner) -> APIRouter:
+def _candidate_routes(desk: UploadDesk, signer: InvitationSigner, audit: AuditTrail | None) -> APIRouter:
+    async def record(tenant: str, action: str, interview_id: str, **detail) -> None:
+        # The link names no person: the candidate acts as "candidate-link".
+        await record_access(audit, tenant=tenant, actor="candidate-link", action=action, interview_id=interview_id,
+                            detail={"via": "candidate-page", **detail})
+
     def invited(interview_id: str, t: Annotated[str, Query(max_length=512)] = "") -> str:
         try:
             return signer.tenant_of(interview_id, t)
@@ -264,6 +252,7 @@ def _candidate_routes(desk: UploadDesk, signer: InvitationSigner) -> APIRouter:
             raise ApiError(409, "notice_changed", "the notice has changed since this page was loaded; reload it")
         given = Consent(given_at=time.time(), notice_version=body.notice_version)
         await desk.record_consent(interview_id, tenant, given)
+        await record(tenant, "consent.record", interview_id, notice_version=given.notice_version)
         log.info("candidate consent recorded", extra={"interview_id": interview_id})
         return ConsentRecorded(interview_id=interview_id, given_at=given.given_at, notice_version=given.notice_version)
 
@@ -271,12 +260,14 @@ def _candidate_routes(desk: UploadDesk, signer: InvitationSigner) -> APIRouter:
     async def upload_answer(interview_id: str, question_id: str, request: Request, tenant: Tenant) -> AnswerAccepted:
         """One answer: the raw request body is the video (a recording or a chosen file)."""
         info = await desk.receive(interview_id, question_id, tenant, request.stream(), declared_length(request))
+        await record(tenant, "answer.upload", interview_id, question_id=question_id, bytes=info.size_bytes)
         return AnswerAccepted.of(interview_id, question_id, info)
 
     @router.post("/api/{interview_id}/complete", status_code=202)
     async def complete(interview_id: str, tenant: Tenant) -> Processing:
         """Submit the interview once every question has an answer."""
         await desk.complete(interview_id, tenant)
+        await record(tenant, "interview.complete", interview_id)
         return Processing(interview_id=interview_id)
 
     return router

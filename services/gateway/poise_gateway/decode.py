@@ -7,6 +7,7 @@ converting to RGB, which is cheaper than resizing the full-size array afterwards
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import av
 import numpy as np
 
 from poise_gateway.errors import MediaRejected
+from poise_gateway.probe import open_media, refused_on_ffmpeg_error, video_track
 
 SAMPLE_RATE = 16000
 
@@ -27,29 +29,44 @@ def scaled_size(width: int, height: int, target_width: int) -> tuple[int, int]:
     return max(2, w - w % 2), max(2, h - h % 2)
 
 
+def _decoded(container: av.container.InputContainer, stream: av.stream.Stream) -> Iterator[av.frame.Frame]:
+    """Every frame of ``stream``, skipping packets its decoder refuses.
+
+    The probe refused files damaged where it looked; one damaged frame further in must not lose
+    the whole answer (a sampled frame or a few milliseconds of sound less).
+    """
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.InvalidDataError:
+            continue
+        yield from frames
+
+
 def iter_frames(path: Path, sample_fps: float, target_width: int) -> Iterator[tuple[float, np.ndarray]]:
     """Yield ``(t_s, rgb)`` at about ``sample_fps`` frames per second of media time."""
     period = 1.0 / sample_fps
     next_t = 0.0
-    try:
-        with av.open(str(path), metadata_errors="ignore") as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"  # frame threads: decode uses both cores
-            start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
-            for frame in container.decode(stream):
-                if frame.pts is None:
-                    continue
-                t = float(frame.pts * stream.time_base) - start
-                if t + 1e-6 < next_t:
-                    continue
-                w, h = scaled_size(frame.width, frame.height, target_width)
-                rgb = frame.to_ndarray(width=w, height=h, format="rgb24")
-                # PyAV may hand back padded rows; models need contiguous memory.
-                yield max(0.0, t), np.ascontiguousarray(rgb)
-                # The epsilon keeps 0.6 / 0.2 = 2.999... from sampling the same slot twice.
-                next_t = (int(t / period + 1e-6) + 1) * period
-    except av.error.FFmpegError as exc:
-        raise MediaRejected("corrupt", "the video could not be decoded to the end") from exc
+    with refused_on_ffmpeg_error("corrupt", "the video could not be decoded to the end"), open_media(path) as container:
+        stream = video_track(container)
+        if stream is None:
+            raise MediaRejected("no_video", "the file has no video track")
+        stream.thread_type = "AUTO"  # frame threads: decode uses several cores
+        # Each frame thread holds frames of its own: a few bound the memory a 4K answer needs.
+        stream.codec_context.thread_count = min(4, os.cpu_count() or 1)
+        start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+        for frame in _decoded(container, stream):
+            if frame.pts is None:
+                continue
+            t = float(frame.pts * stream.time_base) - start
+            if t + 1e-6 < next_t:
+                continue
+            w, h = scaled_size(frame.width, frame.height, target_width)
+            rgb = frame.to_ndarray(width=w, height=h, format="rgb24")
+            # PyAV may hand back padded rows; models need contiguous memory.
+            yield max(0.0, t), np.ascontiguousarray(rgb)
+            # The epsilon keeps 0.6 / 0.2 = 2.999... from sampling the same slot twice.
+            next_t = (int(t / period + 1e-6) + 1) * period
 
 
 def iter_audio(path: Path, chunk_s: float) -> Iterator[tuple[float, bytes]]:
@@ -59,24 +76,22 @@ def iter_audio(path: Path, chunk_s: float) -> Iterator[tuple[float, bytes]]:
     pending: list[np.ndarray] = []
     pending_len = 0
     emitted = 0
-    try:
-        with av.open(str(path), metadata_errors="ignore") as container:
-            stream = container.streams.audio[0]
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    pending.append(out.to_ndarray().reshape(-1))
-                    pending_len += out.samples
-                while pending_len >= chunk_samples:
-                    joined = np.concatenate(pending)
-                    yield emitted / SAMPLE_RATE, joined[:chunk_samples].astype("<i2").tobytes()
-                    emitted += chunk_samples
-                    rest = joined[chunk_samples:]
-                    pending, pending_len = ([rest] if rest.size else []), rest.size
-            for out in resampler.resample(None):
+    with refused_on_ffmpeg_error("corrupt", "the audio could not be decoded to the end"), open_media(path) as container:
+        if not container.streams.audio:
+            raise MediaRejected("no_audio", "the video has no audio track")
+        for frame in _decoded(container, container.streams.audio[0]):
+            for out in resampler.resample(frame):
                 pending.append(out.to_ndarray().reshape(-1))
                 pending_len += out.samples
-    except av.error.FFmpegError as exc:
-        raise MediaRejected("corrupt", "the audio could not be decoded to the end") from exc
+            while pending_len >= chunk_samples:
+                joined = np.concatenate(pending)
+                yield emitted / SAMPLE_RATE, joined[:chunk_samples].astype("<i2").tobytes()
+                emitted += chunk_samples
+                rest = joined[chunk_samples:]
+                pending, pending_len = ([rest] if rest.size else []), rest.size
+        for out in resampler.resample(None):
+            pending.append(out.to_ndarray().reshape(-1))
+            pending_len += out.samples
     if pending_len:
         joined = np.concatenate(pending)
         for start in range(0, joined.size, chunk_samples):

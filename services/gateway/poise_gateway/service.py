@@ -1,8 +1,8 @@
 """The gateway: turn accepted answers into frame, audio and control messages.
 
-Decoding runs in worker threads (PyAV and the JPEG encoder release the GIL) while the
-event loop publishes, so a slow consumer slows the decoder through the bus's back-pressure
-instead of letting frames pile up in memory.
+Probing and decoding run in limited child processes (:mod:`poise_gateway.sandbox`), read from
+worker threads while the event loop publishes, so a slow consumer slows the decoder through the
+bus's back-pressure instead of letting frames pile up in memory.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from poise_common.messages import (
     Topics,
 )
 from poise_common.settings import GatewaySettings
-from poise_gateway.decode import iter_audio, iter_frames
 from poise_gateway.errors import MediaRejected
-from poise_gateway.probe import MediaInfo, probe
+from poise_gateway.probe import MediaInfo
+from poise_gateway.sandbox import isolated_audio, isolated_frames, isolated_probe
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def validate_uploads(uploads: list[AnswerUpload], limits: GatewaySettings) -> li
     infos = []
     for index, upload in enumerate(uploads):
         try:
-            infos.append(probe(upload.path, limits))
+            infos.append(isolated_probe(upload.path, limits))
         except MediaRejected as exc:
             exc.answer_index = index
             raise
@@ -126,8 +126,8 @@ class Gateway:
             payload=FramesEnd(count=0),
         )
         frame_count, audio_count = await asyncio.gather(
-            self._publish_frames(base, upload.path),
-            self._publish_audio(base, upload),
+            self._publish_frames(base, upload.path, info.duration_s),
+            self._publish_audio(base, upload, info.duration_s),
         )
         await self.bus.publish(
             Topics.MEDIA_CONTROL,
@@ -150,11 +150,11 @@ class Gateway:
         # Every message of the answer is acknowledged by the bus before the caller hears "done".
         await self.bus.flush()
 
-    async def _publish_frames(self, base: Envelope, path: Path) -> int:
+    async def _publish_frames(self, base: Envelope, path: Path, duration_s: float) -> int:
         quality = [int(cv2.IMWRITE_JPEG_QUALITY), self.settings.jpeg_quality]
 
         def encoded() -> Iterator[Frame]:
-            for t_s, rgb in iter_frames(path, self.settings.sample_fps, self.settings.frame_width):
+            for t_s, rgb in isolated_frames(path, self.settings, duration_s):
                 ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), quality)
                 if not ok:
                     raise RuntimeError("JPEG encoding failed")
@@ -167,9 +167,9 @@ class Gateway:
         await self.bus.publish(Topics.MEDIA_FRAMES, base.follow("frames", seq, FramesEnd(count=seq)))
         return seq
 
-    async def _publish_audio(self, base: Envelope, upload: AnswerUpload) -> int:
+    async def _publish_audio(self, base: Envelope, upload: AnswerUpload, duration_s: float) -> int:
         seq = 0
-        async for t_s, pcm in _in_thread(iter_audio(upload.path, self.settings.audio_chunk_s)):
+        async for t_s, pcm in _in_thread(isolated_audio(upload.path, self.settings, duration_s)):
             await self.bus.publish(Topics.MEDIA_AUDIO, base.follow("audio", seq, AudioChunk(t_s=t_s, pcm=pcm)))
             seq += 1
         await self.bus.publish(

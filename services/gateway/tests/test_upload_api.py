@@ -125,10 +125,10 @@ def test_create_upload_complete_publishes_every_answer_in_question_order(tmp_pat
         assert media.frame_count > 10 and len(answer_frames) == media.frame_count + 1
         assert isinstance(answer_frames[-1].payload, FramesEnd)
         assert isinstance(answer_audio[-1].payload, AudioEnd) and len(answer_audio) == media.audio_count + 1
-    # Published media is gone; the manifest remains, completed, with nothing personal beyond the caller's ref.
-    assert files == ["manifest.json"]
+    # Published media is kept for playback (until retention or erasure), named by the completed manifest.
+    assert files == sorted(["manifest.json", *(answer["file"] for answer in manifest["answers"].values())])
     assert manifest["status"] == "completed"
-    assert all(answer["file"] is None for answer in manifest["answers"].values())
+    assert all(answer["file"].endswith(".media") for answer in manifest["answers"].values())
     assert late.status_code == 409 and late.json()["error"]["code"] == "completed"
     assert again.status_code == 202 and republished == len(control)  # a repeat publishes nothing more
 
@@ -279,7 +279,7 @@ def test_complete_after_a_failure_half_way_publishes_everything_again(tmp_path, 
         ("", "interview.opened"), (f"{interview_id}-a1", "answer.media_done"),
         (f"{interview_id}-a2", "answer.media_done"),
     ]
-    assert files == ["manifest.json"]
+    assert files == kept  # published, the same media stays for playback
 
 
 def test_prepare_removes_what_a_dead_process_left(tmp_path, media_dir):
@@ -295,10 +295,11 @@ def test_prepare_removes_what_a_dead_process_left(tmp_path, media_dir):
     stale = folder / ".a1-dead.part"
     stale.write_bytes(b"partial")
     os.utime(stale, (0, 0))
-    orphan = folder / "a1-orphan.media"  # published, but the process died before deleting it
+    answer = json.loads((folder / "manifest.json").read_text())["answers"]["q1"]["file"]
+    orphan = folder / "a1-orphan.media"  # replaced, but the process died before deleting it
     orphan.write_bytes(b"media")
     desk.prepare()
-    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted([answer, "manifest.json"])  # the answer is kept
 
 
 def test_uploads_need_a_writer_key_and_stay_within_the_tenant(tmp_path):

@@ -1,17 +1,25 @@
 """Vision: one face stream per answer, one feature message per sampled frame.
 
 The face model runs wherever the inference backend says (in this process, or on Triton as
-one sequence per answer); this service only keeps each answer's main-face state.
+one sequence per answer); this service only keeps each answer's main-face state. A stream
+that takes several frames at once (``FaceStream.depth``) gets the next frames while the
+previous one's features are published, so the model never waits on the bus; features are
+still published in frame order, and an open answer holds its first frame, so a worker that
+dies with frames in flight replays the whole answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 from poise_common.bus import Bus, Hold, Subscription, current_delivery
+from poise_common.bus.base import dead_letter_record
 from poise_common.bus.errors import ReplayFromHold
 from poise_common.inference.backend import FACE, FaceStream, InferenceBackend, StreamLost
+from poise_common.inference.faces import RawFaces
 from poise_common.messages import Envelope, Frame, FrameFeatures, FramesEnd, Topics, VisionEnd
 from poise_vision.face_tracker import MainFace
 
@@ -21,11 +29,24 @@ GROUP = "vision"
 
 
 @dataclass
+class _InFlight:
+    env: Envelope
+    frame: Frame
+    faces: asyncio.Future[RawFaces]
+
+
+@dataclass
 class _Answer:
     stream: FaceStream
     main: MainFace
     hold: Hold
     last_seq: int = -1
+    in_flight: deque[_InFlight] = field(default_factory=deque)
+
+    def cancel(self) -> None:
+        for frame in self.in_flight:
+            frame.faces.cancel()
+        self.in_flight.clear()
 
 
 class VisionService:
@@ -46,6 +67,7 @@ class VisionService:
         if self._subscription is not None:
             await self._subscription.close(drain=True)
         for answer in self._answers.values():
+            answer.cancel()
             await answer.stream.close()
         self._answers.clear()
         await self.backend.stop()
@@ -53,6 +75,7 @@ class VisionService:
     async def _restart(self, answer_id: str) -> _Answer:
         old = self._answers.pop(answer_id, None)
         if old is not None:
+            old.cancel()
             await old.stream.close()
         answer = _Answer(self.backend.face_stream(answer_id), MainFace(), current_delivery().hold())
         self._answers[answer_id] = answer
@@ -65,18 +88,15 @@ class VisionService:
             if answer is None or env.seq == 0 or env.seq <= answer.last_seq:
                 # A new answer, or a replay of one: tracking state starts over with it.
                 answer = await self._restart(env.answer_id)
-            try:
-                raw = await answer.stream.detect(payload.jpeg, int(round(payload.t_s * 1000)))
-            except StreamLost as exc:
-                self._answers.pop(env.answer_id, None)
-                raise ReplayFromHold() from exc
+            faces = answer.stream.submit(payload.jpeg, int(round(payload.t_s * 1000)))
+            answer.in_flight.append(_InFlight(env, payload, faces))
             answer.last_seq = env.seq
-            count, face = answer.main.observe(raw, (payload.width, payload.height), payload.t_s)
-            features = FrameFeatures(t_s=payload.t_s, face_count=count, face=face)
-            await self.bus.publish(Topics.FEATURES_VISION, env.follow("vision", env.seq, features))
+            await self._publish_done(env.answer_id, answer, keep=answer.stream.depth - 1)
         elif isinstance(payload, FramesEnd):
-            answer = self._answers.pop(env.answer_id, None)
+            answer = self._answers.get(env.answer_id)
             if answer is not None:
+                await self._publish_done(env.answer_id, answer, keep=0)
+                self._answers.pop(env.answer_id, None)
                 await answer.stream.close()
             await self.bus.publish(
                 Topics.FEATURES_VISION, env.follow("vision", payload.count, VisionEnd(count=payload.count))
@@ -85,3 +105,33 @@ class VisionService:
                 answer.hold.release()
         else:
             raise TypeError(f"vision does not consume {payload.kind}")
+
+    async def _publish_done(self, answer_id: str, answer: _Answer, keep: int) -> None:
+        """Publish the features of the oldest frames in flight, in order, until at most ``keep``
+        remain; frames already answered beyond that are published too."""
+        while answer.in_flight and (len(answer.in_flight) > keep or answer.in_flight[0].faces.done()):
+            frame = answer.in_flight[0]
+            try:
+                raw = await frame.faces
+            except StreamLost as exc:
+                self._answers.pop(answer_id, None)
+                answer.cancel()
+                raise ReplayFromHold() from exc
+            except Exception as exc:
+                answer.in_flight.popleft()
+                if answer.stream.depth == 1:
+                    # Still the frame's own delivery: the bus retries it on this stream, then dead-letters it.
+                    answer.last_seq = frame.env.seq - 1
+                    raise
+                await self._dead_letter(frame, exc)
+                continue
+            answer.in_flight.popleft()
+            count, face = answer.main.observe(raw, (frame.frame.width, frame.frame.height), frame.frame.t_s)
+            features = FrameFeatures(t_s=frame.frame.t_s, face_count=count, face=face)
+            await self.bus.publish(Topics.FEATURES_VISION, frame.env.follow("vision", frame.env.seq, features))
+
+    async def _dead_letter(self, frame: _InFlight, exc: Exception) -> None:
+        """A frame that failed after its delivery was acknowledged goes where the bus would have put it."""
+        log.error("face model failed on a frame (seq %d): %s", frame.env.seq, type(exc).__name__)
+        record = dead_letter_record(Topics.MEDIA_FRAMES, frame.env.to_bytes(), exc, 1)
+        await self.bus.publish_raw(Topics.dead_letter(GROUP), frame.env.interview_id, record)

@@ -68,6 +68,7 @@ the migration Job). tests/deploy checks this table against the code.
 databaseUrl: {env: POISE_DATABASE_URL, readers: [gateway, fusion, migrate]}
 invitationSecret: {env: POISE_INVITATION_SECRET, readers: [gateway]}
 smtpPassword: {env: POISE_SMTP__PASSWORD, readers: [fusion]}
+masterKeys: {env: POISE_MASTER_KEYS, readers: [gateway, fusion]}
 {{- end -}}
 
 {{/* env entries from existingSecret for one process: (dict "root" $ "component" "fusion"). */}}

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from statistics import pstdev
 
 from poise_common.behaviour.episodes import find_episodes
+from poise_common.behaviour.series import SERIES_STEP_S, bin_means
 from poise_common.signals import Episode, FaceObservation, VisionSignals
 
 Frame = tuple[float, int, FaceObservation | None]
@@ -82,6 +83,16 @@ def summarise_vision(frames: Sequence[Frame], sample_fps: float) -> VisionSignal
         head_yaw_sd_deg=pstdev(o.yaw_deg for o in observations) if n > 1 else 0.0,
         episodes=_episodes(frames, contact, sample_fps),
     )
+
+
+def eye_contact_series(
+    frames: Sequence[Frame], sample_fps: float, duration_s: float, step_s: float = SERIES_STEP_S
+) -> list[float | None]:
+    """Eye contact second by second, for plots: the share of each bin's face frames with eye
+    contact, blinks bridged as for ``eye_contact_ratio``; None for a bin without a face."""
+    with_face = [(t, obs) for t, _, obs in sorted(frames, key=lambda frame: frame[0]) if obs is not None]
+    contact = _eye_contact(with_face, 1.0 / sample_fps)
+    return bin_means([t for t, _ in with_face], [float(c) for c in contact], duration_s, step_s)
 
 
 def _eye_contact(with_face: Sequence[tuple[float, FaceObservation]], period_s: float) -> list[bool]:

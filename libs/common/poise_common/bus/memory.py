@@ -4,15 +4,22 @@ Each topic is a set of append-only partition logs; each consumer group keeps a c
 offset per partition; group members share partitions. A full partition makes ``publish``
 wait (back-pressure) rather than drop, and a handler failure never advances the offset.
 Records are stored serialised, so the embedded mode exercises the same encoding as Kafka.
+
+Like Kafka's log, a partition keeps what a group still holds (an open answer's frames, for a
+replay) after every group has read it; those records go to a spill file on disk once more
+than ``capacity`` of them are kept, so memory stays the same however long an answer is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from poise_common.bus.base import (
     Bus,
@@ -35,17 +42,94 @@ def partition_for(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode()) % partitions
 
 
+class _SpillFile:
+    """Records every group has read but one still holds, oldest first, for a replay.
+
+    The file has no name, so it goes with the process; its records are candidates' frames and
+    speech, so each is sealed (AES-GCM) with a key that only this process ever holds.
+    """
+
+    def __init__(self, directory: str | None) -> None:
+        self._file = tempfile.TemporaryFile(dir=directory)
+        self._aead = AESGCM(AESGCM.generate_key(bit_length=128))
+        self._sealed = 0  # records sealed so far: each one's nonce
+        self._index: list[tuple[int, int, str]] = []  # (position, length, key) per record
+        self._end = 0
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def append(self, key: str, value: bytes) -> None:
+        nonce = self._sealed.to_bytes(12, "big")
+        self._sealed += 1
+        sealed = nonce + self._aead.encrypt(nonce, value, None)
+        self._file.seek(self._end)
+        self._file.write(sealed)
+        self._index.append((self._end, len(sealed), key))
+        self._end += len(sealed)
+
+    def read(self, i: int) -> tuple[str, bytes]:
+        position, length, key = self._index[i]
+        self._file.seek(position)
+        sealed = self._file.read(length)
+        return key, self._aead.decrypt(sealed[:12], sealed[12:], None)
+
+    def drop(self, count: int) -> None:
+        """Forget the oldest ``count`` records; the disk space comes back once none is left."""
+        del self._index[:count]
+        if not self._index:
+            self._file.seek(0)
+            self._file.truncate()
+            self._end = 0
+
+    def close(self) -> None:
+        self._file.close()
+
+
 @dataclass
 class _Partition:
-    records: list[tuple[str, bytes]] = field(default_factory=list)
-    base: int = 0  # offset of records[0]; older records were released once every group passed them
+    records: list[tuple[str, bytes]] = field(default_factory=list)  # in memory, after the spilled ones
+    base: int = 0  # offset of the oldest record kept; older ones were released once every group passed them
+    spilled: _SpillFile | None = None  # records from ``base`` on that wait on disk for a replay
+    # Wakes this partition's readers (a record arrived) and its writers (a group moved on). One per
+    # partition, all on the bus's one lock: a record wakes only the consumers that can take it.
+    changed: asyncio.Condition | None = None
+
+    @property
+    def _on_disk(self) -> int:
+        return len(self.spilled) if self.spilled is not None else 0
 
     @property
     def end(self) -> int:
-        return self.base + len(self.records)
+        return self.base + self._on_disk + len(self.records)
 
     def at(self, offset: int) -> tuple[str, bytes]:
-        return self.records[offset - self.base]
+        index = offset - self.base
+        if index < self._on_disk:
+            return self.spilled.read(index)
+        return self.records[index - self._on_disk]
+
+    def release(self, offset: int) -> None:
+        """Drop every record before ``offset``."""
+        count = offset - self.base
+        if count <= 0:
+            return
+        from_disk = min(count, self._on_disk)
+        if from_disk:
+            self.spilled.drop(from_disk)
+        del self.records[: count - from_disk]
+        self.base = offset
+
+    def spill(self, offset: int, directory: str | None) -> None:
+        """Move the records in memory before ``offset`` to disk."""
+        count = offset - (self.base + self._on_disk)
+        if count <= 0:
+            return
+        if self.spilled is None:
+            self.spilled = _SpillFile(directory)
+        for key, value in self.records[:count]:
+            self.spilled.append(key, value)
+        del self.records[:count]
 
 
 @dataclass
@@ -67,19 +151,24 @@ class MemoryBus(Bus):
         prefix: str = "",
         metrics: BusMetrics | None = None,
         max_message_bytes: int = 1_000_000,
+        spill_dir: str | None = None,
     ) -> None:
         super().__init__(prefix, metrics)
         self.partitions = partitions
         self.capacity = capacity  # records a partition may hold beyond its slowest group
+        self.spill_dir = spill_dir  # where held records wait for a replay; None: the system's temporary folder
         self.max_message_bytes = max_message_bytes  # the same limit as Kafka's, so embedded runs catch it too
         self._topics: dict[str, list[_Partition]] = {}
         self._groups: dict[str, _Group] = {}
-        self._changed: asyncio.Condition | None = None
+        self._lock: asyncio.Lock | None = None
         self._running = False
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        self._changed = asyncio.Condition()
+        self._lock = asyncio.Lock()
+        for partitions in self._topics.values():
+            for part in partitions:
+                part.changed = None
         self._running = True
 
     async def stop(self) -> None:
@@ -87,12 +176,19 @@ class MemoryBus(Bus):
         for group in list(self._groups.values()):
             for member in list(group.members):
                 await member.close()
+        for partitions in self._topics.values():
+            for part in partitions:
+                if part.spilled is not None:
+                    part.spilled.close()
+                    part.spilled = None
 
-    @property
-    def changed(self) -> asyncio.Condition:
-        if self._changed is None:
+    def changed(self, part: _Partition) -> asyncio.Condition:
+        """``part``'s condition (on the bus's one lock, which guards every partition and group)."""
+        if self._lock is None:
             raise RuntimeError("MemoryBus.start() has not been awaited")
-        return self._changed
+        if part.changed is None:
+            part.changed = asyncio.Condition(self._lock)
+        return part.changed
 
     # -- producing -----------------------------------------------------------------------
     def _partitions(self, topic: str) -> list[_Partition]:
@@ -119,14 +215,15 @@ class MemoryBus(Bus):
         name = self.topic(topic)
         index = partition_for(key, self.partitions)
         part = self._partitions(name)[index]
-        async with self.changed:
+        changed = self.changed(part)
+        async with changed:
             while True:
                 slowest = self._slowest(name, index, read=True)
                 if slowest is None or part.end - slowest < self.capacity:
                     break
-                await self.changed.wait()
+                await changed.wait()
             part.records.append((key, value))
-            self.changed.notify_all()
+            changed.notify_all()
         self.metrics.published.labels(topic=topic).inc()
 
     # -- consuming -----------------------------------------------------------------------
@@ -165,14 +262,17 @@ class MemoryBus(Bus):
         self._groups[group].committed[(topic, index)] = offset
         self._groups[group].positions[(topic, index)] = position
         self._release(topic, index)
-        self.changed.notify_all()
+        self.changed(self._topics[topic][index]).notify_all()
 
     def _release(self, topic: str, index: int) -> None:
-        slowest = self._slowest(topic, index)
         part = self._topics[topic][index]
-        if slowest is not None and slowest > part.base:
-            del part.records[: slowest - part.base]
-            part.base = slowest
+        slowest = self._slowest(topic, index)
+        if slowest is None:
+            return
+        part.release(slowest)
+        # Read by every group, kept only for a replay: past ``capacity`` such records, to disk.
+        read = self._slowest(topic, index, read=True)
+        part.spill(min(read, part.end - self.capacity), self.spill_dir)
 
     def _leave(self, member: "_MemorySubscription") -> None:
         state = self._groups[member.group]
@@ -190,7 +290,11 @@ class MemoryBus(Bus):
         )
 
     async def read_all(self, topic: str) -> list[bytes]:
-        return [value for part in self._partitions(self.topic(topic)) for _, value in part.records]
+        return [
+            part.at(offset)[1]
+            for part in self._partitions(self.topic(topic))
+            for offset in range(part.base, part.end)
+        ]
 
 
 class _MemorySubscription(Subscription):
@@ -225,9 +329,10 @@ class _MemorySubscription(Subscription):
 
     async def _next(self, topic: str, index: int, offset: int) -> tuple[str, bytes]:
         part = self.bus._topics[topic][index]
-        async with self.bus.changed:
+        changed = self.bus.changed(part)
+        async with changed:
             while offset >= part.end:
-                await self.bus.changed.wait()
+                await changed.wait()
             return part.at(offset)
 
     async def _consume(self, topic: str, index: int) -> None:
@@ -260,7 +365,7 @@ class _MemorySubscription(Subscription):
                     cursor.position = cursor.commit_point()
                     continue
                 cursor.position = offset + 1
-                async with self.bus.changed:
+                async with self.bus.changed(self.bus._topics[topic][index]):
                     self.bus._commit(self.group, topic, index, cursor.commit_point(), cursor.position)
                     end = self.bus._topics[topic][index].end
                 self.bus.metrics.lag.labels(topic=short).set(end - cursor.position)

@@ -21,6 +21,8 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
+    # Deleted and overwritten rows are zeroed, not left in free space: erased candidate data must not linger.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 

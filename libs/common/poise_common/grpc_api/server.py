@@ -1,8 +1,8 @@
 """``poise.v1.ScoringService`` over the REST API's backends, and the gRPC server that serves it.
 
-The servicer holds whichever backends its process has: the gateway's ``UploadDesk`` (uploads),
-fusion's ``FusionStore`` (scorecards, listings) and ``EventHub`` (live events); ``poise serve``
-has all three. A method whose backend is missing answers UNIMPLEMENTED and names the service
+The servicer holds whichever backends its process has: the gateway's ``UploadDesk`` (uploads)
+and ``Eraser`` (erasure requests), fusion's ``FusionStore`` (scorecards, listings) and
+``EventHub`` (live events); ``poise serve`` has them all. A method whose backend is missing answers UNIMPLEMENTED and names the service
 that serves it. The rules are the REST API's: the same key and scopes, the same tenant
 isolation (another tenant's interview is NOT_FOUND), the same validation and error codes,
 mapped to gRPC status codes; the REST error code travels in the trailing metadata
@@ -28,12 +28,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pydantic import ValidationError
 
+from poise_common.audit_trail import AuditTrail, record_access
 from poise_common.auth import KeyStore, Principal
 from poise_common.grpc_api.poise.v1 import scoring_pb2 as pb
 from poise_common.paging import BadCursor, decode_cursor, next_cursor
 from poise_common.grpc_api.poise.v1 import scoring_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:  # the service packages depend on poise_common, not the other way round
+    from poise_fusion.erasure import Eraser
     from poise_fusion.events import EventHub
     from poise_fusion.store import FusionStore
     from poise_gateway.api import UploadDesk
@@ -59,7 +61,7 @@ _CODES = {
     503: grpc.StatusCode.UNAVAILABLE,
     507: grpc.StatusCode.UNAVAILABLE,
 }
-_SERVED_BY = {"desk": "the gateway", "store": "fusion", "events": "fusion"}
+_SERVED_BY = {"desk": "the gateway", "store": "fusion", "events": "fusion", "eraser": "the gateway"}
 
 
 def _json(document: Any) -> str:
@@ -75,7 +77,10 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 class ScoringServicer(pb_grpc.ScoringServiceServicer):
-    """``poise.v1.ScoringService`` on the backends this process has (None: not served here)."""
+    """``poise.v1.ScoringService`` on the backends this process has (None: not served here).
+
+    With ``audit``, every call that touches candidate data is recorded (UNAVAILABLE if it cannot be).
+    """
 
     def __init__(
         self,
@@ -83,11 +88,19 @@ class ScoringServicer(pb_grpc.ScoringServiceServicer):
         desk: UploadDesk | None = None,
         store: FusionStore | None = None,
         events: EventHub | None = None,
+        audit: AuditTrail | None = None,
+        eraser: Eraser | None = None,
     ) -> None:
         self.keys = keys
         self.desk = desk
         self.store = store
         self.events = events
+        self.audit = audit
+        self.eraser = eraser
+
+    async def _record(self, principal: Principal, action: str, interview_id: str | None = None, **detail) -> None:
+        await record_access(self.audit, tenant=principal.tenant, actor=principal.key_id, action=action,
+                            interview_id=interview_id, detail={"via": "grpc", **detail})
 
     # -- shared steps ------------------------------------------------------------------
     async def _require(self, context: grpc.aio.ServicerContext, backend: str) -> Any:
@@ -157,6 +170,7 @@ class ScoringServicer(pb_grpc.ScoringServiceServicer):
                 ),
             )
             interview_id = await desk.create(body, principal.tenant)
+            await self._record(principal, "interview.create", interview_id)
         return pb.CreateInterviewResponse(interview_id=interview_id)
 
     async def UploadAnswer(
@@ -183,6 +197,8 @@ class ScoringServicer(pb_grpc.ScoringServiceServicer):
             info = await desk.receive(
                 first.interview_id, first.question_id, principal.tenant, chunks(), first.total_bytes or None
             )
+            await self._record(principal, "answer.upload", first.interview_id, question_id=first.question_id,
+                               bytes=info.size_bytes)
         return pb.AnswerInfo(
             interview_id=first.interview_id, question_id=first.question_id, size_bytes=info.size_bytes,
             duration_s=info.duration_s, width=info.width or 0, height=info.height or 0, fps=info.fps or 0.0,
@@ -196,6 +212,7 @@ class ScoringServicer(pb_grpc.ScoringServiceServicer):
         principal = await self._principal(context, "interviews:write")
         async with self._errors(context, "CompleteInterview"):
             await desk.complete(request.interview_id, principal.tenant)
+            await self._record(principal, "interview.complete", request.interview_id)
         return pb.CompleteInterviewResponse(interview_id=request.interview_id, status="processing")
 
     # -- reads and events (fusion) -------------------------------------------------------
@@ -215,6 +232,7 @@ class ScoringServicer(pb_grpc.ScoringServiceServicer):
             if status == "scored":
                 document = await asyncio.to_thread(store.reviewed_scorecard, request.interview_id)
                 if document is not None:
+                    await self._record(principal, "scorecard.read", request.interview_id)
                     return pb.GetScorecardResponse(status="scored", scorecard_json=_json(document))
                 status = "processing"  # the same answer as REST's for a row without its document
         return pb.GetScorecardResponse(status=status)
@@ -243,6 +261,7 @@ class ScoringServicer(pb_grpc.ScoringServiceServicer):
                 store.list_interviews, principal.tenant, status=request.status or None,
                 role=request.role or None, limit=limit, after=after,
             )
+            await self._record(principal, "scorecard.list", interview_ids=[i["interview_id"] for i in items])
         return pb.ListScorecardsResponse(
             items=[
                 pb.InterviewSummary(
@@ -259,6 +278,8 @@ class ScoringServicer(pb_grpc.ScoringServiceServicer):
     ) -> AsyncIterator[pb.ScoreEvent]:
         events = await self._require(context, "events")
         principal = await self._principal(context, "scores:read")
+        async with self._errors(context, "WatchScoreEvents"):
+            await self._record(principal, "events.subscribe")
         # aclosing: the subscription ends when the client cancels, not when the generator is collected.
         async with contextlib.aclosing(events.events(principal.tenant)) as summaries:
             async for summary in summaries:
@@ -272,6 +293,22 @@ class ScoringServicer(pb_grpc.ScoringServiceServicer):
                     competencies=summary.get("competencies") or {}, created_at=summary["created_at"],
                     error=summary.get("error") or "",
                 )
+
+    # -- erasure (the gateway) -----------------------------------------------------------
+    async def EraseCandidate(
+        self, request: pb.EraseCandidateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ErasureReceipt:
+        eraser = await self._require(context, "eraser")
+        principal = await self._principal(context, "candidates:erase")
+        if not 0 < len(request.candidate_ref) <= 320:
+            await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, "candidate_ref is 1 to 320 characters",
+                              "invalid_request")
+        async with self._errors(context, "EraseCandidate"):
+            receipt = await eraser.erase_candidate(principal.tenant, request.candidate_ref, principal.key_id)
+        return pb.ErasureReceipt(
+            erasure_id=receipt.erasure_id, status=receipt.status, requested_at=receipt.requested_at,
+            completed_at=receipt.completed_at or 0.0, interviews=receipt.interviews, removed=receipt.removed,
+        )
 
 
 PORT_ENV = "POISE_GRPC_PORT"
@@ -287,6 +324,70 @@ def port_from_env(environ: Mapping[str, str] = os.environ) -> int | None:
     if not value.isdigit() or not 0 < int(value) < 65536:
         raise ValueError(f"{PORT_ENV} must be a port number (1-65535), not {value!r}")
     return int(value)
+
+
+class _Malformed:
+    """Stands for a request message that did not parse."""
+
+
+_MALFORMED = _Malformed()
+
+
+class MalformedRequests(grpc.aio.ServerInterceptor):
+    """A request message that does not parse is INVALID_ARGUMENT (grpc answers UNKNOWN, naming
+    the exception), on every method, streamed requests included."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        parse = handler.request_deserializer
+
+        def lenient(data: bytes) -> Any:
+            try:
+                return parse(data)
+            except Exception:  # noqa: BLE001 - DecodeError, or a parser's own failure on hostile bytes
+                return _MALFORMED
+
+        async def refuse(context: grpc.aio.ServicerContext) -> NoReturn:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid message for {handler_call_details.method}",
+                trailing_metadata=(("poise-error-code", "invalid_request"),),
+            )
+
+        async def checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async for request in requests:
+                if request is _MALFORMED:
+                    await refuse(context)
+                yield request
+
+        if handler.request_streaming:
+            behaviour = handler.stream_unary or handler.stream_stream
+            if handler.response_streaming:
+                async def stream_stream(requests, context):
+                    async for response in behaviour(checked(requests, context), context):
+                        yield response
+                return grpc.stream_stream_rpc_method_handler(stream_stream, lenient, handler.response_serializer)
+
+            async def stream_unary(requests, context):
+                return await behaviour(checked(requests, context), context)
+            return grpc.stream_unary_rpc_method_handler(stream_unary, lenient, handler.response_serializer)
+        if handler.response_streaming:
+            behaviour = handler.unary_stream
+
+            async def unary_stream(request, context):
+                if request is _MALFORMED:
+                    await refuse(context)
+                async for response in behaviour(request, context):
+                    yield response
+            return grpc.unary_stream_rpc_method_handler(unary_stream, lenient, handler.response_serializer)
+        behaviour = handler.unary_unary
+
+        async def unary_unary(request, context):
+            if request is _MALFORMED:
+                await refuse(context)
+            return await behaviour(request, context)
+        return grpc.unary_unary_rpc_method_handler(unary_unary, lenient, handler.response_serializer)
 
 
 class GrpcServer:
@@ -308,6 +409,7 @@ class GrpcServer:
 
     async def start(self) -> None:
         server = grpc.aio.server(
+            interceptors=[MalformedRequests()],
             options=[
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
                 ("grpc.max_send_message_length", MAX_SEND_BYTES),

@@ -7,6 +7,7 @@ learn whether the model runs in this process or on a Triton server.
 from __future__ import annotations
 
 import abc
+import asyncio
 import time
 from contextlib import contextmanager
 
@@ -37,8 +38,16 @@ class InferenceConfigError(RuntimeError):
 class FaceStream(abc.ABC):
     """Frames of one answer, in time order, through one tracking face model."""
 
+    # Frames a caller may submit before it awaits the oldest one's answer. 1: one frame at a
+    # time; more lets the model start on a frame while the caller publishes the previous one.
+    depth: int = 1
+
     @abc.abstractmethod
     async def detect(self, jpeg: bytes, t_ms: int) -> RawFaces: ...
+
+    def submit(self, jpeg: bytes, t_ms: int) -> asyncio.Future[RawFaces]:
+        """Start ``detect`` on a frame now; submitted frames run in the order they were submitted."""
+        return asyncio.ensure_future(self.detect(jpeg, t_ms))
 
     @abc.abstractmethod
     async def close(self) -> None: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -13,25 +14,48 @@ from poise_common.settings import PoiseSettings
 
 
 class _LocalFaceStream(FaceStream):
+    # Enough frames ahead that the model never waits for the event loop between two.
+    depth = 4
+
     def __init__(self, backend: "LocalBackend", settings: PoiseSettings) -> None:
         self._backend = backend
         self._settings = settings
         self._runner: FaceLandmarkerRunner | None = None
+        # A thread of its own for the model (VIDEO mode needs its frames in order, and it must
+        # never queue behind other stages on the shared executor), and one that decodes the
+        # next JPEGs meanwhile, so the model's thread does nothing else.
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poise-face")
+        self._decode_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poise-jpeg")
+        self._closed = False
 
-    def _detect(self, jpeg: bytes, t_ms: int) -> RawFaces:
-        if self._runner is None:
-            vision = self._settings.vision
-            self._runner = FaceLandmarkerRunner(vision.face_model_path, vision.max_faces)
-        return self._runner.detect(decode_jpeg_rgb(jpeg), t_ms)
+    def _detect(self, rgb: Future, t_ms: int) -> RawFaces:
+        frame = rgb.result()
+        with self._backend.timed("face_landmarker"):
+            if self._runner is None:
+                vision = self._settings.vision
+                self._runner = FaceLandmarkerRunner(vision.face_model_path, vision.max_faces)
+            return self._runner.detect(frame, t_ms)
+
+    def submit(self, jpeg: bytes, t_ms: int) -> asyncio.Future[RawFaces]:
+        rgb = self._decode_thread.submit(decode_jpeg_rgb, jpeg)
+        return asyncio.wrap_future(self._model_thread.submit(self._detect, rgb, t_ms))
 
     async def detect(self, jpeg: bytes, t_ms: int) -> RawFaces:
-        with self._backend.timed("face_landmarker"):
-            return await asyncio.to_thread(self._detect, jpeg, t_ms)
+        return await self.submit(jpeg, t_ms)
 
-    async def close(self) -> None:
+    def _close_runner(self) -> None:
         if self._runner is not None:
             self._runner.close()
             self._runner = None
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # On the model's thread, after any frame still running there.
+        await asyncio.wrap_future(self._model_thread.submit(self._close_runner))
+        self._model_thread.shutdown(wait=False)
+        self._decode_thread.shutdown(wait=False)
 
 
 class LocalBackend(InferenceBackend):

@@ -176,3 +176,32 @@ class ScoreEvent(_message.Message):
     created_at: float
     error: str
     def __init__(self, type: _Optional[str] = ..., interview_id: _Optional[str] = ..., answer_id: _Optional[str] = ..., question_id: _Optional[str] = ..., model_version: _Optional[str] = ..., competencies: _Optional[_Mapping[str, float]] = ..., created_at: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
+
+class EraseCandidateRequest(_message.Message):
+    __slots__ = ("candidate_ref",)
+    CANDIDATE_REF_FIELD_NUMBER: _ClassVar[int]
+    candidate_ref: str
+    def __init__(self, candidate_ref: _Optional[str] = ...) -> None: ...
+
+class ErasureReceipt(_message.Message):
+    __slots__ = ("erasure_id", "status", "requested_at", "completed_at", "interviews", "removed")
+    class RemovedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ERASURE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_AT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
+    INTERVIEWS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    erasure_id: str
+    status: str
+    requested_at: float
+    completed_at: float
+    interviews: int
+    removed: _containers.ScalarMap[str, int]
+    def __init__(self, erasure_id: _Optional[str] = ..., status: _Optional[str] = ..., requested_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., interviews: _Optional[int] = ..., removed: _Optional[_Mapping[str, int]] = ...) -> None: ...

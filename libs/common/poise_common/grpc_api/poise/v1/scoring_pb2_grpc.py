@@ -66,6 +66,11 @@ class ScoringServiceStub:
                 request_serializer=poise_dot_v1_dot_scoring__pb2.WatchScoreEventsRequest.SerializeToString,
                 response_deserializer=poise_dot_v1_dot_scoring__pb2.ScoreEvent.FromString,
                 _registered_method=True)
+        self.EraseCandidate = channel.unary_unary(
+                '/poise.v1.ScoringService/EraseCandidate',
+                request_serializer=poise_dot_v1_dot_scoring__pb2.EraseCandidateRequest.SerializeToString,
+                response_deserializer=poise_dot_v1_dot_scoring__pb2.ErasureReceipt.FromString,
+                _registered_method=True)
 
 
 class ScoringServiceServicer:
@@ -123,6 +128,18 @@ class ScoringServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseCandidate(self, request, context):
+        """Erase everything held about a candidate (REST: DELETE /v1/candidates/{ref}): for each of
+        their interviews, found by the candidate_ref they were opened with (or, for interviews
+        Greenhouse ordered, the candidate's email), the media, transcripts, features, scorecard,
+        overrides, demographics, webhook deliveries and Greenhouse order. Returns once done, with a
+        receipt that counts what was removed. Repeating it is safe. Scope candidates:erase (admin
+        grants it); the caller's tenant's interviews only. Served by the gateway.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ScoringServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -155,6 +172,11 @@ def add_ScoringServiceServicer_to_server(servicer, server):
                     servicer.WatchScoreEvents,
                     request_deserializer=poise_dot_v1_dot_scoring__pb2.WatchScoreEventsRequest.FromString,
                     response_serializer=poise_dot_v1_dot_scoring__pb2.ScoreEvent.SerializeToString,
+            ),
+            'EraseCandidate': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseCandidate,
+                    request_deserializer=poise_dot_v1_dot_scoring__pb2.EraseCandidateRequest.FromString,
+                    response_serializer=poise_dot_v1_dot_scoring__pb2.ErasureReceipt.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -321,6 +343,33 @@ class ScoringService:
             '/poise.v1.ScoringService/WatchScoreEvents',
             poise_dot_v1_dot_scoring__pb2.WatchScoreEventsRequest.SerializeToString,
             poise_dot_v1_dot_scoring__pb2.ScoreEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseCandidate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/poise.v1.ScoringService/EraseCandidate',
+            poise_dot_v1_dot_scoring__pb2.EraseCandidateRequest.SerializeToString,
+            poise_dot_v1_dot_scoring__pb2.ErasureReceipt.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,165 @@
+"""What the benchmarks share: the machine's description, a CPU-and-wall clock, CPU of process
+trees, saving results, and one embedded scoring run in a fresh process.
+
+Run as a program it is that fresh process (``score_in_child`` starts it):
+
+    python bench/harness.py ANSWER... --out FIGURES.json [--latency]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+# Topics whose last message of an answer means its media has been processed.
+MEDIA_DONE_TOPICS = ("features.vision", "features.audio", "transcripts", "features.nlp")
+
+
+def machine() -> dict:
+    """Where and under what load a figure was taken (load average: this machine is shared)."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def save(name: str, result: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
+
+
+def now_utc() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@contextmanager
+def clock(figures: dict, stage: str):
+    """Record the block's wall seconds and this process's CPU seconds (every thread) under ``stage``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    yield
+    figures[stage] = {"wall_s": round(time.perf_counter() - wall, 3), "cpu_s": round(time.process_time() - cpu, 3)}
+
+
+def children_cpu_s() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and every live descendant (and the children they reaped)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        cpu[int(entry)] = sum(int(v) for v in fields[11:15]) / tick  # utime, stime, cutime, cstime
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += cpu.get(current, 0.0)
+        todo += [child for child, parent in parents.items() if parent == current]
+    return total
+
+
+def scorecard_digest(card: dict) -> str:
+    """What must not change when only speed changes: every score, contribution and signal."""
+    kept = {
+        "competencies": card["competencies"],
+        "signals": [answer["signals"] for answer in card["answers"]],
+        "transcripts": [answer.get("transcript") for answer in card["answers"]],
+    }
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def score_in_child(paths: list[Path], env: dict[str, str] | None = None, latency: bool = False) -> dict:
+    """Score ``paths`` as one interview with ``EmbeddedPoise`` in a fresh process; its figures."""
+    with tempfile.TemporaryDirectory() as home:
+        out = Path(home) / "figures.json"
+        command = [sys.executable, str(Path(__file__)), *map(str, paths), "--out", str(out)]
+        child_env = {**os.environ, "POISE_HOME": home, **(env or {})}
+        started = time.perf_counter()
+        subprocess.run(command + (["--latency"] if latency else []), env=child_env, check=True)
+        figures = json.loads(out.read_text())
+    figures["process_wall_s"] = round(time.perf_counter() - started, 3)
+    return figures
+
+
+async def _score(paths: list[Path], latency: bool) -> dict:
+    from poise.embedded import EmbeddedPoise, uploads_for
+    from poise_common.settings import PoiseSettings
+
+    last_media: dict[str, float] = {}
+    scored_at: list[float] = []
+
+    async def watch(env) -> None:
+        if env.payload.kind == "score.event":
+            if env.payload.type == "interview.scored":
+                scored_at.append(time.perf_counter())
+        else:
+            last_media[env.answer_id] = time.perf_counter()
+
+    started = time.perf_counter()
+    async with EmbeddedPoise(PoiseSettings()) as poise:
+        if latency:
+            await poise.bus.subscribe([*MEDIA_DONE_TOPICS, "scorecards.v1"], "bench-latency", watch, from_latest=True)
+        ready = time.perf_counter()
+        cpu, children = time.process_time(), children_cpu_s()
+        card = await poise.score(uploads_for(paths, None))
+        done = time.perf_counter()
+        figures = {
+            "startup_s": round(ready - started, 3),
+            "scoring_wall_s": round(done - ready, 3),
+            "scoring_cpu_s": round(time.process_time() - cpu, 3),
+            # The gateway's sandboxed probe and decode processes (counted once they have ended).
+            "decode_children_cpu_s": round(children_cpu_s() - children, 3),
+            "duration_s": round(sum(a["duration_s"] for a in card["answers"]), 3),
+            "answers": len(card["answers"]),
+            "words": sum(a["signals"]["nlp"]["word_count"] for a in card["answers"]),
+            "digest": scorecard_digest(card),
+        }
+        if latency:
+            await asyncio.sleep(0.2)  # the watcher sees the scorecard event after the caller does
+            figures["scorecard_after_last_media_s"] = round(scored_at[-1] - max(last_media.values()), 3)
+    return figures
+
+
+def main() -> None:
+    from poise_common.native_stderr import filter_native_stderr
+
+    filter_native_stderr()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("answers", type=Path, nargs="+")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--latency", action="store_true", help="also time the scorecard after the last media")
+    args = parser.parse_args()
+    figures = asyncio.run(_score(args.answers, args.latency))
+    figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    figures["decode_children_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+    args.out.write_text(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
