@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from poise_audio.service import AudioService
 from poise_common.bus import Bus, create_bus
+from poise_common.crypto import KeyRing
 from poise_common.db.engine import create_db_engine, session_factory, upgrade
 from poise_common.inference.backend import create_backend
 from poise_common.messages import Envelope, Question, ScoreEvent, Topics
@@ -64,7 +65,9 @@ class EmbeddedPoise:
         engine = create_db_engine(settings.resolved_database_url)
         await asyncio.to_thread(upgrade, engine)
         self.engine = engine
-        self.store = FusionStore(session_factory(engine))
+        sessions = session_factory(engine)
+        # Transcripts at rest are sealed with the tenant's data key, as in every other mode.
+        self.store = FusionStore(sessions, await asyncio.to_thread(KeyRing.from_settings, sessions, settings))
         self.bus = create_bus(settings.bus_url)
         await self.bus.start()
         self.gateway = Gateway(self.bus, settings.gateway)

@@ -2,8 +2,9 @@
 
 The same service objects and routers as the distributed processes (gateway uploads, fusion
 scorecards), on the bus and database the settings name (by default the in-memory bus and
-SQLite), for a team that wants the API without Kafka. The gRPC API (``poise.v1.ScoringService``,
-every method) is served beside it on ``grpc_port``.
+SQLite), for a team that wants the API without Kafka, and the reviewers' dashboard at
+``/dashboard/`` (the answers' videos from the same origin). The gRPC API
+(``poise.v1.ScoringService``, every method) is served beside it on ``grpc_port``.
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ def test_a_candidate_records_an_answer_in_chromium_and_the_interview_is_scored(t
                 # A file the server refuses: the candidate reads the server's reason.
                 page.get_by_label("Or choose a video file").set_input_files(
                     files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a video\n" * 2000}])
-                expect(page.get_by_role("alert")).to_contain_text("Not a readable video file", timeout=60_000)
+                expect(page.get_by_role("alert")).to_contain_text("Not a video file Poise can read", timeout=60_000)
                 expect(submit).to_be_disabled()
                 page.get_by_role("button", name="Record", exact=True).click()
                 expect(page.get_by_role("button", name="Stop")).to_be_visible(timeout=30_000)

@@ -92,6 +92,17 @@ def test_every_score_is_the_sum_of_its_contributions_and_has_evidence(sample_car
     assert quotes and all(q["text"] in transcript for q in quotes)
 
 
+def test_embedded_runs_keep_no_transcript_in_clear_at_rest(sample_card, tmp_path):
+    """`poise score` stores the scorecard like the servers do: transcript text sealed with the tenant's key."""
+    home = tmp_path / "home"
+    card = score_json([SAMPLE, "--questions", QUESTIONS], home)
+    words = [w for s in card["answers"][0]["transcript"] for w in s["text"].split()]
+    runs = {" ".join(words[i:i + 3]) for i in range(len(words) - 2)}
+    assert len(runs) > 10  # the sample really says something
+    raw = b"".join(p.read_bytes() for p in home.glob("poise.db*"))
+    assert not [r for r in runs if r.encode() in raw]
+
+
 def test_same_video_twice_gives_the_same_scorecard(sample_card, tmp_path):
     again = score_json([SAMPLE, "--questions", QUESTIONS], tmp_path)
     strip = lambda card: {k: v for k, v in card.items() if k != "interview_id"}  # noqa: E731

@@ -205,7 +205,8 @@ def test_a_reviewer_watches_a_score_arrive_opens_it_and_plays_a_quote_in_chromiu
                 page.get_by_label("Role").select_option("generic")
                 page.get_by_role("button", name="Run the audit").click()
                 expect(page.get_by_role("heading", name="Report")).to_be_visible(timeout=30_000)
-                expect(page.get_by_role("heading", name="By sex")).to_be_visible()
+                expect(page.get_by_role("heading", name="By sex", exact=True)).to_be_visible()
+                expect(page.get_by_role("heading", name="By race/ethnicity", exact=True)).to_be_visible()
                 assert unlabelled_fields(page) == []
                 page.screenshot(path=str(shots / "4-bias-audit.png"), full_page=True)
             finally:

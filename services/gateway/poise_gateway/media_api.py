@@ -55,7 +55,8 @@ READ_SCOPE = "scores:read"
 LINK_VALID_S = 1800
 _LINK_KEY_LABEL = b"poise media link key v1"
 _SIGNED_PREFIX = b"poise-media-link/v1\n"
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# Up to 18 digits: more than any file holds, and never a number too long for int().
+_RANGE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")
 _READ_BYTES = 1 << 20
 _RESPONSES = {
     206: {"description": "The requested range of the media."},
@@ -105,7 +106,8 @@ class MediaLinks:
             tenant, key_id = json.loads(base64.urlsafe_b64decode(holder + "=" * (-len(holder) % 4)))
         except (ValueError, TypeError, binascii.Error):
             raise ApiError(403, "link_invalid", "this media link is not valid") from None
-        if not hmac.compare_digest(self._signature(interview_id, question_id, holder, expires), signature):
+        expected = self._signature(interview_id, question_id, holder, expires)
+        if not hmac.compare_digest(expected.encode(), signature.encode()):  # bytes: any text the caller sent
             raise ApiError(403, "link_invalid", "this media link is not valid")
         if (time.time() if now is None else now) >= expires:
             raise ApiError(403, "link_expired", "this media link has expired; ask for a new one")

@@ -31,7 +31,7 @@ import pytest
 
 from poise_common.settings import GatewaySettings
 from poise_gateway.errors import MediaRejected
-from poise_gateway.probe import AUDIO_CODECS, TRUNCATED_SLACK_RATIO, TRUNCATED_SLACK_S, VIDEO_CODECS
+from poise_gateway.probe import TRUNCATED_SLACK_RATIO, TRUNCATED_SLACK_S
 from poise_gateway.sandbox import MediaSandbox
 from test_upload_api import harness
 

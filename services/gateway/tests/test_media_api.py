@@ -22,8 +22,8 @@ from poise_common.crypto import CryptoError, KeyRing, LocalMasterKey, MasterKeys
 from poise_common.db.engine import create_db_engine, session_factory, upgrade
 from poise_common.db.models import AuditEvent
 from poise_common.settings import PoiseSettings
-from poise_gateway.api import UploadDesk, create_router
-from poise_gateway.media_api import MediaLinks, byte_range, create_media_router, plaintext_range, RangeNotSatisfiable
+from poise_gateway.api import ApiError, UploadDesk, create_router
+from poise_gateway.media_api import MediaLinks, RangeNotSatisfiable, byte_range, create_media_router, plaintext_range
 from poise_gateway.media_vault import MediaVault
 from poise_gateway.service import Gateway
 
@@ -168,12 +168,16 @@ def test_media_links_expire_and_name_their_holder():
     token, expires = links.token("i1", "q1", caller, now=1000)
     assert expires == 1060
     assert links.holder("i1", "q1", token, now=1059) == Principal("acme", frozenset({"scores:read"}), "k1")
-    with pytest.raises(Exception) as expired:
+    with pytest.raises(ApiError) as expired:
         links.holder("i1", "q1", token, now=1060)
     assert expired.value.code == "link_expired"
-    with pytest.raises(Exception) as other_key:
+    with pytest.raises(ApiError) as other_key:
         MediaLinks(b"t" * 32).holder("i1", "q1", token, now=1000)
     assert other_key.value.code == "link_invalid"
+    for garbage in ("", "...", "1.2.3", "9" * 30 + ".e30.x", f"{token[:-3]}é€x", "1.WyJhIl0.sig", "1.bnVsbA.sig"):
+        with pytest.raises(ApiError) as refused:
+            links.holder("i1", "q1", garbage, now=1000)
+        assert refused.value.code == "link_invalid", garbage
 
 
 def test_byte_ranges_follow_rfc_9110():
@@ -185,6 +189,7 @@ def test_byte_ranges_follow_rfc_9110():
     assert byte_range("bytes=-300", 100) == (0, 99)
     assert byte_range("bytes=0-1,5-9", 100) is None  # several ranges: the whole file
     assert byte_range("items=0-1", 100) is None
+    assert byte_range("bytes=" + "9" * 5000 + "-", 100) is None  # not a range this server reads
     for unsatisfiable in ("bytes=100-", "bytes=20-10", "bytes=-0"):
         with pytest.raises(RangeNotSatisfiable):
             byte_range(unsatisfiable, 100)
