@@ -43,3 +43,14 @@ def kafka_broker():
         pytest.fail(f"could not start the Kafka broker: {exc}")
     yield broker
     broker.close()
+
+
+@pytest.fixture()
+def sessions(tmp_path):
+    """Sessions on a fresh SQLite database migrated to the newest schema."""
+    from poise_common.db.engine import create_db_engine, session_factory, upgrade
+
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'poise.db'}")
+    upgrade(engine)
+    yield session_factory(engine)
+    engine.dispose()

@@ -20,19 +20,10 @@ from poise_common.crypto import (
     MasterKeys,
     new_master_key_entry,
 )
-from poise_common.db.engine import create_db_engine, session_factory, upgrade
 from poise_common.db.models import TenantKey
 from poise_common.settings import PoiseSettings
 
 CHUNK = 1024  # small chunks, so a few KiB make a many-chunk stream
-
-
-@pytest.fixture()
-def sessions(tmp_path):
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'keys.db'}")
-    upgrade(engine)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def master(key_id: str = "m1") -> LocalMasterKey:

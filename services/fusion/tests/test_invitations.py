@@ -16,7 +16,6 @@ from fastapi import FastAPI
 
 from poise_common.auth import KeyStore
 from poise_common.bus.memory import MemoryBus
-from poise_common.db.engine import create_db_engine, session_factory, upgrade
 from poise_common.db.models import GreenhouseTest
 from poise_common.messages import Envelope, ScoreEvent
 from poise_common.settings import SmtpSettings
@@ -60,14 +59,6 @@ class Mailbox:
 
     def __exit__(self, *exc) -> None:
         self.controller.stop()
-
-
-@pytest.fixture()
-def sessions(tmp_path):
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'poise.db'}")
-    upgrade(engine)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def link_of(interview_id: str, tenant: str) -> str:

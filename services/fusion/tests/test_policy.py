@@ -13,7 +13,6 @@ from fastapi import FastAPI
 
 from poise_common.auth import KeyStore
 from poise_common.bus.memory import MemoryBus
-from poise_common.db.engine import create_db_engine, session_factory, upgrade
 from poise_common.messages import (
     AnswerMediaDone, AudioFeatures, Consent, Envelope, InterviewOpened, NlpFeatures, Question, Topics, Transcript,
     VisionEnd,
@@ -41,14 +40,6 @@ NOTICE = {
     "retention": "recordings 30 days, scorecards 1 year",
     "audit_summary_url": "https://example.com/bias-audit-2025",
 }
-
-
-@pytest.fixture()
-def sessions(tmp_path):
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'poise.db'}")
-    upgrade(engine)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def numeric_fields(model: type) -> list[str]:
