@@ -2,8 +2,7 @@
 camera and microphone fed with the sample interview, uploads it, submits, and `poise serve`
 scores it.
 
-Chromium is a system package (scripts/ensure_system_packages.sh installs it); Playwright drives
-it through executable_path and never downloads a browser of its own.
+Chromium is the system package, started as tests/integration/browser.py says.
 """
 
 from __future__ import annotations
@@ -14,13 +13,12 @@ from pathlib import Path
 
 import av
 import httpx
-import pytest
 
+from browser import launch_chromium
 from serve_process import serve
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "sample_interview.mp4"
-CHROMIUM = Path("/usr/bin/chromium")
 FAKE_FPS = 12
 FAKE_SECONDS = 10.0
 RECORD_SECONDS = 6.0
@@ -58,18 +56,14 @@ def fake_capture(source: Path, folder: Path, seconds: float = FAKE_SECONDS) -> t
     return y4m, wav
 
 
-def chromium_flags(y4m: Path, wav: Path) -> list[str]:
+def fake_devices(y4m: Path, wav: Path) -> list[str]:
     return [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-video-capture={y4m}", f"--use-file-for-fake-audio-capture={wav}",
     ]
 
 
 def test_a_candidate_records_an_answer_in_chromium_and_the_interview_is_scored(tmp_path):
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Chromium with scripts/ensure_system_packages.sh")
     from playwright.sync_api import expect, sync_playwright
 
     y4m, wav = fake_capture(SAMPLE, tmp_path)
@@ -88,8 +82,7 @@ def test_a_candidate_records_an_answer_in_chromium_and_the_interview_is_scored(t
 
         problems: list[str] = []
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                                 args=chromium_flags(y4m, wav))
+            browser = launch_chromium(playwright, tmp_path, fake_devices(y4m, wav))
             try:
                 page = browser.new_page()
                 page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
