@@ -3,8 +3,7 @@ watches an interview's score arrive live in the list, opens its scorecard, plays
 of the answer's video, overrides a score and runs the bias audit. Screenshots of each page are
 kept as test artefacts ($POISE_TEST_ARTIFACTS, else tests/integration/artifacts/dashboard/).
 
-Chromium is a system package (scripts/ensure_system_packages.sh installs it); Playwright drives
-it through executable_path and never downloads a browser of its own.
+Chromium is the system package, started as tests/integration/browser.py says.
 """
 
 from __future__ import annotations
@@ -17,18 +16,14 @@ from pathlib import Path
 import av
 import httpx
 import numpy as np
-import pytest
 import yaml
 
+from browser import launch_chromium
 from serve_process import serve
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "sample_interview.mp4"
 QUESTION = yaml.safe_load((REPO / "examples" / "questions.yaml").read_text())["questions"][0]["text"]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--autoplay-policy=no-user-gesture-required"]
 # Silence before the answer starts, so its quotes begin well after 0 and a seek to them is visible.
 LEAD_S = 3.0
 OUT_FPS = 25
@@ -96,6 +91,11 @@ def wait_for(check, timeout_s: float, what: str):
     return value
 
 
+def clock(seconds: float) -> str:
+    """As the page writes a time: m:ss."""
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
+
+
 def unlabelled_fields(page) -> list[str]:
     """Form fields a screen reader could not name."""
     return page.evaluate("""() => [...document.querySelectorAll("input, select, textarea")]
@@ -104,8 +104,6 @@ def unlabelled_fields(page) -> list[str]:
 
 
 def test_a_reviewer_watches_a_score_arrive_opens_it_and_plays_a_quote_in_chromium(tmp_path):
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Chromium with scripts/ensure_system_packages.sh")
     from playwright.sync_api import expect, sync_playwright
 
     shots = artefacts()
@@ -123,7 +121,7 @@ def test_a_reviewer_watches_a_score_arrive_opens_it_and_plays_a_quote_in_chromiu
 
         problems: list[str] = []
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
+            browser = launch_chromium(playwright, tmp_path)
             try:
                 page = browser.new_page(viewport={"width": 1366, "height": 768})  # a laptop screen
                 page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
@@ -171,7 +169,12 @@ def test_a_reviewer_watches_a_score_arrive_opens_it_and_plays_a_quote_in_chromiu
                 wait_for(lambda: player.evaluate("v => v.readyState >= 1"), 60, "the video's metadata")
                 assert unlabelled_fields(page) == []
                 page.screenshot(path=str(shots / "2-scorecard.png"), full_page=True)
-                page.locator('figure[data-series="pitch_hz"]').scroll_into_view_if_needed()
+                # The answer's column scrolls under its video: show the plots beneath it.
+                page.evaluate("""() => {
+                    document.querySelector(".scorecard").scrollIntoView();
+                    const panel = document.querySelector(".answers");
+                    panel.scrollTop = document.getElementById("signals-heading").offsetTop
+                        - document.querySelector("video.player").offsetHeight - 8; }""")
                 page.screenshot(path=str(shots / "2b-signals-over-time.png"))
 
                 # A quote plays the answer from its moment.
@@ -184,6 +187,17 @@ def test_a_reviewer_watches_a_score_arrive_opens_it_and_plays_a_quote_in_chromiu
                 assert at >= quote["start_s"] - 0.3
                 assert player.evaluate("v => v === document.activeElement")  # the player has the focus
                 page.screenshot(path=str(shots / "3-quote-playing.png"))
+
+                # By keyboard: Enter on a behaviour episode elsewhere in the answer plays from there.
+                episodes = [e for c in card.json()["competencies"] for e in c["evidence"]
+                            if e["kind"] == "episode" and abs(e["start_s"] - at) > 3]
+                assert episodes, "the sample's face shows behaviour episodes (smiles, looking away)"
+                episode = episodes[0]
+                moment = page.locator("li.episode button.moment", has_text=f"{clock(episode['start_s'])}–").first
+                moment.press("Enter")
+                wait_for(lambda: player.evaluate(
+                    "(v, [from, to]) => !v.seeking && v.currentTime >= from && v.currentTime <= to",
+                    [episode["start_s"] - 0.3, episode["start_s"] + 4.0]), 30, "the video at the episode's time")
 
                 # A reviewer's override, with its reason, shown beside the model's score.
                 scored = next(c for c in card.json()["competencies"] if c["score"] is not None)

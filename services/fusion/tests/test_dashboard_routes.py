@@ -63,7 +63,8 @@ def test_the_page_loads_only_its_own_assets_under_a_strict_policy(keys):
             continue
         (asset,) = fetch(keys, [f"/dashboard/static/{name}"])
         assert asset.status_code == 200, name
-        assert asset.headers["content-type"].startswith("text/javascript") and asset.headers["x-content-type-options"] == "nosniff"
+        assert asset.headers["content-type"].startswith("text/javascript")
+        assert asset.headers["x-content-type-options"] == "nosniff"
         seen[name] = asset.text
         todo += re.findall(r'^import [^;]+ from "\./([a-z_]+\.js)";', asset.text, flags=re.MULTILINE)
     assert {"api.js", "list.js", "scorecard.js", "answer.js", "charts.js", "audit.js", "dom.js"} <= set(seen)
@@ -84,9 +85,11 @@ def test_a_configured_api_base_is_given_to_the_page_and_allowed_by_its_policy(ke
     (page,) = fetch(keys, ["/dashboard/"], api_base='https://api.example.test/poise"><x')
     assert '<meta name="poise-api-base" content="https://api.example.test/poise&quot;&gt;&lt;x">' in page.text
     policy = page.headers["content-security-policy"]
-    assert "connect-src 'self' https://api.example.test;" in policy and "media-src 'self' https://api.example.test;" in policy
+    assert "connect-src 'self' https://api.example.test;" in policy
+    assert "media-src 'self' https://api.example.test;" in policy
     (plain,) = fetch(keys, ["/dashboard/"])
-    assert '<meta name="poise-api-base" content="">' in plain.text and "example" not in plain.headers["content-security-policy"]
+    assert '<meta name="poise-api-base" content="">' in plain.text
+    assert "example" not in plain.headers["content-security-policy"]
 
 
 def test_the_session_says_what_the_key_may_do_and_needs_a_reader(keys):
@@ -98,7 +101,8 @@ def test_the_session_says_what_the_key_may_do_and_needs_a_reader(keys):
                 for key in (reader, reviewer, admin, writer, "not-a-key")]
     as_reader, as_reviewer, as_admin, as_writer, unknown = sessions
     assert as_reader.status_code == 200
-    assert as_reader.json()["tenant"] == "acme" and not as_reader.json()["may_review"] and not as_reader.json()["is_admin"]
+    assert as_reader.json()["tenant"] == "acme"
+    assert not as_reader.json()["may_review"] and not as_reader.json()["is_admin"]
     assert as_reviewer.json()["may_review"] and not as_reviewer.json()["is_admin"]
     assert as_admin.json()["tenant"] == "globex" and as_admin.json()["may_review"] and as_admin.json()["is_admin"]
     assert as_writer.status_code == 403 and unknown.status_code == 401

@@ -27,7 +27,8 @@ function seriesSpecs(answer) {
   const rangeOf = (values, floor, ceiling, pad) => {
     const measured = (values || []).filter((v) => v !== null && v !== undefined);
     if (!measured.length) return [floor, ceiling];
-    return [Math.min(floor, Math.floor(Math.min(...measured) - pad)), Math.max(ceiling, Math.ceil(Math.max(...measured) + pad))];
+    return [Math.min(floor, Math.floor(Math.min(...measured) - pad)),
+      Math.max(ceiling, Math.ceil(Math.max(...measured) + pad))];
   };
   const [pitchMin, pitchMax] = rangeOf(series.pitch_hz, 150, 250, 10);
   const [loudMin, loudMax] = rangeOf(series.loudness_db, -40, -10, 3);
@@ -35,8 +36,9 @@ function seriesSpecs(answer) {
   return [
     { key: "eye_contact", title: "Eye contact", unit: "share of each second", min: 0, max: 1, format: (v) => percent(v),
       whole: `${percent(vision.eye_contact_ratio)} of the answer` },
-    { key: "speech_rate_wpm", title: "Speech rate", unit: "words per minute of speech, 5 s window", min: 0, max: rateMax,
-      format: (v) => `${number(v, 0)} wpm`, whole: `${number(audio.speech_rate_wpm, 0)} wpm over the answer` },
+    { key: "speech_rate_wpm", title: "Speech rate", unit: "words per minute of speech, 5 s window", min: 0,
+      max: rateMax, format: (v) => `${number(v, 0)} wpm`,
+      whole: `${number(audio.speech_rate_wpm, 0)} wpm over the answer` },
     { key: "pause", title: "Pauses", unit: "share of each second silent between phrases", min: 0, max: 1,
       format: (v) => percent(v), whole: `${percent(audio.pause_ratio)} of the speaking time` },
     { key: "pitch_hz", title: "Pitch", unit: "hertz", min: pitchMin, max: pitchMax, format: (v) => `${number(v, 0)} Hz`,
@@ -59,7 +61,8 @@ export function answerPanel(card) {
   chooser.addEventListener("change", () => show(chooser.value));
 
   const element = h("div", { class: "answer" },
-    answers.length > 1 ? h("p", { class: "chooser" }, h("label", { for: "answer-choice" }, "Answer shown "), chooser) : null,
+    answers.length > 1
+      ? h("p", { class: "chooser" }, h("label", { for: "answer-choice" }, "Answer shown "), chooser) : null,
     heading, question, video, mediaState, body);
 
   function seek(seconds, autoplay) {
@@ -115,36 +118,7 @@ export function answerPanel(card) {
     announce(`Playing from ${clock(seconds)}`);
   };
 
-  function details(answer) {
-    const duration = answer.duration_s || 0;
-    const episodes = answer.episodes || [];
-    const behaviours = [...new Set(episodes.map((e) => e.behaviour))];
-    const rows = [
-      { label: "Speech", kind: "speech",
-        spans: (answer.speech_segments || []).map((p) => ({ start: p.start_s, end: p.end_s, title: `Speech ${span(p.start_s, p.end_s)}` })) },
-      ...behaviours.map((b) => ({ label: behaviourName(b), kind: b === "long_pause" ? "pause" : "episode",
-        spans: episodes.filter((e) => e.behaviour === b).map((e) => ({ start: e.start_s, end: e.end_s,
-          title: `${behaviourName(b)} ${span(e.start_s, e.end_s)}` })) })),
-      { label: "Quotes", kind: "quote",
-        spans: (answer.quotes || []).map((q) => ({ start: q.start_s, end: q.end_s, title: `“${q.text}” ${span(q.start_s, q.end_s)}` })) },
-    ];
-    const moments = episodes.map((e) => ({ at: e.start_s, text: `${behaviourName(e.behaviour)}, ${span(e.start_s, e.end_s)}` }))
-      .sort((a, b) => a.at - b.at);
-    return [
-      h("section", { class: "timeline-box", "aria-labelledby": "timeline-heading" },
-        h("h4", { id: "timeline-heading" }, "Timeline"),
-        timeline({ duration, rows, onSeek: jump,
-          label: `Timeline of the answer (${clock(duration)}): speech, ${behaviours.length} kinds of behaviour episodes and quotes; listed below.` }),
-        h("details", {},
-          h("summary", {}, `Behaviour episodes (${episodes.length})`),
-          moments.length
-            ? h("ul", { class: "moments" }, moments.map((m) => h("li", {},
-              h("button", { type: "button", class: "link", onclick: () => jump(m.at) }, m.text))))
-            : h("p", {}, "No behaviour episodes in this answer."))),
-      signalPlots(answer, jump),
-      transcript(answer, jump),
-    ];
-  }
+  const details = (answer) => [timelineSection(answer, jump), signalPlots(answer, jump), transcript(answer, jump)];
 
   return { element, show, play: async (questionId, seconds) => {
     await show(questionId);
@@ -152,6 +126,54 @@ export function answerPanel(card) {
     video.focus();
     announce(`Playing answer ${questionId} from ${clock(seconds)}`);
   } };
+}
+
+// Rows of the timeline: speech, one row per kind of behaviour episode, quotes.
+function timelineRows(answer) {
+  const spans = (items, title) => items.map((item) => ({ start: item.start_s, end: item.end_s,
+    title: `${title(item)} ${span(item.start_s, item.end_s)}` }));
+  const episodes = answer.episodes || [];
+  const behaviours = [...new Set(episodes.map((e) => e.behaviour))];
+  return [
+    { label: "Speech", kind: "speech", spans: spans(answer.speech_segments || [], () => "Speech") },
+    ...behaviours.map((b) => ({
+      label: behaviourName(b), kind: b === "long_pause" ? "pause" : "episode",
+      spans: spans(episodes.filter((e) => e.behaviour === b), () => behaviourName(b)),
+    })),
+    { label: "Quotes", kind: "quote", spans: spans(answer.quotes || [], (q) => `“${q.text}”`) },
+  ];
+}
+
+function timelineSection(answer, jump) {
+  const duration = answer.duration_s || 0;
+  const episodes = [...(answer.episodes || [])].sort((a, b) => a.start_s - b.start_s);
+  const label = `Timeline of the answer (${clock(duration)}): speech, behaviour episodes and quotes; `
+    + "the episodes are listed below, the quotes with the competencies.";
+  return h("section", { class: "timeline-box", "aria-labelledby": "timeline-heading" },
+    h("h4", { id: "timeline-heading" }, "Timeline"),
+    timeline({ duration, rows: timelineRows(answer), onSeek: jump, label }),
+    h("details", {},
+      h("summary", {}, `Behaviour episodes (${episodes.length})`),
+      episodes.length
+        ? h("ul", { class: "moments" }, episodes.map((e) => h("li", {},
+          h("button", { type: "button", class: "link", onclick: () => jump(e.start_s) },
+            `${behaviourName(e.behaviour)}, ${span(e.start_s, e.end_s)}`))))
+        : h("p", {}, "No behaviour episodes in this answer.")));
+}
+
+// A signal's values as a table, filled when first opened (a long answer has many seconds).
+function valueTable(spec, values, step) {
+  const body = h("tbody");
+  const box = h("details", {}, h("summary", {}, `${spec.title}: the values`),
+    h("table", { class: "values" },
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "From"), h("th", { scope: "col" }, spec.title))),
+      body));
+  box.addEventListener("toggle", () => {
+    if (!box.open || body.childElementCount) return;
+    body.append(...values.map((v, i) => h("tr", {},
+      h("td", {}, clock(i * step)), h("td", {}, v === null ? "not measured" : spec.format(v)))));
+  });
+  return box;
 }
 
 function signalPlots(answer, jump) {
@@ -165,21 +187,13 @@ function signalPlots(answer, jump) {
   for (const spec of seriesSpecs(answer)) {
     const values = series[spec.key] || [];
     const measured = values.some((v) => v !== null && v !== undefined);
-    const table = h("tbody");
-    const valueList = h("details", {}, h("summary", {}, `${spec.title}: the values`),
-      h("table", { class: "values" }, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "From"), h("th", { scope: "col" }, spec.title))), table));
-    // Filled when first opened: a long answer has many seconds.
-    valueList.addEventListener("toggle", () => {
-      if (!valueList.open || table.childElementCount) return;
-      table.append(...values.map((v, i) => h("tr", {}, h("td", {}, clock(i * series.step_s)), h("td", {}, v === null ? "not measured" : spec.format(v)))));
-    });
     box.append(h("figure", { class: "signal", dataset: { series: spec.key } },
       h("figcaption", {}, h("strong", {}, spec.title), ` (${spec.unit}): ${spec.whole}`),
       measured
         ? linePlot({ values, step: series.step_s, duration: answer.duration_s, min: spec.min, max: spec.max,
           format: spec.format, onSeek: jump, label: `${spec.title} over time; ${spec.whole}` })
         : h("p", { class: "muted" }, "Not measured in this answer."),
-      measured ? valueList : null));
+      measured ? valueTable(spec, values, series.step_s) : null));
   }
   return box;
 }

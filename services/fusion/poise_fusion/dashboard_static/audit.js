@@ -13,12 +13,14 @@ export function auditView(view, session) {
     return;
   }
   const roles = session.roles || [];
-  const role = h("select", { id: "audit-role", required: true }, roles.map((r) => h("option", { value: r.name }, r.name)));
+  const role = h("select", { id: "audit-role", required: true },
+    roles.map((r) => h("option", { value: r.name }, r.name)));
   const competency = h("select", { id: "audit-competency" });
   const mode = h("select", { id: "audit-mode" },
     h("option", { value: "scoring_rate" }, "Scoring rate (above the median)"),
     h("option", { value: "selection_rate" }, "Selection rate (at or above a threshold)"));
-  const threshold = h("input", { id: "audit-threshold", type: "number", min: 0, max: 100, step: "any", disabled: true });
+  const threshold = h("input",
+    { id: "audit-threshold", type: "number", min: 0, max: 100, step: "any", disabled: true });
   const run = h("button", { type: "submit" }, "Run the audit");
   const problem = problemBox("audit-problem");
   const report = h("div", { id: "audit-report", "aria-live": "polite" });
@@ -103,7 +105,8 @@ function dimensionTable(name, dimension) {
       h("thead", {}, h("tr", {}, ["Category", "Count", "Share", "Passed", "Rate", "Impact ratio", "Note"]
         .map((col) => h("th", { scope: "col" }, col)))),
       h("tbody", {}, dimension.categories.map((c) => h("tr", { class: c.four_fifths ? "flagged" : "" },
-        h("th", { scope: "row" }, c.category), h("td", { class: "num" }, c.count), h("td", { class: "num" }, percent(c.share, 1)),
+        h("th", { scope: "row" }, c.category), h("td", { class: "num" }, c.count),
+        h("td", { class: "num" }, percent(c.share, 1)),
         h("td", { class: "num" }, c.passed), h("td", { class: "num" }, c.rate === null ? "—" : number(c.rate, 3)),
         h("td", { class: "num" }, c.impact_ratio === null ? "—" : number(c.impact_ratio, 3)),
         h("td", {}, c.excluded ? `Left out: ${c.exclusion_reason}` : c.four_fifths ? "Below four-fifths" : ""))))));

@@ -43,8 +43,10 @@ export function listView(view, session, signal) {
 
   function row(item) {
     const tr = h("tr", { dataset: { id: item.interview_id } },
-      h("th", { scope: "row" }, h("a", { href: `#/interviews/${encodeURIComponent(item.interview_id)}`,
-        "aria-label": `Interview ${shortId(item.interview_id)}, ${item.role}` }, h("code", {}, shortId(item.interview_id)))),
+      h("th", { scope: "row" }, h("a", {
+        href: `#/interviews/${encodeURIComponent(item.interview_id)}`,
+        "aria-label": `Interview ${shortId(item.interview_id)}, ${item.role}`,
+      }, h("code", {}, shortId(item.interview_id)))),
       h("td", {}, item.role),
       h("td", {}, h("span", { class: `status status-${item.status}` }, humanise(item.status))),
       h("td", { class: "num" }, item.answer_count ?? ""),

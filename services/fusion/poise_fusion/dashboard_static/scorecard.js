@@ -4,7 +4,9 @@
 
 import { ApiError, call, followEvents } from "./api.js";
 import { answerPanel, behaviourName } from "./answer.js";
-import { add, announce, h, humanise, number, problemBox, put, s, sentence, shortId, showProblem, span, when } from "./dom.js";
+import {
+  add, announce, h, humanise, number, problemBox, put, s, sentence, shortId, showProblem, span, when,
+} from "./dom.js";
 
 const BAND_WORDS = { insufficient_evidence: "Insufficient evidence" };
 
@@ -22,19 +24,25 @@ export async function scorecardView(view, interviewId, session, signal) {
     response = await call(`/v1/interviews/${encodeURIComponent(interviewId)}/scorecard`, { signal, raw: true });
   } catch (error) {
     if (error.name === "AbortError") return;
-    status.textContent = error.code === "not_found" ? "There is no such interview." : error.message;
+    status.textContent = {
+      not_found: "There is no such interview.",
+      422: "This interview could not be scored.",
+    }[error.code] || error.message;
     return;
   }
   const body = await response.json();
   if (response.status === 202) {
     status.textContent = "This interview is still being scored. The scorecard will appear here when it is ready.";
-    // Live: reload once the interview is scored or fails.
+    // Live: load again once the interview is scored or fails (this stream ends then, or with the view).
+    const waiting = new AbortController();
+    signal.addEventListener("abort", () => waiting.abort());
     followEvents((type, data) => {
       if (data.interview_id === interviewId && (type === "interview.scored" || type === "interview.failed")) {
-        announce("The scorecard is ready.");
+        waiting.abort();
+        announce(type === "interview.scored" ? "The scorecard is ready." : "The interview could not be scored.");
         scorecardView(view, interviewId, session, signal);
       }
-    }, () => {}, signal);
+    }, () => {}, waiting.signal);
     return;
   }
   status.remove();
@@ -69,7 +77,8 @@ function facts(card) {
     ["Policy profile", card.policy],
     ["Framework", card.framework ? `${card.framework.name} ${card.framework.version}` : "—"],
     ["Reviewed", card.reviewed ? "Yes: a reviewer overrode a score" : "No override yet"],
-    ["Consent", card.consent ? `Given ${when(card.consent.given_at)} (notice ${card.consent.notice_version})` : "Not recorded"],
+    ["Consent", card.consent
+      ? `Given ${when(card.consent.given_at)} (notice ${card.consent.notice_version})` : "Not recorded"],
   ];
   return h("div", { class: "facts-box" },
     h("dl", { class: "facts" }, rows.map(([term, value]) => [h("dt", {}, term), h("dd", {}, value || "—")])),
@@ -80,7 +89,8 @@ function notice(given) {
   return h("details", { class: "notice" }, h("summary", {}, "Notice given to the candidate"),
     h("dl", {}, Object.entries(given).map(([key, value]) => [
       h("dt", {}, humanise(key)),
-      h("dd", {}, Array.isArray(value) ? value.join(", ") : typeof value === "object" && value ? JSON.stringify(value) : String(value)),
+      h("dd", {}, Array.isArray(value) ? value.join(", ")
+        : typeof value === "object" && value ? JSON.stringify(value) : String(value)),
     ])));
 }
 
@@ -121,7 +131,8 @@ function scoreBar(competency, bands) {
     ? "No score: insufficient evidence"
     : `Score ${number(final)} of 100, band ${bandWord(bandOf(final, bands) || competency.band)}` +
       (competency.override ? `; the model's score was ${number(model)}` : "");
-  return s("svg", { class: "bar", viewBox: "0 0 100 16", preserveAspectRatio: "none", role: "img", "aria-label": label }, parts);
+  return s("svg",
+    { class: "bar", viewBox: "0 0 100 16", preserveAspectRatio: "none", role: "img", "aria-label": label }, parts);
 }
 
 function bandOf(score, bands) {
@@ -197,7 +208,8 @@ function evidence(c, card, answers) {
             h("span", { class: "time" }, span(e.start_s, e.end_s)), ` ${behaviourName(e.signal)}`),
           h("span", { class: "meta" }, ` ${featureWords(e.feature)}, ${where}`));
       }
-      return h("li", { class: "signal" }, `${featureWords(e.signal || e.feature)}: ${number(e.value, 2)} over ${where}`);
+      return h("li", { class: "signal" },
+        `${featureWords(e.signal || e.feature)}: ${number(e.value, 2)} over ${where}`);
     })));
 }
 
