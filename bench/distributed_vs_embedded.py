@@ -10,7 +10,6 @@ and each service used.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -19,18 +18,11 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from distributed_run import score_distributed, servers  # noqa: E402
-from harness import machine, now_utc, save, score_in_child  # noqa: E402
-from long_answer import build_long_answer  # noqa: E402
+from harness import bench_input, machine, now_utc, save, score_in_child  # noqa: E402
 
 
 def main() -> None:
-    from poise_common.native_stderr import filter_native_stderr
-
-    filter_native_stderr()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=4, help="copies of the 19.7 s clip (4 = 79 s)")
-    args = parser.parse_args()
-    path = build_long_answer(args.repeats)
+    _, path = bench_input(__doc__)
     started = machine()
     embedded = score_in_child([path])
     with tempfile.TemporaryDirectory() as work, servers() as (broker, postgres):

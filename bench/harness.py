@@ -28,6 +28,21 @@ RESULTS = BENCH / "results"
 MEDIA_DONE_TOPICS = ("features.vision", "features.audio", "transcripts", "features.nlp")
 
 
+def bench_input(doc: str, add_arguments=None) -> tuple[argparse.Namespace, Path]:
+    """A benchmark's start: native libraries' chatter filtered, its arguments parsed (``--repeats``
+    and whatever ``add_arguments(parser)`` adds), and the long answer built."""
+    from long_answer import build_long_answer
+    from poise_common.native_stderr import filter_native_stderr
+
+    filter_native_stderr()
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=4, help="copies of the 19.7 s clip (4 = 79 s)")
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = parser.parse_args()
+    return args, build_long_answer(args.repeats)
+
+
 def machine() -> dict:
     """Where and under what load a figure was taken (load average: this machine is shared)."""
     return {
@@ -85,13 +100,10 @@ def tree_cpu_s(pid: int) -> float:
 
 
 def scorecard_digest(card: dict) -> str:
-    """What must not change when only speed changes: every score, contribution and signal."""
-    kept = {
-        "competencies": card["competencies"],
-        "signals": [answer["signals"] for answer in card["answers"]],
-        "transcripts": [answer.get("transcript") for answer in card["answers"]],
-    }
-    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+    """A fingerprint of everything the scorecard says (scores, contributions, evidence, signals,
+    transcripts) but the interview's random id: equal digests, equal scorecards."""
+    text = json.dumps(card, sort_keys=True).replace(card["interview_id"], "<interview>")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def score_in_child(paths: list[Path], env: dict[str, str] | None = None, latency: bool = False) -> dict:

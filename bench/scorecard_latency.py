@@ -10,22 +10,17 @@ saves bench/results/scorecard_latency.json.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from harness import machine, now_utc, save, score_in_child  # noqa: E402
-from long_answer import build_long_answer  # noqa: E402
+from harness import bench_input, machine, now_utc, save, score_in_child  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=4, help="copies of the 19.7 s clip (4 = 79 s)")
-    args = parser.parse_args()
-    path = build_long_answer(args.repeats)
+    _, path = bench_input(__doc__)
     started = machine()
     runs = {}
     for answers in (1, 3):

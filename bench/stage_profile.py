@@ -11,18 +11,15 @@ bench/results/stage_profile.json.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from harness import children_cpu_s, clock, machine, now_utc, save  # noqa: E402
-from long_answer import build_long_answer  # noqa: E402
+from harness import bench_input, children_cpu_s, clock, machine, now_utc, save  # noqa: E402
 
 MODEL_STAGES = ("face_model", "vad", "prosody", "speech_recognition", "nlp")
 QUESTION = "Tell us about a time you changed someone's mind."
@@ -214,13 +211,7 @@ def measure(path: Path) -> dict:
 
 
 def main() -> None:
-    from poise_common.native_stderr import filter_native_stderr
-
-    filter_native_stderr()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=4, help="copies of the 19.7 s clip (4 = 79 s)")
-    args = parser.parse_args()
-    path = build_long_answer(args.repeats)
+    _, path = bench_input(__doc__)
     started = machine()
     result = {"benchmark": "stage_profile", "when": now_utc(), "machine": started, **measure(path)}
     result["machine"]["load_average_1m_after"] = machine()["load_average_1m"]

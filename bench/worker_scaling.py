@@ -22,8 +22,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from distributed_run import score_distributed, servers  # noqa: E402
-from harness import RESULTS, machine, now_utc, save  # noqa: E402
-from long_answer import build_long_answer  # noqa: E402
+from harness import RESULTS, bench_input, machine, now_utc, save  # noqa: E402
 
 SAMPLE_FPS = 10.0
 
@@ -43,15 +42,11 @@ def ceilings(run: dict, media_s: float) -> dict:
 
 
 def main() -> None:
-    from poise_common.native_stderr import filter_native_stderr
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+        parser.add_argument("--interviews", type=int, default=4)
 
-    filter_native_stderr()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=4, help="copies of the 19.7 s clip (4 = 79 s)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--interviews", type=int, default=4)
-    args = parser.parse_args()
-    path = build_long_answer(args.repeats)
+    args, path = bench_input(__doc__, add_arguments)
     from poise_gateway.probe import probe
     from poise_common.settings import PoiseSettings
 

@@ -79,3 +79,20 @@ def test_held_records_wait_on_disk_and_replay_byte_for_byte(tmp_path: Path):
         await bus.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_spill_file_whose_head_is_released_is_compacted(tmp_path: Path, monkeypatch):
+    from poise_common.bus import memory
+
+    monkeypatch.setattr(memory, "_COMPACT_BYTES", 10_000)
+    spill = memory._SpillFile(str(tmp_path))
+    values = [os.urandom(1000) for _ in range(40)]
+    for n, value in enumerate(values):
+        spill.append(f"k{n}", value)
+    full = spill._end
+    spill.drop(25)  # 25 of 40 records released, while later ones are still held
+    assert spill._end < full / 2  # copied away from the released head
+    assert [spill.read(i) for i in range(len(spill))] == [(f"k{n}", values[n]) for n in range(25, 40)]
+    spill.append("k40", b"after")
+    assert spill.read(len(spill) - 1) == ("k40", b"after")
+    spill.close()

@@ -202,5 +202,5 @@ def as_mono_float32(samples: np.ndarray) -> np.ndarray:
     audio = np.asarray(samples)
     if audio.ndim != 1:
         raise ValueError(f"expected mono samples (1-D), got shape {audio.shape}")
-    audio = np.nan_to_num(audio.astype(np.float32, copy=False), nan=0.0)
-    return np.ascontiguousarray(np.clip(audio, -1.0, 1.0))
+    audio = np.nan_to_num(audio.astype(np.float32, copy=False), nan=0.0)  # a copy: the caller's stays as it was
+    return np.ascontiguousarray(np.clip(audio, -1.0, 1.0, out=audio))  # and clipped in it, not in another

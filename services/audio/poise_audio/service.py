@@ -46,7 +46,9 @@ class AudioService:
         await self.backend.stop()
 
     async def _analyse(self, pcm: bytes, question: str) -> tuple[Transcript, AudioFeatures]:
-        samples = as_mono_float32(np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0)
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
+        samples /= 32768.0  # in place: one answer-long array rather than two at once
+        samples = as_mono_float32(samples)
         duration = samples.size / SAMPLE_RATE
         raw = await self.backend.transcribe(samples, prompt_for(self.settings, question)) if samples.size else []
         segments = repair_segments(raw, duration)

@@ -42,6 +42,10 @@ def partition_for(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode()) % partitions
 
 
+# Released records at the head of a spill file worth copying the rest away from.
+_COMPACT_BYTES = 64 << 20
+
+
 class _SpillFile:
     """Records every group has read but one still holds, oldest first, for a replay.
 
@@ -50,6 +54,7 @@ class _SpillFile:
     """
 
     def __init__(self, directory: str | None) -> None:
+        self._directory = directory
         self._file = tempfile.TemporaryFile(dir=directory)
         self._aead = AESGCM(AESGCM.generate_key(bit_length=128))
         self._sealed = 0  # records sealed so far: each one's nonce
@@ -75,12 +80,25 @@ class _SpillFile:
         return key, self._aead.decrypt(sealed[:12], sealed[12:], None)
 
     def drop(self, count: int) -> None:
-        """Forget the oldest ``count`` records; the disk space comes back once none is left."""
+        """Forget the oldest ``count`` records, giving their disk space back once it is most of the file."""
         del self._index[:count]
         if not self._index:
             self._file.seek(0)
             self._file.truncate()
             self._end = 0
+            return
+        start = self._index[0][0]
+        # Holds of overlapping answers may never all end at once (a server's busy partition):
+        # the live tail is copied to a fresh file rather than letting the old one grow for ever.
+        if start >= _COMPACT_BYTES and start * 2 >= self._end:
+            fresh = tempfile.TemporaryFile(dir=self._directory)
+            self._file.seek(start)
+            while chunk := self._file.read(1 << 20):
+                fresh.write(chunk)
+            self._file.close()
+            self._file = fresh
+            self._index = [(position - start, length, key) for position, length, key in self._index]
+            self._end -= start
 
     def close(self) -> None:
         self._file.close()
