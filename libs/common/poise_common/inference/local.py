@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -11,6 +13,26 @@ from poise_common.inference.backend import FACE, SPEECH, FaceStream, InferenceBa
 from poise_common.inference.faces import FaceLandmarkerRunner, RawFaces, decode_jpeg_rgb
 from poise_common.inference.speech import RawSegment, WhisperRunner
 from poise_common.settings import PoiseSettings
+
+
+# glibc's mallopt parameter for the number of heaps ("arenas") threads allocate from.
+_M_ARENA_MAX = -8
+_ARENAS = 2
+
+
+def _cap_malloc_arenas() -> None:
+    """Let this process's threads share two glibc heaps instead of one per busy thread (up to 16).
+
+    The models' threads allocate frames and audio buffers from several threads at once; with a
+    heap each, memory freed in one is never reused by another, and a process scoring answer after
+    answer grew by about 20 MB an answer. The models' work is native and CPU-bound, so two heaps
+    cost no measurable speed. Elsewhere than glibc this does nothing.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).mallopt(_M_ARENA_MAX, _ARENAS)
+    except (OSError, AttributeError, TypeError):
+        pass
 
 
 class _LocalFaceStream(FaceStream):
@@ -66,6 +88,7 @@ class LocalBackend(InferenceBackend):
         self._whisper: WhisperRunner | None = None
 
     async def start(self, needs: set[str]) -> None:
+        _cap_malloc_arenas()
         if FACE in needs:
             vision = self.settings.vision
             if not vision.face_model_path.is_file():
