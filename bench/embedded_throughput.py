@@ -54,7 +54,7 @@ def main() -> None:
     print(f"input: {duration:.1f} s of 640x360 video; load average {started['load_average_1m']} at the start")
     print(f"embedded scoring: {wall:.2f} s wall -> {result['realtime_factor']}x real time "
           f"(with start-up {e2e['startup_s']:.2f} s: {result['realtime_factor_with_startup']}x); "
-          f"peak memory {e2e['peak_rss_mb']:.0f} MB (+ decoding child {e2e['decode_children_peak_rss_mb']:.0f} MB)")
+          f"peak memory {e2e['peak_rss_mb']:.0f} MB")
     print(f"run CPU {run_cpu:.2f} s (decoding children {e2e['decode_children_cpu_s']:.2f} s); "
           f"model floor {floor:.2f} s; overhead {100 * result['overhead_cpu_share']:.1f} % of the CPU, "
           f"{100 * result['overhead_wall_share']:.1f} % of the wall")

@@ -169,7 +169,6 @@ def main() -> None:
     args = parser.parse_args()
     figures = asyncio.run(_score(args.answers, args.latency))
     figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    figures["decode_children_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
     args.out.write_text(json.dumps(figures))
 
 

@@ -1,7 +1,7 @@
 """Peak memory against interview length: streaming, not buffering.
 
 Each run scores in a fresh process (``EmbeddedPoise``, default settings) and reports that
-process's peak resident memory, and apart from it the largest decoding child's. Interviews:
+process's peak resident memory (the gateway's decoding children are short-lived and apart). Interviews:
 one 5-minute answer; twelve of them (a 60-minute interview); with ``--long`` also one
 20-minute answer (the longest accepted). Prints and saves bench/results/memory_scaling.json.
 
@@ -38,8 +38,7 @@ def main() -> None:
     for name, paths in cases.items():
         figures = score_in_child(paths)
         runs[name] = figures
-        print(f"{name:<30} {figures['duration_s']:>7.0f} media s  peak {figures['peak_rss_mb']:>6.0f} MB "
-              f"(decoding child {figures['decode_children_peak_rss_mb']:.0f} MB)  "
+        print(f"{name:<30} {figures['duration_s']:>7.0f} media s  peak {figures['peak_rss_mb']:>6.0f} MB  "
               f"{figures['duration_s'] / figures['scoring_wall_s']:.1f}x real time", flush=True)
     base = runs["5 min (1 answer)"]["peak_rss_mb"]
     ratio = runs["60 min (12 answers of 5 min)"]["peak_rss_mb"] / base
