@@ -39,7 +39,6 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
@@ -289,15 +288,6 @@ class StreamDecryptor:
 
 
 # -- the key ring ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DataKeyInfo:
-    tenant: str
-    version: int
-    master_key_id: str
-    active: bool
-    created_at: float
-
-
 def _wrap_context(tenant: str, version: int) -> bytes:
     # A wrapped key copied to another tenant's or version's row does not unwrap there.
     return f"poise tenant data key v1\n{tenant}\n{version}".encode()
@@ -413,14 +403,6 @@ class KeyRing:
             if result.rowcount:
                 changed.append((tenant, version))
         return changed
-
-    def versions(self, tenant: str | None = None) -> list[DataKeyInfo]:
-        with self.sessions() as session:
-            query = select(TenantKey).order_by(TenantKey.tenant, TenantKey.version)
-            if tenant is not None:
-                query = query.where(TenantKey.tenant == tenant)
-            return [DataKeyInfo(k.tenant, k.version, k.master_key_id, k.active, k.created_at)
-                    for k in session.scalars(query)]
 
     # -- values ----------------------------------------------------------------------------
     def encrypt(self, tenant: str, plaintext: bytes, aad: bytes = b"") -> bytes:

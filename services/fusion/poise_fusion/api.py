@@ -19,9 +19,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from poise_common.api_auth import requires
 from poise_common.audit_trail import AuditTrail, record_access
 from poise_common.auth import KeyStore, Principal
+from poise_common.paging import BadCursor, decode_cursor, next_cursor
 from poise_common.settings import PoiseSettings
 from poise_fusion.events import EventHub
-from poise_common.paging import BadCursor, decode_cursor, next_cursor
 from poise_fusion.store import FusionStore
 
 _RESPONSES = {

@@ -26,7 +26,6 @@ RACE_ETHNICITY = (
     "Two or More Races",
 )
 CATEGORIES = {"sex": SEX, "race_ethnicity": RACE_ETHNICITY}
-DIMENSIONS = ("sex", "race_ethnicity", "intersectional")
 MODES = ("scoring_rate", "selection_rate")
 DEFAULT_MIN_SHARE = 0.02
 FOUR_FIFTHS = 0.8

@@ -37,7 +37,6 @@ FOLDS = 5
 RESAMPLES = 1000
 MIN_LABELLED = 30
 DEFAULT_HOLDOUT = 0.25
-DEFAULT_BAR = 0.6
 ICC_METHOD = (
     "ICC(2,1) and ICC(2,k): two-way random effects, absolute agreement (Shrout & Fleiss 1979), on the "
     "interviews rated by the most common number k >= 2 of raters; columns are raters when those "
@@ -260,7 +259,7 @@ def calibrate_competency(
         report["reason"] = f"{len(targets)} labelled interviews, fewer than {settings.min_labelled}"
         return None, report
     blind = sorted(i for i in targets if is_blind(i, settings.seed, settings.holdout))
-    train = sorted(i for i in targets if i not in set(blind))
+    train = sorted(set(targets) - set(blind))
     complete = [i for i in train if all(f in features[i] for f in allowed)]
     report.update(n_train=len(complete), n_train_incomplete=len(train) - len(complete), n_blind=len(blind))
     if len(complete) < 2 * settings.folds:

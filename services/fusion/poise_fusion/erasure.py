@@ -9,7 +9,8 @@ Greenhouse order (with the candidate's name and email). What stays: a tombstone 
 id and tenant, nothing else) so that fusion drops messages still on the bus for it instead of
 storing them again (removed after ``retention.tombstone_days``), the receipt (counts only; the
 reference as its hash) and the audit log's entry. On SQLite, deleted content is overwritten
-(secure_delete) and the write-ahead log is checkpointed away, so nothing lingers in the file.
+(secure_delete, set on every connection by poise_common.db.engine) and the write-ahead log is
+checkpointed away, so nothing lingers in the file.
 
 The request is served inline (seconds): ``DELETE /v1/candidates/{ref}`` answers 200 with the
 receipt, ``GET /v1/erasures/{id}`` shows it again. The gateway serves both, since it holds
@@ -140,12 +141,6 @@ def erase_rows(session: Session, tenant: str, interview_ids: Iterable[str], *, t
     return counts
 
 
-def overwrite_deleted(session: Session) -> None:
-    """SQLite: zero what deleted rows occupied (first thing in the transaction that deletes)."""
-    if session.get_bind().dialect.name == "sqlite":
-        session.execute(text("PRAGMA secure_delete=ON"))
-
-
 def checkpoint(sessions: sessionmaker) -> None:
     """SQLite: move the write-ahead log into the database file and empty it, so old page images
     (with deleted rows) do not linger there. PostgreSQL reclaims deleted rows with its vacuum."""
@@ -205,7 +200,6 @@ class Eraser:
 
     def _erase_rows(self, erasure_id: str, tenant: str, interview_ids: list[str], files: int) -> Erasure:
         with self.sessions.begin() as session:
-            overwrite_deleted(session)
             counts = erase_rows(session, tenant, interview_ids, tombstone=True)
             counts.update(interviews=len(interview_ids), media_files=files)
             row = session.get(Erasure, erasure_id)

@@ -37,6 +37,8 @@ from poise_fusion.framework_schema import (
 
 BUNDLED = Path(__file__).with_name("frameworks")
 MODALITIES = ("content", "voice", "face")
+# The modality each signal group measures: a feature's default, and what policy profiles check it against.
+GROUP_MODALITY = {"nlp": "content", "audio": "voice", "vision": "face"}
 _ERROR = "framework"  # the pydantic error type of the checks below
 
 
@@ -133,7 +135,7 @@ class FeatureWeight(_Strict):
     @model_validator(mode="after")
     def _default_modality(self) -> FeatureWeight:
         if self.modality is None:
-            self.modality = {"vision": "face", "audio": "voice", "nlp": "content"}[self.feature.partition(".")[0]]
+            self.modality = GROUP_MODALITY[self.feature.partition(".")[0]]
         return self
 
     def normalise(self, value: float) -> float:

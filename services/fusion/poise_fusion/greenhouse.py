@@ -369,10 +369,6 @@ class GreenhouseNotifier(OutboxSender):
     def due(self, now: float) -> list[tuple]:
         return self.store.due(now)
 
-    def backoff(self, attempts: int) -> float:
-        """Delay after the ``attempts``-th failure (1-based)."""
-        return min(self.max_backoff_s, self.backoff_s * (2 ** min(attempts - 1, 32)))
-
     async def send(self, interview_id: str, url: str, attempts: int) -> None:
         code, error = None, None
         try:

@@ -165,6 +165,7 @@ class InvitationMailer(OutboxSender):
         super().__init__(bus, timeout_s=smtp.timeout_s, poll_s=poll_s)
         self.store = store
         self.smtp = smtp
+        self.backoff_s, self.max_backoff_s = smtp.backoff_s, MAX_BACKOFF_S
         if smtp.url:
             smtp_address(smtp.url)  # a malformed setting fails the start, not every attempt
 
@@ -186,10 +187,6 @@ class InvitationMailer(OutboxSender):
 
     def due(self, now: float) -> list[tuple]:
         return self.store.due(now)
-
-    def backoff(self, attempts: int) -> float:
-        """Delay after the ``attempts``-th failure (1-based)."""
-        return min(MAX_BACKOFF_S, self.smtp.backoff_s * (2 ** min(attempts - 1, 32)))
 
     async def send(self, interview_id: str, email: str, role: str, link: str, attempts: int) -> None:
         attempt, error, retry = attempts + 1, None, True

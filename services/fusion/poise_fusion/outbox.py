@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 class OutboxSender(abc.ABC):
     group: str  # the consumer group that follows scorecards.v1 for this sender
+    # Retries wait backoff_s after the first failure, doubling per failure, at most max_backoff_s.
+    backoff_s: float
+    max_backoff_s: float
 
     def __init__(self, bus: Bus, *, timeout_s: float, poll_s: float) -> None:
         self.bus = bus
@@ -50,6 +53,10 @@ class OutboxSender(abc.ABC):
         if self._client is None:
             raise RuntimeError(f"{type(self).__name__}.start() has not been awaited")
         return self._client
+
+    def backoff(self, attempts: int) -> float:
+        """Delay after the ``attempts``-th failure (1-based)."""
+        return min(self.max_backoff_s, self.backoff_s * (2 ** min(attempts - 1, 32)))
 
     @abc.abstractmethod
     async def on_event(self, env: Envelope) -> None:

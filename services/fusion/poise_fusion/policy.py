@@ -27,11 +27,8 @@ from sqlalchemy.orm import sessionmaker
 
 from poise_common.db.models import TenantSettings
 from poise_common.messages import Consent
-from poise_fusion.framework import FeatureWeight, Framework
+from poise_fusion.framework import GROUP_MODALITY, FeatureWeight, Framework
 
-# The modality each signal group measures. A feature feeds a score only when both its declared
-# modality and its group's are allowed, so a framework cannot relabel a face measurement as content.
-GROUP_MODALITY = {"nlp": "content", "audio": "voice", "vision": "face"}
 # What the candidate notice says each kind of data is.
 DATA_KINDS = {
     "content": "what was said: the transcript of the answers",
@@ -58,6 +55,8 @@ class PolicyProfile:
     requires_consent: bool = False
 
     def feeds(self, spec: FeatureWeight) -> bool:
+        # Both the declared modality and the group's must be allowed: a framework cannot relabel
+        # a face measurement as content.
         group = spec.feature.partition(".")[0]
         return spec.modality in self.modalities and GROUP_MODALITY[group] in self.modalities
 

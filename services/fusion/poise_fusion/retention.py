@@ -39,7 +39,7 @@ from poise_common.db.models import (
     WebhookDelivery,
 )
 from poise_common.settings import RetentionSettings
-from poise_fusion.erasure import checkpoint, erase_rows, overwrite_deleted
+from poise_fusion.erasure import checkpoint, erase_rows
 from poise_fusion.store import ERASED_REASON
 
 if TYPE_CHECKING:
@@ -124,7 +124,6 @@ def purge_database(sessions: sessionmaker, settings: RetentionSettings, report: 
     """Remove (dry: count) the rows of expired interviews and old tombstones, in one transaction."""
     with sessions() as session:
         try:
-            overwrite_deleted(session)
             for tenant, ids in _expired(session, tenant_retention(session), settings.default_days, now).items():
                 counts = erase_rows(session, tenant, ids, tombstone=False)
                 counts["interviews"] = len(ids)

@@ -34,7 +34,7 @@ import numpy as np
 
 from poise_fusion.assemble import build_scorecard
 from poise_fusion.audit import CATEGORIES, RACE_ETHNICITY, SEX
-from poise_fusion.framework import FeatureWeight, Framework, get_framework
+from poise_fusion.framework import FeatureWeight, Framework
 from poise_fusion.labels import DEFAULT_SCALE
 from poise_fusion.scoring import AnswerInputs, score_answer
 from poise_fusion.scoring_model import unique_features
@@ -69,7 +69,7 @@ class SyntheticSet:
     interviews: list[SyntheticInterview]
     weights: dict[str, dict[str, float]]  # competency -> feature -> generating points weight (>= 0)
     intercepts: dict[str, float]  # competency -> intercept (points)
-    framework_spec: Framework | None = None  # for scorecards(); a bundled framework is found by its name
+    framework_spec: Framework  # the framework generated for, which scorecards() scores with
 
     def write_labels_csv(self, path: Path, scale: tuple[float, float] = DEFAULT_SCALE) -> None:
         """One row per (interview, rater), ratings mapped linearly from 1..5 onto ``scale``."""
@@ -85,7 +85,7 @@ class SyntheticSet:
 
     def scorecards(self) -> list[dict]:
         """Scorecards as fusion stores them (one answer each), scored with the framework's norms."""
-        framework = self.framework_spec or get_framework(self.framework)
+        framework = self.framework_spec
         cards = []
         for interview in self.interviews:
             inputs = AnswerInputs(

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from poise_common.bus.memory import MemoryBus
-from poise_common.db.engine import create_db_engine, session_factory, upgrade
 from poise_common.messages import (
     AnswerMediaDone, AudioFeatures, Envelope, InterviewOpened, NlpFeatures, Question, Topics, Transcript, VisionEnd,
 )
@@ -253,12 +252,10 @@ def test_calibrated_scores_stay_within_0_100_and_add_up_exactly_to_the_cent():
     assert best["score"] == 100.0
 
 
-def test_models_are_versioned_per_framework_and_one_is_active(tmp_path):
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'poise.db'}")
-    upgrade(engine)
+def test_models_are_versioned_per_framework_and_one_is_active(sessions):
     now = [0.0]
-    fusion_view = ModelStore(session_factory(engine), cache_s=5.0, clock=lambda: now[0])
-    admin = ModelStore(session_factory(engine))
+    fusion_view = ModelStore(sessions, cache_s=5.0, clock=lambda: now[0])
+    admin = ModelStore(sessions)
     first = admin.next_version(FW)
     assert first == "generic@1.0+cal.1"
     parameters = {"teamwork": CompetencyModel(5.0, {"nlp.we_ratio": 60.0})}
@@ -274,11 +271,10 @@ def test_models_are_versioned_per_framework_and_one_is_active(tmp_path):
     admin.activate(second, forced=True)
     assert [(r.version, r.active, r.forced) for r in admin.list("generic")] == [(first, False, False), (second, True, True)]
     newer = FW.model_copy(update={"version": "1.1"})
-    assert ModelStore(session_factory(engine), cache_s=0).active(newer) is None  # calibrated for 1.0 only
+    assert ModelStore(sessions, cache_s=0).active(newer) is None  # calibrated for 1.0 only
     assert admin.deactivate("generic") == [second]
-    assert ModelStore(session_factory(engine), cache_s=0).active(FW) is None
+    assert ModelStore(sessions, cache_s=0).active(FW) is None
     assert admin.next_version(newer) == "generic@1.1+cal.3"
-    engine.dispose()
 
 
 def messages(answer_id: str, question_id: str) -> list[Envelope]:
@@ -300,10 +296,8 @@ def messages(answer_id: str, question_id: str) -> list[Envelope]:
     ]
 
 
-def test_a_model_activated_mid_interview_makes_the_whole_scorecard(tmp_path):
+def test_a_model_activated_mid_interview_makes_the_whole_scorecard(sessions):
     async def scenario():
-        engine = create_db_engine(f"sqlite:///{tmp_path / 'poise.db'}")
-        upgrade(engine)
         bus = MemoryBus()
         await bus.start()
         events: list[Envelope] = []
@@ -312,13 +306,13 @@ def test_a_model_activated_mid_interview_makes_the_whole_scorecard(tmp_path):
             events.append(env)
 
         await bus.subscribe([Topics.SCORECARDS], "test", record)
-        service = FusionService(bus, FusionStore(session_factory(engine)), PoiseSettings())
+        service = FusionService(bus, FusionStore(sessions), PoiseSettings())
         service.models.cache_s = 0  # the test does not wait out the cache
         await service.handle(Envelope(interview_id="iv", tenant="acme", stream="control", seq=0, payload=InterviewOpened(
             role="generic", questions=[Question(question_id="q1", text="Why?"), Question(question_id="q2", text="How?")])))
         for env in messages("iv-a1", "q1"):
             await service.handle(env)
-        store = ModelStore(session_factory(engine))
+        store = ModelStore(sessions)
         version = store.next_version(FW)
         model = CalibratedModel(version, "generic", "1.0", "default", {
             "teamwork": CompetencyModel(12.0, {"nlp.we_ratio": 50.0, "nlp.perspective_taking_rate": 30.0}),
@@ -330,7 +324,6 @@ def test_a_model_activated_mid_interview_makes_the_whole_scorecard(tmp_path):
         while len(events) < 3:
             await asyncio.sleep(0.01)
         await bus.stop()
-        engine.dispose()
         return version, events
 
     version, events = asyncio.run(scenario())

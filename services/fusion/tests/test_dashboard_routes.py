@@ -11,7 +11,6 @@ import pytest
 from fastapi import FastAPI
 
 from poise_common.auth import KeyStore
-from poise_common.db.engine import create_db_engine, session_factory, upgrade
 from poise_common.signals import AudioSeries, AudioSignals, NlpSignals
 from poise_fusion.assemble import build_answer, build_scorecard
 from poise_fusion.dashboard import STATIC, create_dashboard_router
@@ -22,11 +21,8 @@ _NAMESPACE = re.compile(r"http://www\.w3\.org/2000/svg")
 
 
 @pytest.fixture()
-def keys(tmp_path):
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'poise.db'}")
-    upgrade(engine)
-    yield KeyStore(session_factory(engine))
-    engine.dispose()
+def keys(sessions):
+    return KeyStore(sessions)
 
 
 def fetch(keys: KeyStore, paths: list[str], headers: dict | None = None, api_base: str = "") -> list[httpx.Response]:

@@ -9,7 +9,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from poise_common.auth import KeyStore
-from poise_common.db.engine import create_db_engine, session_factory, upgrade
 from poise_common.messages import Envelope, InterviewOpened, Question
 from poise_fusion.demographics import DemographicsStore, create_demographics_router
 from poise_fusion.store import FusionStore
@@ -44,11 +43,8 @@ class World:
 
 
 @pytest.fixture()
-def world(tmp_path):
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'poise.db'}")
-    upgrade(engine)
-    yield World(session_factory(engine))
-    engine.dispose()
+def world(sessions):
+    return World(sessions)
 
 
 def put(world: World, interview_id: str, body: dict, tenant: str = "local"):

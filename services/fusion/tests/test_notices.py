@@ -11,7 +11,6 @@ import pytest
 from fastapi import FastAPI
 
 from poise_common.auth import KeyStore
-from poise_common.db.engine import create_db_engine, session_factory, upgrade
 from poise_fusion.framework import get_framework
 from poise_fusion.notices import create_notice_router
 from poise_fusion.policy import DATA_KINDS, TenantPolicyStore
@@ -24,10 +23,7 @@ NOTICE = {
 
 
 @pytest.fixture()
-def served(tmp_path):
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'poise.db'}")
-    upgrade(engine)
-    sessions = session_factory(engine)
+def served(sessions):
     keys, policies = KeyStore(sessions), TenantPolicyStore(sessions, ttl_s=0)
     app = FastAPI()
     app.include_router(create_notice_router(policies, keys, frameworks_dir=None, default_role="generic"))
@@ -40,8 +36,7 @@ def served(tmp_path):
 
         return asyncio.run(scenario())
 
-    yield get, keys, policies
-    engine.dispose()
+    return get, keys, policies
 
 
 def test_the_illinois_notice_explains_the_analysis_from_the_framework(served):

@@ -13,7 +13,6 @@ import pytest
 from fastapi import FastAPI
 
 from poise_common.auth import KeyStore
-from poise_common.db.engine import create_db_engine, session_factory, upgrade
 from poise_common.grpc_api.poise.v1 import scoring_pb2 as pb
 from poise_common.grpc_api.poise.v1 import scoring_pb2_grpc as pb_grpc
 from poise_common.grpc_api.server import GrpcServer, ScoringServicer
@@ -99,11 +98,8 @@ class Deployment:
 
 
 @pytest.fixture()
-def deployment(tmp_path):
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'poise.db'}")
-    upgrade(engine)
-    yield Deployment(session_factory(engine))
-    engine.dispose()
+def deployment(sessions):
+    return Deployment(sessions)
 
 
 @pytest.fixture()

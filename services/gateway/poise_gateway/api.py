@@ -540,11 +540,11 @@ class UploadDesk:
                         raise self._too_large()
                     pending += chunk
                     if len(pending) >= _WRITE_BYTES:
-                        await asyncio.to_thread(lambda: fh.write(seal(bytes(pending))))
+                        await asyncio.to_thread(lambda: fh.write(seal(pending)))
                         pending.clear()
 
                 def finish() -> None:
-                    fh.write(seal(bytes(pending)))
+                    fh.write(seal(pending))
                     if encryptor is not None:
                         fh.write(encryptor.finalize())
                     fh.flush()

@@ -70,11 +70,12 @@ class InvalidInvitation(Exception):
         self.code = code
 
 
-def _b64(data: bytes) -> str:
+def b64url(data: bytes) -> str:
+    """URL-safe base64 without padding, as tokens carry it."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _unb64(text: str) -> bytes:
+def unb64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
@@ -90,17 +91,15 @@ class InvitationSigner:
     @classmethod
     def from_settings(cls, settings: PoiseSettings) -> "InvitationSigner":
         """With the configured secret, or the one kept under POISE_HOME (created on first use)."""
-        configured = settings.invitation_secret
-        secret = configured.get_secret_value().encode() if configured else kept_secret(settings.home_dir)
-        return cls(secret, settings.invitation_valid_days * 86400)
+        return cls(invitation_secret(settings), settings.invitation_valid_days * 86400)
 
     def _signature(self, interview_id: str, tenant: str, expires: int) -> str:
         signed = _SIGNED_PREFIX + f"{interview_id}\n{tenant}\n{expires}".encode()
-        return _b64(hmac.new(self._secret, signed, hashlib.sha256).digest())
+        return b64url(hmac.new(self._secret, signed, hashlib.sha256).digest())
 
     def token(self, interview_id: str, tenant: str, *, now: float | None = None) -> str:
         expires = int((time.time() if now is None else now) + self.valid_s)
-        return f"{expires}.{_b64(tenant.encode())}.{self._signature(interview_id, tenant, expires)}"
+        return f"{expires}.{b64url(tenant.encode())}.{self._signature(interview_id, tenant, expires)}"
 
     def link(self, base_url: str, interview_id: str, tenant: str) -> str:
         return candidate_url(base_url, interview_id, self.token(interview_id, tenant))
@@ -114,11 +113,12 @@ class InvitationSigner:
         """The tenant the token was made for; raises :class:`InvalidInvitation`."""
         try:
             expires_text, tenant_text, signature = token.split(".")
-            expires, tenant = int(expires_text), _unb64(tenant_text).decode()
+            expires, tenant = int(expires_text), unb64url(tenant_text).decode()
         except (ValueError, binascii.Error, UnicodeDecodeError):
             raise InvalidInvitation("link_invalid") from None
         # The signature first: "expired" is only ever said of a token this server made.
-        if not hmac.compare_digest(self._signature(interview_id, tenant, expires), signature):
+        # Bytes: compare_digest refuses (TypeError) a str with any non-ASCII character the caller sent.
+        if not hmac.compare_digest(self._signature(interview_id, tenant, expires).encode(), signature.encode()):
             raise InvalidInvitation("link_invalid")
         if (time.time() if now is None else now) >= expires:
             raise InvalidInvitation("link_expired")
@@ -132,6 +132,12 @@ def candidate_url(base_url: str, interview_id: str, token: str) -> str:
 def kept_secret(home: Path) -> bytes:
     """The invitation secret kept in ``home`` (mode 0600), created once."""
     return keep_secret_file(home / SECRET_FILE)
+
+
+def invitation_secret(settings: PoiseSettings) -> bytes:
+    """The configured invitation secret, or the one kept under POISE_HOME."""
+    configured = settings.invitation_secret
+    return configured.get_secret_value().encode() if configured else kept_secret(settings.home_dir)
 
 
 # -- bodies ---------------------------------------------------------------------------------

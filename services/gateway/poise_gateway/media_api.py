@@ -22,7 +22,6 @@ per second, so a seek costs at most a second or two on the largest answers).
 # dependencies as objects, and they are made inside create_media_router.
 
 import asyncio
-import base64
 import binascii
 import hashlib
 import hmac
@@ -45,7 +44,7 @@ from poise_common.auth import KeyStore, Principal
 from poise_common.crypto import CryptoError, StreamDecryptor
 from poise_common.settings import PoiseSettings
 from poise_gateway.api import ApiError, ErrorRoute, StoredAnswer, UploadDesk
-from poise_gateway.candidate import kept_secret
+from poise_gateway.candidate import b64url, invitation_secret, unb64url
 from poise_gateway.media_vault import media_aad
 
 log = logging.getLogger(__name__)
@@ -67,10 +66,6 @@ _RESPONSES = {
 
 
 # -- media links -------------------------------------------------------------------------
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 class MediaLinks:
     """Makes and checks the short-lived tokens that let a video element fetch one answer."""
 
@@ -84,18 +79,17 @@ class MediaLinks:
     @classmethod
     def from_settings(cls, settings: PoiseSettings) -> "MediaLinks":
         """Keyed from the invitation secret (configured, or the one kept under POISE_HOME)."""
-        configured = settings.invitation_secret
-        return cls(configured.get_secret_value().encode() if configured else kept_secret(settings.home_dir))
+        return cls(invitation_secret(settings))
 
     def _signature(self, interview_id: str, question_id: str, holder: str, expires: int) -> str:
         signed = _SIGNED_PREFIX + json.dumps([interview_id, question_id, holder, expires]).encode()
-        return _b64(hmac.new(self._key, signed, hashlib.sha256).digest())
+        return b64url(hmac.new(self._key, signed, hashlib.sha256).digest())
 
     def token(self, interview_id: str, question_id: str, caller: Principal, *, now: float | None = None
               ) -> tuple[str, int]:
         """A token for ``caller`` to read this answer's media, and when it expires (Unix seconds)."""
         expires = int((time.time() if now is None else now) + self.valid_s)
-        holder = _b64(json.dumps([caller.tenant, caller.key_id]).encode())
+        holder = b64url(json.dumps([caller.tenant, caller.key_id]).encode())
         return f"{expires}.{holder}.{self._signature(interview_id, question_id, holder, expires)}", expires
 
     def holder(self, interview_id: str, question_id: str, token: str, *, now: float | None = None) -> Principal:
@@ -103,7 +97,7 @@ class MediaLinks:
         try:
             expires_text, holder, signature = token.split(".")
             expires = int(expires_text)
-            tenant, key_id = json.loads(base64.urlsafe_b64decode(holder + "=" * (-len(holder) % 4)))
+            tenant, key_id = json.loads(unb64url(holder))
         except (ValueError, TypeError, binascii.Error):
             raise ApiError(403, "link_invalid", "this media link is not valid") from None
         expected = self._signature(interview_id, question_id, holder, expires)

@@ -280,17 +280,17 @@ def _full_pass(container, video, audio, limits: GatewaySettings) -> float:
     got_video = got_audio = False
     next_key_t = 0.0
     for packet in container.demux(video, audio):
+        t = None  # when the packet begins (None: it does not say)
         if packet.pts is not None and packet.time_base is not None:
-            begins = float(packet.pts * packet.time_base)
+            t = float(packet.pts * packet.time_base)
             ends = float((packet.pts + (packet.duration or 0)) * packet.time_base)
-            start = begins if start is None else min(start, begins)
+            start = t if start is None else min(start, t)
             end = ends if end is None else max(end, ends)
             if end - start > limits.max_duration_s:
                 raise _too_long(end - start, limits)
         if packet.stream is audio:
             got_audio |= any(True for _ in packet.decode())
             continue
-        t = float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else None
         sampled_key = packet.is_keyframe and t is not None and t >= next_key_t
         if got_video and not sampled_key:
             continue

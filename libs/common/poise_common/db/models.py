@@ -263,7 +263,7 @@ class TenantKey(Base):
     __tablename__ = "tenant_keys"
     __table_args__ = (UniqueConstraint("tenant", "version"),)
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "<tenant>:<version>"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # random hex; (tenant, version) is unique
     tenant: Mapped[str] = mapped_column(String(64), index=True)
     version: Mapped[int] = mapped_column(Integer)
     wrapped_key: Mapped[str] = mapped_column(Text)  # base64 of the AES-GCM wrapped data key

@@ -31,8 +31,8 @@ from pydantic import ValidationError
 from poise_common.audit_trail import AuditTrail, record_access
 from poise_common.auth import KeyStore, Principal
 from poise_common.grpc_api.poise.v1 import scoring_pb2 as pb
-from poise_common.paging import BadCursor, decode_cursor, next_cursor
 from poise_common.grpc_api.poise.v1 import scoring_pb2_grpc as pb_grpc
+from poise_common.paging import BadCursor, decode_cursor, next_cursor
 
 if TYPE_CHECKING:  # the service packages depend on poise_common, not the other way round
     from poise_fusion.erasure import Eraser
