@@ -92,7 +92,7 @@ def in_process(model_path: str | None, audio: list[np.ndarray], *, device: str, 
     return figures, first[0]
 
 
-def gpu_repository(work: Path, model_path: str | None) -> Path:
+def gpu_repository(work: Path, model_path: str | None, instances: int) -> Path:
     """The speech model's folder with the GPU image's config variant, pointed at ``model_path``."""
     spec = importlib.util.spec_from_file_location("gpu_config", REPO / "docker" / "gpu" / "gpu_config.py")
     gpu_config = importlib.util.module_from_spec(spec)
@@ -103,7 +103,8 @@ def gpu_repository(work: Path, model_path: str | None) -> Path:
     shutil.copytree(REPO / "deploy" / "triton" / "models" / "speech_recognizer", models / "speech_recognizer",
                     ignore=shutil.ignore_patterns("__pycache__"))
     parameters = dict(gpu_config.GPU_MODELS["speech_recognizer"], model_path=model_path or "")
-    config = gpu_config.gpu_variant((models / "speech_recognizer" / "config.pbtxt").read_text(), parameters)
+    config = gpu_config.gpu_variant((models / "speech_recognizer" / "config.pbtxt").read_text(), parameters,
+                                    count=instances)
     target = models / "speech_recognizer" / "configs" / f"{gpu_config.CONFIG_NAME}.pbtxt"
     target.parent.mkdir()
     target.write_text(text_format.MessageToString(config))
@@ -154,6 +155,7 @@ def main() -> None:
     parser.add_argument("--utterances", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each utterance")
     parser.add_argument("--cpu-utterances", type=int, default=4, help="how many of them the CPU run takes")
+    parser.add_argument("--instances", type=int, default=4, help="GPU instances of the second Triton run")
     parser.add_argument("--skip-triton", action="store_true")
     args = parser.parse_args()
 
@@ -181,21 +183,22 @@ def main() -> None:
         from poise_devstack.triton import TritonServer
 
         with tempfile.TemporaryDirectory() as work:
-            models = gpu_repository(Path(work), args.model_path)
-            with TritonServer(models, models=["speech_recognizer"], startup_timeout=300,
-                              extra_args=["--model-config-name=gpu"]) as server:
-                url = f"triton://{server.grpc_url}"
-                result["triton_gpu_1"] = asyncio.run(through_triton(url, audio, 1))
-                result["triton_gpu_8"] = asyncio.run(through_triton(url, audio, 8))
-                result["triton_achieved_batch"] = achieved_batch(server.metrics_text())
-                result["triton_gpu_memory_mib"] = gpu_memory_mib()
-                log = server.log_path.read_text(errors="replace")
-                result["triton_engine_line"] = next((line.strip() for line in log.splitlines()
-                                                     if "speech_recognizer ready" in line), None)
-        for key in ("triton_gpu_1", "triton_gpu_8"):
-            print(f"{key}: {result[key]['audio_s_per_wall_s']} audio s per wall s, "
-                  f"p50 {result[key]['latency_s_p50']} s per {args.seconds:.0f} s utterance", flush=True)
-        print(f"triton achieved batch: {result['triton_achieved_batch']}")
+            # One instance per GPU (the image's default), then several: each instance is its own
+            # stub process, so the CPU work around the GPU (features, VAD, timings) overlaps.
+            for instances, callers in ((1, 1), (1, 8), (args.instances, 8)):
+                key = f"triton_gpu_{instances}_instances_{callers}_callers"
+                models = gpu_repository(Path(work) / key, args.model_path, instances)
+                with TritonServer(models, models=["speech_recognizer"], startup_timeout=300,
+                                  extra_args=["--model-config-name=gpu"]) as server:
+                    result[key] = asyncio.run(through_triton(f"triton://{server.grpc_url}", audio, callers))
+                    result[key]["achieved_batch"] = achieved_batch(server.metrics_text())
+                    result[key]["gpu_memory_mib"] = gpu_memory_mib()
+                    log = server.log_path.read_text(errors="replace")
+                    result[key]["engine"] = next((line.split("engine=")[-1].strip('" ') for line in log.splitlines()
+                                                  if "speech_recognizer ready" in line), None)
+                print(f"{key}: {result[key]['audio_s_per_wall_s']} audio s per wall s, p50 "
+                      f"{result[key]['latency_s_p50']} s per {args.seconds:.0f} s utterance, "
+                      f"batch {result[key]['achieved_batch']['mean_batch']}, engine {result[key]['engine']}", flush=True)
 
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "gpu_speech.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -19,14 +19,14 @@ CONFIG_NAME = "gpu"
 GPU_MODELS = {"speech_recognizer": {"compute_type": "float16"}}
 
 
-def gpu_variant(config_text: str, parameters: dict[str, str], gpus: Sequence[int] = (0,)):
-    """The model config parsed from ``config_text`` with one instance on each of ``gpus``."""
+def gpu_variant(config_text: str, parameters: dict[str, str], gpus: Sequence[int] = (0,), count: int = 1):
+    """The model config parsed from ``config_text`` with ``count`` instances on each of ``gpus``."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
     config = text_format.Parse(config_text, model_config_pb2.ModelConfig())
     del config.instance_group[:]
-    config.instance_group.add(kind=model_config_pb2.ModelInstanceGroup.KIND_GPU, count=1, gpus=list(gpus))
+    config.instance_group.add(kind=model_config_pb2.ModelInstanceGroup.KIND_GPU, count=count, gpus=list(gpus))
     for key, value in parameters.items():
         config.parameters[key].string_value = value
     return config
