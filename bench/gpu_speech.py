@@ -4,9 +4,10 @@ The bundled sample's 19.7 s of speech, tiled to ``--seconds`` (a long answer) an
 utterance, is transcribed
 
 - on the CPU in process (int8, every core): the figure a CPU-only worker gets on this machine;
-- on the GPU in process (float16, ``WhisperRunner(device="cuda")``);
+- on the GPU in process (float16, ``WhisperRunner(device="cuda")``), one window after the other
+  and batched (``batch_size=16``: the utterance's windows decoded together);
 - through ``tritonserver`` loading ``deploy/triton/models/speech_recognizer`` with the GPU
-  variant of its config (``docker/gpu/gpu_config.py``: one ``KIND_GPU`` instance, float16), the
+  variant of its config (``docker/gpu/gpu_config.py``: ``KIND_GPU`` instances, float16, batched), the
   way the GPU image serves it, by 1 and by 8 concurrent callers through the ``triton`` inference
   backend, with the batch Triton achieved (requests per model execution, from its metrics).
 
@@ -74,16 +75,18 @@ def gpu_memory_mib() -> int | None:
 
 
 def in_process(model_path: str | None, audio: list[np.ndarray], *, device: str, compute_type: str,
-               threads: int) -> tuple[dict, list]:
+               threads: int, batch_size: int = 1) -> tuple[dict, list]:
     from poise_common.inference.speech import WhisperRunner
 
-    runner = WhisperRunner(model_path, compute_type=compute_type, threads=threads, device=device)
+    runner = WhisperRunner(model_path, compute_type=compute_type, threads=threads, device=device,
+                           batch_size=batch_size)
     runner.transcribe(audio[0][: 5 * RATE])  # loads the model and warms the kernels
     started = time.perf_counter()
     first = [runner.transcribe(samples) for samples in audio]
     wall = time.perf_counter() - started
     figures = {
-        "device": device, "compute_type": compute_type, "threads": threads, "utterances": len(audio),
+        "device": device, "compute_type": compute_type, "threads": threads, "batch_size": batch_size,
+        "utterances": len(audio),
         "audio_s": round(sum(a.size for a in audio) / RATE, 1), "wall_s": round(wall, 3),
         "audio_s_per_wall_s": round(sum(a.size for a in audio) / RATE / wall, 1),
         "gpu_memory_mib": gpu_memory_mib() if device == "cuda" else None,
@@ -155,6 +158,7 @@ def main() -> None:
     parser.add_argument("--utterances", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each utterance")
     parser.add_argument("--cpu-utterances", type=int, default=4, help="how many of them the CPU run takes")
+    parser.add_argument("--batch-size", type=int, default=16, help="windows decoded together (batched runs)")
     parser.add_argument("--instances", type=int, default=4, help="GPU instances of the second Triton run")
     parser.add_argument("--skip-triton", action="store_true")
     args = parser.parse_args()
@@ -178,6 +182,11 @@ def main() -> None:
     result["gpu_vs_cpu_wer"] = round(word_error_rate(words(cpu_words), words(gpu_words)), 4)
     print(f"gpu float16 in process: {result['gpu']['audio_s_per_wall_s']} audio s per wall s, "
           f"{result['gpu']['gpu_memory_mib']} MiB in use; WER against the CPU: {result['gpu_vs_cpu_wer']}", flush=True)
+    result["gpu_batched"], batched_words = in_process(args.model_path, audio, device="cuda", compute_type="float16",
+                                                      threads=4, batch_size=args.batch_size)
+    result["gpu_batched_vs_cpu_wer"] = round(word_error_rate(words(cpu_words), words(batched_words)), 4)
+    print(f"gpu float16 batched {args.batch_size} in process: {result['gpu_batched']['audio_s_per_wall_s']} audio s "
+          f"per wall s; WER against the CPU: {result['gpu_batched_vs_cpu_wer']}", flush=True)
 
     if not args.skip_triton:
         from poise_devstack.triton import TritonServer

@@ -79,6 +79,8 @@ class TritonPythonModel:
                 threads=threads,
                 beam_size=beam_size,
                 device="cuda" if on_gpu else "cpu",
+                # On a GPU windows are decoded together; the CPU keeps decoding one at a time.
+                batch_size=batch_size if on_gpu else 1,
             )
             runner.load()  # a missing or broken model fails the load, not the first answer
             self._engine = runner
