@@ -193,7 +193,7 @@ def test_gpu_config_changes_only_where_and_how_precisely_the_model_runs(tmp_path
     assert written == models / "speech_recognizer" / "configs" / "gpu.pbtxt"
     cpu = text_format.Parse(source.read_text(), model_config_pb2.ModelConfig())
     gpu = text_format.Parse(written.read_text(), model_config_pb2.ModelConfig())
-    assert [g.kind for g in gpu.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_GPU]
+    assert [(g.kind, g.count) for g in gpu.instance_group] == [(model_config_pb2.ModelInstanceGroup.KIND_GPU, 4)]
     assert gpu.parameters["compute_type"].string_value == "float16"
     for field in ("name", "backend", "max_batch_size", "input", "output", "dynamic_batching"):
         assert getattr(gpu, field) == getattr(cpu, field), field
