@@ -99,9 +99,10 @@ def measure_stages(path: Path) -> tuple[dict, dict]:
 def _messages(outputs: dict):
     """The answer's messages as the services publish them, by topic, in order."""
     from poise_common.messages import (
-        AnswerMediaDone, AudioChunk, AudioEnd, AudioFeatures, Envelope, Frame, FrameFeatures, FramesEnd,
-        InterviewOpened, NlpFeatures, Question, Topics, Transcript, VisionEnd,
+        AnswerMediaDone, AudioChunk, AudioEnd, AudioFeatures, Envelope, Frame, FrameFeaturesBatch, FramesEnd,
+        FrameSeen, InterviewOpened, NlpFeatures, Question, Topics, Transcript, VisionEnd,
     )
+    from poise_common.settings import VisionSettings
 
     base = Envelope(interview_id="bench", answer_id="bench-a1", tenant="local", stream="control", seq=0,
                     payload=FramesEnd(count=0))
@@ -119,8 +120,10 @@ def _messages(outputs: dict):
     done = base.follow("control", 1, AnswerMediaDone(
         question_id="q1", duration_s=outputs["duration_s"], frame_count=len(frames), audio_count=len(chunks),
         has_video=True, width=width, height=height, source_fps=25.0, sample_fps=10.0))
-    vision = [base.follow("vision", seq, FrameFeatures(t_s=t, face_count=count, face=face))
-              for seq, (t, count, face) in enumerate(observations)]
+    seen = [FrameSeen(seq=seq, t_s=t, face_count=count, face=face) for seq, (t, count, face) in enumerate(observations)]
+    size = VisionSettings().feature_batch_frames  # in batches, as vision publishes them
+    vision = [base.follow("vision", start, FrameFeaturesBatch(frames=seen[start:start + size]))
+              for start in range(0, len(seen), size)]
     vision.append(base.follow("vision", len(observations), VisionEnd(count=len(observations))))
     features = {
         Topics.MEDIA_CONTROL: [opened, done],

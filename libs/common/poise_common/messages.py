@@ -139,12 +139,34 @@ class AudioEnd(BaseModel):
 
 
 class FrameFeatures(BaseModel):
-    """features.vision: what vision saw in one frame (seq equals the frame's seq)."""
+    """features.vision: what vision saw in one frame (seq equals the frame's seq).
+
+    Vision now sends frames in batches (:class:`FrameFeaturesBatch`); fusion still stores this
+    form, which workers of earlier releases left on the topic."""
 
     kind: Literal["vision.frame"] = "vision.frame"
     t_s: float
     face_count: int
     face: FaceObservation | None = None
+
+
+class FrameSeen(BaseModel):
+    """One frame of a :class:`FrameFeaturesBatch`."""
+
+    seq: int = Field(description="The frame's seq on media.frames.")
+    t_s: float
+    face_count: int
+    face: FaceObservation | None = None
+
+
+class FrameFeaturesBatch(BaseModel):
+    """features.vision: what vision saw in consecutive frames of one answer, in frame order.
+
+    The envelope's seq is the first frame's. One message per many frames: fusion stores each
+    batch in one transaction instead of one per frame."""
+
+    kind: Literal["vision.frames"] = "vision.frames"
+    frames: list[FrameSeen] = Field(min_length=1)
 
 
 class VisionEnd(BaseModel):
@@ -197,6 +219,7 @@ Payload = Annotated[
         AudioChunk,
         AudioEnd,
         FrameFeatures,
+        FrameFeaturesBatch,
         VisionEnd,
         AudioFeatures,
         Transcript,

@@ -67,6 +67,10 @@ class VisionSettings(BaseModel):
         description="MediaPipe FaceLandmarker bundle (face_landmarker.task).",
     )
     max_faces: int = Field(2, description="Faces looked for per frame; more than one raises a warning.")
+    feature_batch_frames: int = Field(
+        50, ge=1, description="Frames whose features travel in one message to fusion (the last batch of an answer "
+        "may be smaller).",
+    )
 
 
 class AudioSettings(BaseModel):

@@ -10,7 +10,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import and_, delete, func, insert, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from poise_common.db.models import Answer, AnswerPart, Failure, Interview, Scorecard, VisionFrame
@@ -19,6 +19,8 @@ from poise_common.messages import (
     AudioFeatures,
     Envelope,
     FrameFeatures,
+    FrameFeaturesBatch,
+    FrameSeen,
     InterviewOpened,
     NlpFeatures,
     Transcript,
@@ -85,19 +87,10 @@ class FusionStore:
             answer = self._answer(session, env)
             if answer.status != "processing":
                 return False, None  # already scored: a replay
-            if isinstance(payload, FrameFeatures):
-                exists = session.scalar(
-                    select(VisionFrame.id).where(VisionFrame.answer_id == answer.id, VisionFrame.seq == env.seq)
-                )
-                if exists:
-                    return False, None
-                session.add(
-                    VisionFrame(
-                        answer_id=answer.id, seq=env.seq, t_s=payload.t_s, face_count=payload.face_count,
-                        face=payload.face.model_dump(mode="json") if payload.face else None,
-                    )
-                )
-                return True, None
+            if isinstance(payload, FrameFeatures):  # one frame, from a worker of an earlier release
+                payload = FrameFeaturesBatch(frames=[FrameSeen(seq=env.seq, **payload.model_dump(exclude={"kind"}))])
+            if isinstance(payload, FrameFeaturesBatch):
+                return self._add_frames(session, answer.id, payload), None
             if isinstance(payload, AnswerMediaDone):
                 if answer.media is not None:
                     return False, None
@@ -116,6 +109,21 @@ class FusionStore:
                 session.add(AnswerPart(answer_id=answer.id, part=part, data=data))
             session.flush()
             return True, answer.id if self._complete(session, answer) else None
+
+    @staticmethod
+    def _add_frames(session: Session, answer_id: str, batch: FrameFeaturesBatch) -> bool:
+        """Insert the batch's frames not stored yet (a replay resends some), in one statement."""
+        seqs = [frame.seq for frame in batch.frames]
+        stored = set(session.scalars(
+            select(VisionFrame.seq).where(VisionFrame.answer_id == answer_id, VisionFrame.seq.in_(seqs))))
+        rows = [
+            {"answer_id": answer_id, "seq": frame.seq, "t_s": frame.t_s, "face_count": frame.face_count,
+             "face": frame.face.model_dump(mode="json") if frame.face else None}
+            for frame in batch.frames if frame.seq not in stored
+        ]
+        if rows:
+            session.execute(insert(VisionFrame), rows)
+        return bool(rows)
 
     def _lock_interview(self, session: Session, env: Envelope) -> Interview | None:
         interview = session.scalar(

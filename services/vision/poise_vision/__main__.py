@@ -15,7 +15,8 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
     from poise_common.metrics import InferenceMetrics
     from poise_vision.service import VisionService  # MediaPipe is slow to import: not for --help
 
-    return ServiceParts(services=[VisionService(bus, create_backend(settings, InferenceMetrics(registry, "vision")))])
+    return ServiceParts(services=[VisionService(bus, create_backend(settings, InferenceMetrics(registry, "vision")),
+                                                batch_frames=settings.vision.feature_batch_frames)])
 
 
 if __name__ == "__main__":

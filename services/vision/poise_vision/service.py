@@ -1,11 +1,13 @@
-"""Vision: one face stream per answer, one feature message per sampled frame.
+"""Vision: one face stream per answer; the features of its sampled frames, in batches.
 
 The face model runs wherever the inference backend says (in this process, or on Triton as
 one sequence per answer); this service only keeps each answer's main-face state. A stream
 that takes several frames at once (``FaceStream.depth``) gets the next frames while the
 previous one's features are published, so the model never waits on the bus; features are
 still published in frame order, and an open answer holds its first frame, so a worker that
-dies with frames in flight replays the whole answer.
+dies with frames in flight replays the whole answer. That hold is also what lets features wait
+for a batch (``batch_frames`` frames a message, the rest when the answer's frames end): fusion
+then stores each batch in one transaction, and the bus carries a fiftieth of the messages.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from poise_common.bus.base import dead_letter_record
 from poise_common.bus.errors import ReplayFromHold
 from poise_common.inference.backend import FACE, FaceStream, InferenceBackend, StreamLost
 from poise_common.inference.faces import RawFaces
-from poise_common.messages import Envelope, Frame, FrameFeatures, FramesEnd, Topics, VisionEnd
+from poise_common.messages import Envelope, Frame, FrameFeaturesBatch, FramesEnd, FrameSeen, Topics, VisionEnd
 from poise_vision.face_tracker import MainFace
 
 log = logging.getLogger(__name__)
@@ -42,17 +44,20 @@ class _Answer:
     hold: Hold
     last_seq: int = -1
     in_flight: deque[_InFlight] = field(default_factory=deque)
+    batch: list[tuple[Envelope, FrameSeen]] = field(default_factory=list)  # answered, not yet published
 
     def cancel(self) -> None:
         for frame in self.in_flight:
             frame.faces.cancel()
         self.in_flight.clear()
+        self.batch.clear()
 
 
 class VisionService:
-    def __init__(self, bus: Bus, backend: InferenceBackend) -> None:
+    def __init__(self, bus: Bus, backend: InferenceBackend, *, batch_frames: int = 50) -> None:
         self.bus = bus
         self.backend = backend
+        self.batch_frames = batch_frames
         # Each open answer holds its first frame: if this worker dies, or the model server
         # loses the answer's tracking state, the answer is replayed from that frame through a
         # fresh stream and gives the same features.
@@ -96,6 +101,7 @@ class VisionService:
             answer = self._answers.get(env.answer_id)
             if answer is not None:
                 await self._publish_done(env.answer_id, answer, keep=0)
+                await self._publish_batch(answer)
                 self._answers.pop(env.answer_id, None)
                 await answer.stream.close()
             await self.bus.publish(
@@ -127,8 +133,17 @@ class VisionService:
                 continue
             answer.in_flight.popleft()
             count, face = answer.main.observe(raw, (frame.frame.width, frame.frame.height), frame.frame.t_s)
-            features = FrameFeatures(t_s=frame.frame.t_s, face_count=count, face=face)
-            await self.bus.publish(Topics.FEATURES_VISION, frame.env.follow("vision", frame.env.seq, features))
+            answer.batch.append((frame.env, FrameSeen(seq=frame.env.seq, t_s=frame.frame.t_s, face_count=count, face=face)))
+            if len(answer.batch) >= self.batch_frames:
+                await self._publish_batch(answer)
+
+    async def _publish_batch(self, answer: _Answer) -> None:
+        if not answer.batch:
+            return
+        first = answer.batch[0][0]
+        batch = FrameFeaturesBatch(frames=[seen for _, seen in answer.batch])
+        answer.batch.clear()
+        await self.bus.publish(Topics.FEATURES_VISION, first.follow("vision", first.seq, batch))
 
     async def _dead_letter(self, frame: _InFlight, exc: Exception) -> None:
         """A frame that failed after its delivery was acknowledged goes where the bus would have put it."""

@@ -13,7 +13,7 @@ import pytest
 from poise_common.bus.memory import MemoryBus
 from poise_common.inference.faces import FaceLandmarkerRunner, decode_jpeg_rgb
 from poise_common.inference.local import LocalBackend
-from poise_common.messages import Envelope, Frame, FrameFeatures, FramesEnd, Topics, VisionEnd
+from poise_common.messages import Envelope, Frame, FrameFeaturesBatch, FramesEnd, FrameSeen, Topics, VisionEnd
 from poise_common.settings import PoiseSettings
 from poise_gateway.decode import iter_frames
 from poise_vision.face_tracker import MainFace
@@ -48,7 +48,15 @@ def one_at_a_time(frames: list[Frame]) -> list[tuple[int, dict | None]]:
     return out
 
 
-async def through_service(frames: list[Frame], home: Path) -> tuple[list[Envelope], list[dict]]:
+def seen_frames(out: list[Envelope]) -> list[FrameSeen]:
+    """The frames of every feature batch published, in publishing order; each batch's envelope
+    carries its first frame's seq."""
+    batches = [env for env in out if isinstance(env.payload, FrameFeaturesBatch)]
+    assert all(env.seq == env.payload.frames[0].seq for env in batches)
+    return [seen for env in batches for seen in env.payload.frames]
+
+
+async def through_service(frames: list[Frame], home: Path, batch_frames: int = 50) -> tuple[list[Envelope], list[dict]]:
     """Every frame through VisionService on a memory bus: what it publishes, and its dead letters."""
     bus = MemoryBus(spill_dir=str(home))
     await bus.start()
@@ -61,7 +69,7 @@ async def through_service(frames: list[Frame], home: Path) -> tuple[list[Envelop
             finished.set()
 
     await bus.subscribe([Topics.FEATURES_VISION], "test", collect)
-    service = VisionService(bus, LocalBackend(PoiseSettings()))
+    service = VisionService(bus, LocalBackend(PoiseSettings()), batch_frames=batch_frames)
     await service.start()
     base = Envelope(interview_id="i1", answer_id="i1-a1", tenant="t", stream="frames", seq=0, payload=FramesEnd(count=0))
     for seq, frame in enumerate(frames):
@@ -96,24 +104,27 @@ def test_direct_result_reading_equals_mediapipes_objects(media_dir: Path):
 def test_pipelined_service_publishes_the_features_of_one_frame_at_a_time(media_dir: Path, tmp_path: Path):
     frames = jpeg_frames(media_dir / "face_noface.mov")
     expected = one_at_a_time(frames)
-    out, dead = asyncio.run(through_service(frames, tmp_path))
+    out, dead = asyncio.run(through_service(frames, tmp_path, batch_frames=16))
     assert dead == []
-    features = [env for env in out if isinstance(env.payload, FrameFeatures)]
-    assert [env.seq for env in features] == list(range(len(frames)))  # every frame, in order
-    got = [(env.payload.face_count, env.payload.face.model_dump() if env.payload.face else None) for env in features]
+    features = seen_frames(out)
+    assert [f.seq for f in features] == list(range(len(frames)))  # every frame, in order
+    got = [(f.face_count, f.face.model_dump() if f.face else None) for f in features]
     assert got == expected
     assert any(face is None for _, face in got) and any(face is not None for _, face in got)
+    # Full batches, then what was left when the frames ended; the end after them.
+    sizes = [len(env.payload.frames) for env in out if isinstance(env.payload, FrameFeaturesBatch)]
+    assert sizes == [16] * (len(frames) // 16) + ([len(frames) % 16] if len(frames) % 16 else [])
     assert isinstance(out[-1].payload, VisionEnd) and out[-1].payload.count == len(frames)
 
 
 def test_a_frame_that_fails_in_flight_is_dead_lettered_and_the_rest_go_on(media_dir: Path, tmp_path: Path):
     frames = jpeg_frames(media_dir / "single_face.mp4")[:12]
     frames[5] = frames[5].model_copy(update={"jpeg": b"not a jpeg"})
-    out, dead = asyncio.run(through_service(frames, tmp_path))
+    out, dead = asyncio.run(through_service(frames, tmp_path, batch_frames=4))
     assert len(dead) == 1
     assert Envelope.from_bytes(dead[0]["value"].encode()).seq == 5
     assert "ValueError" in dead[0]["error"]
-    features = [env for env in out if isinstance(env.payload, FrameFeatures)]
-    assert [env.seq for env in features] == [s for s in range(12) if s != 5]
-    assert all(env.payload.face_count == 1 for env in features)
+    features = seen_frames(out)
+    assert [f.seq for f in features] == [s for s in range(12) if s != 5]
+    assert all(f.face_count == 1 for f in features)
     assert isinstance(out[-1].payload, VisionEnd)
