@@ -11,14 +11,20 @@ HELM_VERSION := v3.22.0
 TOOLS := $(CURDIR)/.tools
 HELM_STAMP := $(TOOLS)/helm-$(HELM_VERSION).built
 QUESTIONS := examples/questions.yaml
+# The GPU image's Python environment (docker/gpu/requirements.txt, whisperx and CUDA torch), built
+# beside .venv to run on the CPU what only that image runs; rebuilt when the pins change.
+GPU_VENV := .venv-gpu
+GPU_REQUIREMENTS := docker/gpu/requirements.txt
+GPU_STAMP := $(GPU_VENV)/requirements.built
 
-.PHONY: setup system-packages tools run test bench up down proto sample clean help
+.PHONY: setup system-packages tools run test gpu-env gpu-env-test bench up down proto sample clean help
 
 help:
 	@echo "make run    - set up, then score the sample interview in one process"
 	@echo "make test   - set up, then run every test"
 	@echo "make setup  - create .venv from uv.lock and fetch the models (SHA-256 checked)"
 	@echo "make tools  - build helm $(HELM_VERSION) into .tools/bin (for the chart tests in tests/deploy)"
+	@echo "make gpu-env-test - build $(GPU_VENV) from $(GPU_REQUIREMENTS) (~3.4 GB of wheels) and run docker/gpu/tests in it"
 	@echo "make up     - start the distributed stack locally (Kafka, PostgreSQL, five services)"
 	@echo "make down   - stop it"
 	@echo "make bench  - run the benchmarks in bench/ (figures saved under bench/results/)"
@@ -43,6 +49,26 @@ $(HELM_STAMP):
 
 tools: $(HELM_STAMP)
 	@test -x $(TOOLS)/bin/helm || { rm -f $(HELM_STAMP); $(MAKE) --no-print-directory $(HELM_STAMP); }
+
+# From scratch each time the pins change (uv's cache makes a rebuild quick): the same Python as
+# .venv, the pinned wheels with their hashes as the image installs them, Poise's packages editable
+# (the tests see the working tree), and pytest and the Triton server at the lock's versions.
+$(GPU_STAMP): $(GPU_REQUIREMENTS) | $(UV)
+	rm -rf $(GPU_VENV)
+	$(UV) venv --quiet --python "$$($(VENV)/bin/python -c 'import sys; print(sys._base_executable)')" $(GPU_VENV)
+	$(UV) pip install --quiet --python $(GPU_VENV)/bin/python --require-hashes --no-deps -r $(GPU_REQUIREMENTS)
+	$(UV) pip install --quiet --python $(GPU_VENV)/bin/python --no-deps \
+		-e libs/common -e services/vision -e services/audio -e tools/devstack
+	$(UV) export --frozen --only-dev --no-hashes --no-header --no-annotate --format requirements-txt \
+		--quiet -o $(GPU_VENV)/dev-locked.txt
+	$(UV) pip install --quiet --python $(GPU_VENV)/bin/python -c $(GPU_VENV)/dev-locked.txt pytest pytest-timeout
+	$(UV) pip install --quiet --python $(GPU_VENV)/bin/python --no-deps -c $(GPU_VENV)/dev-locked.txt nvidia-pytriton
+	@touch $@
+
+gpu-env: $(GPU_STAMP)
+
+gpu-env-test: gpu-env
+	$(GPU_VENV)/bin/python -m pytest docker/gpu/tests
 
 system-packages:
 	@scripts/ensure_system_packages.sh
@@ -72,4 +98,4 @@ sample: setup
 	$(VENV)/bin/python scripts/build_sample.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(GPU_VENV) .pytest_cache

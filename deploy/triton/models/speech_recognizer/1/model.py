@@ -6,10 +6,11 @@ as its own audio and answered in order. The answer is ``SEGMENTS``: the JSON lis
 ``RawSegment.to_json()`` that the in-process ``WhisperRunner`` gives, so the audio service repairs
 and converts segments the same way for either backend.
 
-Engines: faster-whisper through ``WhisperRunner`` (CPU, or CUDA on a KIND_GPU instance), or, when
-``whisperx`` is importable and CUDA is available, whisperx's batched pipeline (30 s chunks decoded
-together) behind the same output. The whisperx path cannot run on the CPU build machines and is
-untested there.
+Engines, both on the instance's device (CUDA on a KIND_GPU instance, else the CPU): faster-whisper
+through ``WhisperRunner``, or whisperx's batched pipeline (pyannote VAD chunks of up to 30 s
+decoded together, word timings from a wav2vec2 alignment model) behind the same output. ``auto``
+takes whisperx only where it pays and keeps the answer complete: on a GPU instance, with CUDA,
+and with ``align_model_dir`` set (without an alignment model whisperx gives no word timings).
 """
 
 from __future__ import annotations
@@ -56,19 +57,21 @@ class TritonPythonModel:
                 f"got {engine!r}")
         on_gpu = args.get("model_instance_kind", "CPU") == "GPU"
         device_index = int(args.get("model_instance_device_id", "0") or 0)
+        align_model_dir = params.get("align_model_dir", "").strip() or None
 
-        if engine == "whisperx" or (engine == "auto" and _whisperx_usable()):
+        if _use_whisperx(engine, on_gpu=on_gpu, align_model_dir=align_model_dir):
             from poise_common.inference.speech import resolve_model_path
 
             self._engine = _WhisperXEngine(
                 resolve_model_path(model_path),
+                device="cuda" if on_gpu else "cpu",
                 device_index=device_index,
                 # int8 is the CPU default; on a GPU float16 is whisperx's own default and faster.
-                compute_type="float16" if compute_type == "int8" else compute_type,
+                compute_type="float16" if on_gpu and compute_type == "int8" else compute_type,
                 beam_size=beam_size,
                 batch_size=batch_size,
                 threads=threads,
-                align_model_dir=params.get("align_model_dir", "").strip() or None,
+                align_model_dir=align_model_dir,
             )
         else:
             from poise_common.inference.speech import WhisperRunner
@@ -129,6 +132,16 @@ class TritonPythonModel:
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("SEGMENTS", out)])
 
 
+def _use_whisperx(engine: str, *, on_gpu: bool, align_model_dir: str | None) -> bool:
+    """Whether the ``engine`` parameter, on this instance, means whisperx."""
+    if engine != "auto":
+        return engine == "whisperx"
+    # Without an alignment model whisperx's segments carry no words, and the audio service's
+    # features and evidence are built from words: auto keeps faster-whisper then (it batches
+    # windows on a GPU too). On a CPU instance whisperx is slower than faster-whisper.
+    return on_gpu and align_model_dir is not None and _whisperx_usable()
+
+
 def _whisperx_usable() -> bool:
     import importlib.util
 
@@ -142,17 +155,41 @@ def _whisperx_usable() -> bool:
         return False
 
 
-class _WhisperXEngine:
-    """whisperx's batched faster-whisper pipeline on CUDA, answering like ``WhisperRunner``.
+def _vad_checkpoint_globals() -> list:
+    """What whisperx's bundled pyannote VAD checkpoint pickles besides tensors.
 
-    Untested on the CPU build machines. Word timings need a pre-provisioned wav2vec2 alignment
-    model (``align_model_dir``); without one the segments carry no words.
+    torch 2.6 loads checkpoints with ``weights_only=True``, which refuses these; they are allowed
+    for that one load only (the file comes with the hash-pinned whisperx wheel).
+    """
+    import collections
+    import typing
+
+    import torch
+    from omegaconf.base import ContainerMetadata, Metadata
+    from omegaconf.listconfig import ListConfig
+    from omegaconf.nodes import AnyNode
+    from pyannote.audio.core.model import Introspection
+    from pyannote.audio.core.task import Problem, Resolution, Specifications
+
+    return [AnyNode, ContainerMetadata, ListConfig, Metadata, Introspection, Problem, Resolution,
+            Specifications, torch.torch_version.TorchVersion, collections.defaultdict, typing.Any,
+            dict, int, list]
+
+
+class _WhisperXEngine:
+    """whisperx's batched faster-whisper pipeline, answering like ``WhisperRunner``.
+
+    Runs on ``device`` ("cuda": the GPU ``device_index``; "cpu"). Word timings need a
+    pre-provisioned wav2vec2 alignment model (``align_model_dir``); without one the segments
+    carry no words. Nothing is fetched from a model hub: the Whisper folder is local and the
+    pyannote VAD weights come with whisperx.
     """
 
     def __init__(
         self,
         model_path,
         *,
+        device: str,
         device_index: int,
         compute_type: str,
         beam_size: int,
@@ -160,29 +197,40 @@ class _WhisperXEngine:
         threads: int,
         align_model_dir: str | None,
     ) -> None:
+        import torch
         import whisperx
 
+        if device not in ("cuda", "cpu"):
+            raise ValueError(f"device must be cuda or cpu, got {device!r}")
         self._wx = whisperx
-        self._device = "cuda"
-        self._device_index = device_index
         self._batch_size = batch_size
-        self._pipeline = whisperx.load_model(
-            str(model_path),
-            "cuda",
-            device_index=device_index,
-            compute_type=compute_type,
-            language="en",
-            # Same decoding choices as WhisperRunner: greedy by default, windows independent.
-            asr_options={"beam_size": beam_size, "best_of": beam_size, "condition_on_previous_text": False},
-            # whisperx bundles its pyannote VAD weights; its Silero option would fetch from a hub.
-            vad_method="pyannote",
-            local_files_only=True,
-            threads=threads,
-        )
+        if device == "cuda":
+            # whisperx puts its VAD on torch.device("cuda"), the current GPU: make it this one.
+            torch.cuda.set_device(device_index)
+            self._torch_device = f"cuda:{device_index}"
+        else:
+            # The VAD and alignment models run in torch; keep them to the instance's threads.
+            torch.set_num_threads(threads)
+            self._torch_device = "cpu"
+        with torch.serialization.safe_globals(_vad_checkpoint_globals()):
+            self._pipeline = whisperx.load_model(
+                str(model_path),
+                device,
+                device_index=device_index,
+                compute_type=compute_type,
+                language="en",
+                # Same decoding choices as WhisperRunner: greedy by default, windows independent.
+                asr_options={"beam_size": beam_size, "best_of": beam_size,
+                             "condition_on_previous_text": False},
+                # whisperx bundles its pyannote VAD weights; its Silero option would fetch from a hub.
+                vad_method="pyannote",
+                local_files_only=True,
+                threads=threads,
+            )
         self._align = None
         if align_model_dir:
             self._align = whisperx.load_align_model(
-                language_code="en", device=f"cuda:{device_index}", model_dir=align_model_dir)
+                language_code="en", device=self._torch_device, model_dir=align_model_dir)
 
     def transcribe(self, samples: np.ndarray, prompt: str | None = None) -> list:
         import dataclasses
@@ -204,7 +252,7 @@ class _WhisperXEngine:
         segments = result.get("segments", [])
         if self._align is not None and segments:
             model, metadata = self._align
-            segments = self._wx.align(segments, model, metadata, samples, f"cuda:{self._device_index}",
+            segments = self._wx.align(segments, model, metadata, samples, self._torch_device,
                                       return_char_alignments=False).get("segments", [])
         out = []
         for seg in segments:
