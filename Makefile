@@ -76,9 +76,10 @@ system-packages:
 run: setup
 	$(VENV)/bin/poise score $(SAMPLE) --questions $(QUESTIONS)
 
-test: setup system-packages tools
+test: setup system-packages tools gpu-env
 	$(VENV)/bin/python -m poise_devstack kafka-jars >/dev/null
 	$(VENV)/bin/python -m pytest
+	$(GPU_VENV)/bin/python -m pytest docker/gpu/tests
 
 bench: setup system-packages
 	$(VENV)/bin/python bench/embedded_throughput.py
