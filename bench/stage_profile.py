@@ -36,7 +36,6 @@ def _sandboxed(figures: dict, stage: str, run) -> object:
 
 def measure_stages(path: Path) -> tuple[dict, dict]:
     """(figures per stage, what the stages produced: frames, observations, transcript, ...)."""
-    import cv2
     import numpy as np
 
     from poise_audio.analysis import analyse_audio
@@ -46,7 +45,7 @@ def measure_stages(path: Path) -> tuple[dict, dict]:
     from poise_common.behaviour.vision_summary import summarise_vision
     from poise_common.inference.faces import FaceLandmarkerRunner, decode_jpeg_rgb
     from poise_common.settings import PoiseSettings
-    from poise_gateway.decode import iter_audio, iter_frames
+    from poise_gateway.decode import encode_jpeg, iter_audio, iter_frames
     from poise_gateway.probe import probe
     from poise_gateway.sandbox import isolated_audio, isolated_frames
     from poise_nlp.features import analyse_transcript
@@ -62,9 +61,9 @@ def measure_stages(path: Path) -> tuple[dict, dict]:
     with clock(figures, "decode_audio"):
         pcm = b"".join(chunk for _, chunk in iter_audio(path, gateway.audio_chunk_s))
     _sandboxed(figures, "decode_audio_sandboxed", lambda: sum(1 for _ in isolated_audio(path, gateway, duration)))
-    quality = [int(cv2.IMWRITE_JPEG_QUALITY), gateway.jpeg_quality]
+    # In process for reference: the sandboxed decode above includes it (the child encodes).
     with clock(figures, "jpeg_encode"):
-        jpegs = [cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), quality)[1].tobytes() for _, rgb in frames]
+        jpegs = [encode_jpeg(rgb, gateway.jpeg_quality) for _, rgb in frames]
     with clock(figures, "jpeg_decode"):
         decoded = [decode_jpeg_rgb(jpeg) for jpeg in jpegs]
     runner = FaceLandmarkerRunner(settings.vision.face_model_path, settings.vision.max_faces)
@@ -201,7 +200,7 @@ def measure(path: Path) -> dict:
     with tempfile.TemporaryDirectory() as home, clock(figures, "fusion"):
         asyncio.run(_through_fusion(features, Path(home)))
     duration = outputs["duration_s"]
-    pipeline = ("decode_video_sandboxed", "decode_audio_sandboxed", "jpeg_encode", "jpeg_decode",
+    pipeline = ("decode_video_sandboxed", "decode_audio_sandboxed", "jpeg_decode",
                 "face_geometry", "vision_summary", "bus", "fusion")
     return {
         "input": {"duration_s": round(duration, 3), "frames": len(outputs["frames"]),

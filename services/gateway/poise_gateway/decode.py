@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 import numpy as np
@@ -18,6 +19,25 @@ from poise_gateway.errors import MediaRejected
 from poise_gateway.probe import open_media, refused_on_ffmpeg_error, video_track
 
 SAMPLE_RATE = 16000
+
+
+class JpegFrame(NamedTuple):
+    """A sampled frame as it travels on the bus."""
+
+    t_s: float
+    width: int
+    height: int
+    jpeg: bytes
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    """An RGB frame as JPEG at ``quality`` (OpenCV's libjpeg-turbo, as vision decodes it)."""
+    import cv2
+
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [int(cv2.IMWRITE_JPEG_QUALITY), quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return jpeg.tobytes()
 
 
 def scaled_size(width: int, height: int, target_width: int) -> tuple[int, int]:

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 
 from poise_common.bus import Bus
 from poise_common.messages import (
@@ -151,14 +150,9 @@ class Gateway:
         await self.bus.flush()
 
     async def _publish_frames(self, base: Envelope, path: Path, duration_s: float) -> int:
-        quality = [int(cv2.IMWRITE_JPEG_QUALITY), self.settings.jpeg_quality]
-
         def encoded() -> Iterator[Frame]:
-            for t_s, rgb in isolated_frames(path, self.settings, duration_s):
-                ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), quality)
-                if not ok:
-                    raise RuntimeError("JPEG encoding failed")
-                yield Frame(t_s=round(t_s, 4), width=rgb.shape[1], height=rgb.shape[0], jpeg=jpeg.tobytes())
+            for t_s, width, height, jpeg in isolated_frames(path, self.settings, duration_s):
+                yield Frame(t_s=round(t_s, 4), width=width, height=height, jpeg=jpeg)
 
         seq = 0
         async for frame in _in_thread(encoded()):
