@@ -9,9 +9,7 @@ when whisperx or the Triton server is missing: that environment is what they che
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -21,48 +19,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from poise_devstack.triton import DEFAULT_MODEL_REPOSITORY, TritonServer, find_triton_install
+from poise_devstack.speech_checks import JFK_TEXT, load_audio_16k, speech_inputs, word_error_rate
+from poise_devstack.triton import DEFAULT_MODEL_REPOSITORY, TritonServer, import_model
 
 pytestmark = pytest.mark.media
 
 SR = 16000
 SPEECH = "speech_recognizer"
-MODEL_PY = DEFAULT_MODEL_REPOSITORY / SPEECH / "1" / "model.py"
-JFK_TEXT = (
-    "And so my fellow Americans, ask not what your country can do for you, "
-    "ask what you can do for your country."
-)
 # The disfluent prompt of shared/notes/MODELS.md; on jfk it makes tiny.en write punctuation.
 DISFLUENT_PROMPT = "Umm, let me think like, hmm... Okay, here's what I'm, like, thinking."
-
-
-def _audio_16k(path: Path) -> np.ndarray:
-    """Mono float32 at 16 kHz in [-1, 1], decoded as the gateway does."""
-    import av
-
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=SR)
-    chunks: list[np.ndarray] = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(audio=0):
-            chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-        chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
-    return np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
-
-
-def _normalise(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """(substitutions + deletions + insertions) / reference words, on normalised words."""
-    ref, hyp = _normalise(reference), _normalise(hypothesis)
-    previous = list(range(len(hyp) + 1))
-    for i, ref_word in enumerate(ref, start=1):
-        current = [i] + [0] * len(hyp)
-        for j, hyp_word in enumerate(hyp, start=1):
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word))
-        previous = current
-    return previous[-1] / max(len(ref), 1)
 
 
 def _text(segments) -> str:
@@ -79,24 +44,6 @@ def _assert_in_time_order(segments, duration: float) -> None:
         assert before.end <= after.start + 1e-6, "segments overlap"
 
 
-def _load_model_module():
-    """deploy/triton/models/speech_recognizer/1/model.py, with Triton's own backend utilities.
-
-    model.py imports ``triton_python_backend_utils``; the module comes from the Triton release
-    that serves it (the nvidia-pytriton wheel), so nothing here stands in for Triton's code.
-    """
-    if "triton_python_backend_utils" not in sys.modules:
-        utils = find_triton_install().python_backend / "triton_python_backend_utils.py"
-        spec = importlib.util.spec_from_file_location("triton_python_backend_utils", utils)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules["triton_python_backend_utils"] = module
-    spec = importlib.util.spec_from_file_location("poise_speech_recognizer_model", MODEL_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _engine(model_module, **overrides):
     from poise_common.inference.speech import resolve_model_path
 
@@ -111,7 +58,7 @@ def _engine(model_module, **overrides):
 
 @pytest.fixture(scope="module")
 def model_module():
-    return _load_model_module()
+    return import_model(SPEECH)
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +70,7 @@ def engine(model_module):
 
 @pytest.fixture(scope="module")
 def jfk(media_dir: Path) -> np.ndarray:
-    return _audio_16k(media_dir / "jfk.flac")
+    return load_audio_16k(media_dir / "jfk.flac")
 
 
 # -- the environment -------------------------------------------------------------------------------
@@ -228,19 +175,6 @@ def test_align_model_dir_gives_every_segment_words(model_module, jfk, tmp_path) 
 # -- the engine in a real tritonserver -------------------------------------------------------------
 
 
-def _speech_inputs(samples: np.ndarray, prompt: str | None):
-    import tritonclient.grpc as grpcclient
-
-    audio = grpcclient.InferInput("AUDIO", [1, samples.size], "FP32")
-    audio.set_data_from_numpy(samples.reshape(1, -1).astype(np.float32))
-    inputs = [audio]
-    if prompt is not None:
-        text = grpcclient.InferInput("PROMPT", [1, 1], "BYTES")
-        text.set_data_from_numpy(np.array([[prompt.encode("utf-8")]], dtype=np.object_))
-        inputs.append(text)
-    return inputs
-
-
 def _segments_of(result) -> list:
     from poise_common.inference.speech import RawSegment
 
@@ -290,14 +224,14 @@ def test_triton_loads_the_whisperx_engine_on_a_cpu_instance(whisperx_server, cli
 
 
 def test_triton_whisperx_answers(client, engine, jfk) -> None:
-    plain = _segments_of(client.infer(SPEECH, _speech_inputs(jfk, None)))
+    plain = _segments_of(client.infer(SPEECH, speech_inputs(jfk, None)))
     assert word_error_rate(JFK_TEXT, _text(plain)) <= 0.10, _text(plain)
     _assert_in_time_order(plain, jfk.size / SR)
     # The same engine in process answers the same (one engine, two ways of calling it).
     assert [dataclasses.asdict(s) for s in plain] == [dataclasses.asdict(s) for s in engine.transcribe(jfk)]
 
-    prompted = _segments_of(client.infer(SPEECH, _speech_inputs(jfk, DISFLUENT_PROMPT)))
+    prompted = _segments_of(client.infer(SPEECH, speech_inputs(jfk, DISFLUENT_PROMPT)))
     assert _text(prompted) != _text(plain)
-    again = _segments_of(client.infer(SPEECH, _speech_inputs(jfk, None)))
+    again = _segments_of(client.infer(SPEECH, speech_inputs(jfk, None)))
     assert again == plain, "the previous request's prompt stayed in the model"
-    assert _segments_of(client.infer(SPEECH, _speech_inputs(np.zeros(0, np.float32), None))) == []
+    assert _segments_of(client.infer(SPEECH, speech_inputs(np.zeros(0, np.float32), None))) == []

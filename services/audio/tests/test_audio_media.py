@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from poise_common.settings import AudioSettings
@@ -16,47 +14,11 @@ from poise_common.signals import TranscriptSegment
 from poise_audio.analysis import analyse_audio
 from poise_audio.asr import SpeechRecognizer, create_recognizer
 from poise_audio.vad import detect_speech
+from poise_devstack.speech_checks import JFK_TEXT, load_audio_16k, normalise, word_error_rate
 
 pytestmark = pytest.mark.media
 
 SR = 16000
-JFK_TEXT = (
-    "And so my fellow Americans, ask not what your country can do for you, "
-    "ask what you can do for your country."
-)
-
-
-def load_audio(path: Path) -> np.ndarray:
-    """Decode the first audio stream to 16 kHz mono float32, as the gateway does."""
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=SR)
-    chunks: list[np.ndarray] = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(audio=0):
-            chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-        chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
-    return np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
-
-
-def normalise(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """(substitutions + deletions + insertions) / reference words, on normalised words."""
-    ref, hyp = normalise(reference), normalise(hypothesis)
-    previous = list(range(len(hyp) + 1))
-    for i, ref_word in enumerate(ref, start=1):
-        current = [i] + [0] * len(hyp)
-        for j, hyp_word in enumerate(hyp, start=1):
-            current[j] = min(
-                previous[j] + 1,  # deletion
-                current[j - 1] + 1,  # insertion
-                previous[j - 1] + (ref_word != hyp_word),  # substitution or match
-            )
-        previous = current
-    return previous[-1] / max(len(ref), 1)
-
-
 def rttm_first_onset(path: Path) -> float:
     """Earliest speech start in an RTTM file (field 4 is the onset in seconds)."""
     onsets = [float(line.split()[3]) for line in path.read_text().splitlines() if line.startswith("SPEAKER")]
@@ -97,7 +59,7 @@ def test_word_error_rate_helper():
 
 
 def test_jfk_is_transcribed_with_ordered_word_times(media_dir, recognizer, offline):
-    audio = load_audio(media_dir / "jfk.flac")
+    audio = load_audio_16k(media_dir / "jfk.flac")
     transcript = recognizer.transcribe(audio, question="What does public service mean to you?")
     words = _words(transcript)
     hypothesis = " ".join(segment.text for segment in transcript)
@@ -116,7 +78,7 @@ def test_jfk_is_transcribed_with_ordered_word_times(media_dir, recognizer, offli
 
 
 def test_first_speech_onset_matches_the_reference_timeline(media_dir, settings):
-    audio = load_audio(media_dir / "two_speakers.wav")
+    audio = load_audio_16k(media_dir / "two_speakers.wav")
     reference = rttm_first_onset(media_dir / "two_speakers.rttm")
 
     segments = detect_speech(audio, SR, settings.vad_aggressiveness)
@@ -129,7 +91,7 @@ def test_first_speech_onset_matches_the_reference_timeline(media_dir, settings):
 
 
 def test_lecture_speech_rate_and_prosody(media_dir, recognizer, settings):
-    audio = load_audio(media_dir / "lecture_60s.wav")
+    audio = load_audio_16k(media_dir / "lecture_60s.wav")
     transcript = recognizer.transcribe(audio)
     signals = analyse_audio(audio, SR, transcript, settings)
 
@@ -144,7 +106,7 @@ def test_lecture_speech_rate_and_prosody(media_dir, recognizer, settings):
 
 
 def test_inserted_silence_is_one_long_pause_episode(media_dir, settings):
-    audio = load_audio(media_dir / "jfk.flac")
+    audio = load_audio_16k(media_dir / "jfk.flac")
     cut = int(8.0 * SR)  # between "... for you," and "ask what you can do"
     stretched = np.concatenate([audio[:cut], np.zeros(3 * SR, dtype=np.float32), audio[cut:]])
 
@@ -161,7 +123,7 @@ def test_inserted_silence_is_one_long_pause_episode(media_dir, settings):
 
 
 def test_silent_soundtrack_is_not_measurable(media_dir, recognizer, settings):
-    audio = load_audio(media_dir / "pexels_face_20s.mp4")  # its AAC track is all zeros
+    audio = load_audio_16k(media_dir / "pexels_face_20s.mp4")  # its AAC track is all zeros
     transcript = recognizer.transcribe(audio)
     signals = analyse_audio(audio, SR, transcript, settings)
 
@@ -175,7 +137,7 @@ def test_batched_decoding_agrees_with_one_window_at_a_time(media_dir, offline):
     """The GPU path (windows decoded together) transcribes a minute of lecture like the CPU path."""
     from poise_common.inference.speech import WhisperRunner
 
-    audio = load_audio(media_dir / "lecture_60s.wav")
+    audio = load_audio_16k(media_dir / "lecture_60s.wav")
     one_by_one = WhisperRunner().transcribe(audio)
     batched = WhisperRunner(batch_size=8).transcribe(audio)
     reference = " ".join(s.text for s in one_by_one)

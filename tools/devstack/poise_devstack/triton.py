@@ -13,7 +13,6 @@ import importlib.util
 import logging
 import os
 import re
-import shutil
 import sys
 import sysconfig
 import tempfile
@@ -26,7 +25,7 @@ import httpx
 
 from poise_devstack.ports import LOCALHOST, free_ports, port_accepts
 from poise_devstack.server import LocalServer
-from poise_devstack.processes import ManagedProcess, StartupError, tail_file
+from poise_devstack.processes import ManagedProcess, StartupError
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +87,24 @@ def find_triton_install(python_version: str | None = None) -> TritonInstall:
         raise RuntimeError(f"the Triton server in {root} is incomplete (missing {', '.join(missing)}): "
                            f"{_WHEEL_HINT}, built for Python {version}")
     return install
+
+
+def import_model(model: str, repository: Path = DEFAULT_MODEL_REPOSITORY):
+    """A Python-backend model's ``1/model.py`` as a module, outside a server (for tests).
+
+    ``model.py`` imports ``triton_python_backend_utils``; that module comes from the Triton
+    release that serves the model (the nvidia-pytriton wheel), so nothing stands in for Triton's.
+    """
+    if "triton_python_backend_utils" not in sys.modules:
+        utils = find_triton_install().python_backend / "triton_python_backend_utils.py"
+        spec = importlib.util.spec_from_file_location("triton_python_backend_utils", utils)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["triton_python_backend_utils"] = module
+    spec = importlib.util.spec_from_file_location(f"poise_triton_model_{model}", Path(repository) / model / "1" / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _clean_error(line: str) -> str:

@@ -7,28 +7,15 @@ choice, which must never leave the audio service without word timings.
 from __future__ import annotations
 
 import importlib.util
-import sys
 
 import pytest
 
-from poise_devstack.triton import DEFAULT_MODEL_REPOSITORY, find_triton_install
-
-MODEL_PY = DEFAULT_MODEL_REPOSITORY / "speech_recognizer" / "1" / "model.py"
+from poise_devstack.triton import import_model
 
 
 @pytest.fixture(scope="module")
 def model_module():
-    if "triton_python_backend_utils" not in sys.modules:
-        # The module model.py imports, from the Triton release that serves it.
-        utils = find_triton_install().python_backend / "triton_python_backend_utils.py"
-        spec = importlib.util.spec_from_file_location("triton_python_backend_utils", utils)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules["triton_python_backend_utils"] = module
-    spec = importlib.util.spec_from_file_location("poise_speech_recognizer_model", MODEL_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_model("speech_recognizer")
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from poise_devstack.processes import StartupError
+from poise_devstack.speech_checks import load_audio_16k, speech_inputs
 from poise_devstack.triton import DEFAULT_MODEL_REPOSITORY, TritonServer
 
 pytestmark = pytest.mark.media
@@ -62,21 +63,6 @@ def _jpeg_frames(path: Path, fps: float = SAMPLE_FPS, limit: int | None = None) 
             if limit is not None and len(frames) >= limit:
                 break
     return frames
-
-
-def _audio_16k(path: Path) -> np.ndarray:
-    """Mono float32 at 16 kHz in [-1, 1]."""
-    import av
-
-    chunks = []
-    with av.open(str(path)) as container:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
-        for frame in container.decode(audio=0):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().reshape(-1))
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray().reshape(-1))
-    return np.concatenate(chunks).astype(np.float32)
 
 
 def _face_inputs(jpeg: bytes, t_ms: int):
@@ -136,19 +122,6 @@ def _assert_same_faces(got: list, expected: list) -> None:
         assert np.allclose(g.landmarks, e.landmarks, atol=ATOL), f"frame {i}: landmarks differ"
         assert np.allclose(g.blendshapes, e.blendshapes, atol=ATOL), f"frame {i}: blendshapes differ"
         assert np.allclose(g.matrices, e.matrices, atol=ATOL), f"frame {i}: matrices differ"
-
-
-def _speech_inputs(samples: np.ndarray, prompt: str | None):
-    import tritonclient.grpc as grpcclient
-
-    audio = grpcclient.InferInput("AUDIO", [1, samples.size], "FP32")
-    audio.set_data_from_numpy(samples.reshape(1, -1).astype(np.float32))
-    inputs = [audio]
-    if prompt is not None:
-        text = grpcclient.InferInput("PROMPT", [1, 1], "BYTES")
-        text.set_data_from_numpy(np.array([[prompt.encode("utf-8")]], dtype=np.object_))
-        inputs.append(text)
-    return inputs
 
 
 def _segments_of(result) -> list[dict]:
@@ -227,7 +200,7 @@ def other_frames(media_dir: Path) -> list[tuple[int, bytes]]:
 
 @pytest.fixture(scope="module")
 def jfk(media_dir: Path) -> np.ndarray:
-    return _audio_16k(media_dir / "jfk.flac")
+    return load_audio_16k(media_dir / "jfk.flac")
 
 
 @pytest.fixture(scope="module")
@@ -322,7 +295,7 @@ def test_face_request_without_sequence_id_is_refused(client, face_frames) -> Non
 
 def test_speech_equals_in_process(client, jfk, whisper) -> None:
     for prompt in (DISFLUENT_PROMPT, None):
-        got = _segments_of(client.infer(SPEECH, _speech_inputs(jfk, prompt)))
+        got = _segments_of(client.infer(SPEECH, speech_inputs(jfk, prompt)))
         expected = [s.to_json() for s in whisper.transcribe(jfk, prompt)]
         assert "ask not what your country can do for you" in _plain(" ".join(s["text"] for s in got))
         assert got == expected, f"prompt {prompt!r}: Triton and in-process transcripts differ"
@@ -342,7 +315,7 @@ def test_speech_ragged_batch_answers_each_request(client, jfk, whisper) -> None:
         return on_result
 
     for i, clip in enumerate(clips):
-        client.async_infer(SPEECH, _speech_inputs(clip, None), callback(i))
+        client.async_infer(SPEECH, speech_inputs(clip, None), callback(i))
     for _ in clips:
         assert done.acquire(timeout=120), "a speech request got no answer"
     for clip, got in zip(clips, results):
@@ -351,7 +324,7 @@ def test_speech_ragged_batch_answers_each_request(client, jfk, whisper) -> None:
 
 
 def test_speech_empty_audio_gives_no_segments(client) -> None:
-    assert _segments_of(client.infer(SPEECH, _speech_inputs(np.zeros(0, np.float32), None))) == []
+    assert _segments_of(client.infer(SPEECH, speech_inputs(np.zeros(0, np.float32), None))) == []
 
 
 # -- metrics ---------------------------------------------------------------------------------------
@@ -362,7 +335,7 @@ def test_metrics_count_inferences_of_both_models(triton, client, face_frames, jf
     client.infer(FACE, _face_inputs(face_frames[0][1], face_frames[0][0]), sequence_id=sequence_id,
                  sequence_start=True)
     _end_sequence(client, sequence_id)
-    client.infer(SPEECH, _speech_inputs(jfk[: 16000 * 2], None))
+    client.infer(SPEECH, speech_inputs(jfk[: 16000 * 2], None))
 
     text = triton.metrics_text()
     for model in (FACE, SPEECH):
