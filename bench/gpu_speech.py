@@ -33,11 +33,17 @@ from pathlib import Path
 
 import numpy as np
 
+from poise_devstack.speech_checks import SAMPLE_RATE as RATE
+from poise_devstack.speech_checks import word_error_rate
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+from triton_vs_local import triton_batches  # noqa: E402
+
 RESULTS = BENCH / "results"
 SAMPLE = REPO / "examples" / "sample_interview.mp4"
-RATE = 16000
 
 
 def utterances(count: int, seconds: float) -> list[np.ndarray]:
@@ -49,17 +55,8 @@ def utterances(count: int, seconds: float) -> list[np.ndarray]:
     return [np.ascontiguousarray(np.roll(tiled, -int(1.3 * RATE * n)), np.float32) for n in range(count)]
 
 
-def words(segments) -> list[str]:
-    return [w.word.strip().lower().strip(".,?!") for s in segments for w in s.words]
-
-
-def word_error_rate(reference: list[str], hypothesis: list[str]) -> float:
-    row = list(range(len(hypothesis) + 1))
-    for i, ref in enumerate(reference, 1):
-        previous, row[0] = row[0], i
-        for j, hyp in enumerate(hypothesis, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (ref != hyp))
-    return row[-1] / max(1, len(reference))
+def text(segments) -> str:
+    return " ".join(s.text for s in segments)
 
 
 def gpu_memory_mib() -> int | None:
@@ -145,13 +142,6 @@ async def through_triton(url: str, audio: list[np.ndarray], callers: int) -> dic
     }
 
 
-def achieved_batch(metrics: str) -> dict:
-    sys.path.insert(0, str(BENCH))
-    from triton_vs_local import triton_batches
-
-    return triton_batches(metrics)["speech_recognizer"]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-path", help="CTranslate2 Whisper folder (default: the bundled tiny.en)")
@@ -179,12 +169,12 @@ def main() -> None:
                                           compute_type="int8", threads=os.cpu_count() or 1)
     print(f"cpu int8 {os.cpu_count()} threads: {result['cpu']['audio_s_per_wall_s']} audio s per wall s", flush=True)
     result["gpu"], gpu_words = in_process(args.model_path, audio, device="cuda", compute_type="float16", threads=4)
-    result["gpu_vs_cpu_wer"] = round(word_error_rate(words(cpu_words), words(gpu_words)), 4)
+    result["gpu_vs_cpu_wer"] = round(word_error_rate(text(cpu_words), text(gpu_words)), 4)
     print(f"gpu float16 in process: {result['gpu']['audio_s_per_wall_s']} audio s per wall s, "
           f"{result['gpu']['gpu_memory_mib']} MiB in use; WER against the CPU: {result['gpu_vs_cpu_wer']}", flush=True)
     result["gpu_batched"], batched_words = in_process(args.model_path, audio, device="cuda", compute_type="float16",
                                                       threads=4, batch_size=args.batch_size)
-    result["gpu_batched_vs_cpu_wer"] = round(word_error_rate(words(cpu_words), words(batched_words)), 4)
+    result["gpu_batched_vs_cpu_wer"] = round(word_error_rate(text(cpu_words), text(batched_words)), 4)
     print(f"gpu float16 batched {args.batch_size} in process: {result['gpu_batched']['audio_s_per_wall_s']} audio s "
           f"per wall s; WER against the CPU: {result['gpu_batched_vs_cpu_wer']}", flush=True)
 
@@ -200,7 +190,7 @@ def main() -> None:
                 with TritonServer(models, models=["speech_recognizer"], startup_timeout=300,
                                   extra_args=["--model-config-name=gpu"]) as server:
                     result[key] = asyncio.run(through_triton(f"triton://{server.grpc_url}", audio, callers))
-                    result[key]["achieved_batch"] = achieved_batch(server.metrics_text())
+                    result[key]["achieved_batch"] = triton_batches(server.metrics_text())["speech_recognizer"]
                     result[key]["gpu_memory_mib"] = gpu_memory_mib()
                     log = server.log_path.read_text(errors="replace")
                     result[key]["engine"] = next((line.split("engine=")[-1].strip('" ') for line in log.splitlines()

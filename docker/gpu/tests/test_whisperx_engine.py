@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from poise_devstack.speech_checks import SAMPLE_RATE as SR
 from poise_devstack.speech_checks import JFK_TEXT, load_audio_16k, speech_inputs, word_error_rate
 from poise_devstack.triton import DEFAULT_MODEL_REPOSITORY, TritonServer, import_model
 
 pytestmark = pytest.mark.media
 
-SR = 16000
 SPEECH = "speech_recognizer"
 # The disfluent prompt of shared/notes/MODELS.md; on jfk it makes tiny.en write punctuation.
 DISFLUENT_PROMPT = "Umm, let me think like, hmm... Okay, here's what I'm, like, thinking."

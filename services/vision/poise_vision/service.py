@@ -44,7 +44,7 @@ class _Answer:
     hold: Hold
     last_seq: int = -1
     in_flight: deque[_InFlight] = field(default_factory=deque)
-    batch: list[tuple[Envelope, FrameSeen]] = field(default_factory=list)  # answered, not yet published
+    batch: list[FrameSeen] = field(default_factory=list)  # answered, not yet published
 
     def cancel(self) -> None:
         for frame in self.in_flight:
@@ -101,7 +101,7 @@ class VisionService:
             answer = self._answers.get(env.answer_id)
             if answer is not None:
                 await self._publish_done(env.answer_id, answer, keep=0)
-                await self._publish_batch(answer)
+                await self._publish_batch(answer, env)
                 self._answers.pop(env.answer_id, None)
                 await answer.stream.close()
             await self.bus.publish(
@@ -133,17 +133,17 @@ class VisionService:
                 continue
             answer.in_flight.popleft()
             count, face = answer.main.observe(raw, (frame.frame.width, frame.frame.height), frame.frame.t_s)
-            answer.batch.append((frame.env, FrameSeen(seq=frame.env.seq, t_s=frame.frame.t_s, face_count=count, face=face)))
+            answer.batch.append(FrameSeen(seq=frame.env.seq, t_s=frame.frame.t_s, face_count=count, face=face))
             if len(answer.batch) >= self.batch_frames:
-                await self._publish_batch(answer)
+                await self._publish_batch(answer, frame.env)
 
-    async def _publish_batch(self, answer: _Answer) -> None:
+    async def _publish_batch(self, answer: _Answer, env: Envelope) -> None:
+        """The answer's waiting features as one message (``env``: any message of the answer)."""
         if not answer.batch:
             return
-        first = answer.batch[0][0]
-        batch = FrameFeaturesBatch(frames=[seen for _, seen in answer.batch])
-        answer.batch.clear()
-        await self.bus.publish(Topics.FEATURES_VISION, first.follow("vision", first.seq, batch))
+        batch = FrameFeaturesBatch(frames=answer.batch)
+        answer.batch = []
+        await self.bus.publish(Topics.FEATURES_VISION, env.follow("vision", batch.frames[0].seq, batch))
 
     async def _dead_letter(self, frame: _InFlight, exc: Exception) -> None:
         """A frame that failed after its delivery was acknowledged goes where the bus would have put it."""
