@@ -387,6 +387,8 @@ def test_a_new_group_from_latest_sees_only_what_comes_after_it(transport):
         bus = await started(transport)
         for seq in range(3):
             await bus.publish(TOPIC, envelope("k", seq))
+        # publish() only enqueues: these three are "before" the group once they are written.
+        await bus.flush()
         seen: list[int] = []
 
         async def handler(env: Envelope) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from poise_common.settings import AudioSettings
 from poise_common.signals import SpeechSegment, TranscriptSegment, Word
+from poise_devstack.speech_checks import load_audio_16k
 
 from poise_audio.analysis import analyse_audio, audio_series, count_words, word_times
 from poise_audio.prosody import measure_prosody
@@ -55,9 +56,7 @@ def test_speech_rate_per_second_uses_the_words_and_untimed_segments_spread_evenl
 
 @pytest.mark.media
 def test_a_real_answers_series_agree_with_its_whole_answer_figures(media_dir):
-    from test_audio_media import load_audio
-
-    signals = analyse_audio(load_audio(media_dir / "jfk.flac"), SR, [], AudioSettings())
+    signals = analyse_audio(load_audio_16k(media_dir / "jfk.flac"), SR, [], AudioSettings())
     series = signals.series
     assert series is not None
     bins = len(series.pause)
