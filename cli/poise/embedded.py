@@ -71,6 +71,7 @@ class EmbeddedPoise:
         self.bus = create_bus(settings.bus_url)
         await self.bus.start()
         self.gateway = Gateway(self.bus, settings.gateway)
+        await asyncio.to_thread(self.gateway.warm_up)
         self._services = [
             FusionService(self.bus, self.store, settings, policy=self.policy),
             NlpService(self.bus, settings.nlp),

@@ -56,6 +56,11 @@ class GatewaySettings(BaseModel):
         2, ge=0, le=16,
         description="Probe and decode processes started ahead of need, so an upload does not wait for one.",
     )
+    media_nice: int = Field(
+        10, ge=0, le=19,
+        description="Scheduling niceness of the probe and decode processes. Decoding runs well ahead of the "
+        "face model, so where both share the CPU it yields to the model; 0 runs it as the service runs.",
+    )
 
 
 class VisionSettings(BaseModel):
@@ -82,6 +87,12 @@ class AudioSettings(BaseModel):
     )
     asr_compute_type: str = Field("int8", description="CTranslate2 compute type.")
     asr_threads: int = Field(2, description="CPU threads for speech recognition.")
+    asr_nice: int = Field(
+        10, ge=0, le=19,
+        description="Scheduling niceness of in-process speech recognition. An answer's transcript is ready "
+        "long before its last frame, so where both share the CPU it yields to the face model; 0 runs it "
+        "as the process runs.",
+    )
     asr_beam_size: int = Field(1, description="Beam size; 1 is greedy decoding.")
     asr_disfluent_prompt: bool = Field(
         True, description="Prompt Whisper with disfluent text so that it writes filled pauses (um, uh)."

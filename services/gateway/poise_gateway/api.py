@@ -261,6 +261,8 @@ class UploadDesk:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.vault is not None:
             self.vault.prepare()
+        if self.gateway is not None:
+            self.gateway.warm_up()
         stale = time.time() - _STALE_PARTIAL_S
         for folder in self.root.iterdir():
             if not _INTERVIEW_ID.match(folder.name) or not folder.is_dir():

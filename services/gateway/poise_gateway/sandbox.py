@@ -66,8 +66,9 @@ class _Unreadable(Exception):
 class MediaSandbox:
     """Starts one child per job, keeping ``warm`` started ahead. Safe to use from many threads."""
 
-    def __init__(self, warm: int = 2, command: list[str] | None = None) -> None:
+    def __init__(self, warm: int = 2, command: list[str] | None = None, nice: int = 0) -> None:
         self.warm = warm
+        self.nice = nice
         # The command is a parameter so that tests can stand in children that misbehave on purpose.
         self.command = command or [sys.executable, "-m", "poise_gateway.sandbox"]
         self._idle: list[subprocess.Popen] = []
@@ -103,10 +104,28 @@ class MediaSandbox:
 
     # -- children ---------------------------------------------------------------------------
     def _start(self) -> subprocess.Popen:
-        return subprocess.Popen(
+        child = subprocess.Popen(
             self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             bufsize=0, close_fds=True, cwd="/", env={**os.environ, **_CHILD_ENV},
         )
+        if self.nice:
+            # Set from here rather than in the child (preexec_fn is unsafe in a threaded service);
+            # the few milliseconds it runs before this are its start.
+            try:
+                os.setpriority(os.PRIO_PROCESS, child.pid, os.getpriority(os.PRIO_PROCESS, 0) + self.nice)
+            except OSError:  # already gone: its job will say so
+                pass
+        return child
+
+    def warm_up(self) -> None:
+        """Start the warm children now, so that the first upload does not wait for Python to start
+        and import PyAV (about half a second, which its first frame would otherwise be late by)."""
+        with self._lock:
+            self._top_up()
+
+    def _top_up(self) -> None:
+        while len(self._idle) < self.warm:
+            self._idle.append(self._start())
 
     def _take(self) -> subprocess.Popen:
         """A started child (a warm one when there is one), and the warm ones topped up."""
@@ -118,8 +137,7 @@ class MediaSandbox:
                     child = candidate
                 else:
                     _reap(candidate)
-            while len(self._idle) < self.warm:
-                self._idle.append(self._start())
+            self._top_up()
         return child or self._start()
 
     def close(self) -> None:
@@ -299,26 +317,26 @@ def _verdict(child: subprocess.Popen, job: str, cpu_s: float, limits: GatewaySet
 
 
 @functools.cache
-def shared_sandbox(warm: int) -> MediaSandbox:
+def shared_sandbox(warm: int, nice: int = 0) -> MediaSandbox:
     """This process's sandbox (children take their limits with each job, so one serves every caller)."""
-    sandbox = MediaSandbox(warm)
+    sandbox = MediaSandbox(warm, nice=nice)
     atexit.register(sandbox.close)
     return sandbox
 
 
 def isolated_probe(path: Path, limits: GatewaySettings) -> MediaInfo:
     """Probe ``path`` in a limited child process; raises ``MediaRejected`` for a bad file."""
-    return shared_sandbox(limits.media_warm_processes).probe(path, limits)
+    return shared_sandbox(limits.media_warm_processes, limits.media_nice).probe(path, limits)
 
 
 def isolated_frames(path: Path, limits: GatewaySettings, duration_s: float) -> Iterator[JpegFrame]:
     """Sampled frames of ``path`` as JPEGs, decoded and encoded in a limited child process."""
-    return shared_sandbox(limits.media_warm_processes).frames(path, limits, duration_s)
+    return shared_sandbox(limits.media_warm_processes, limits.media_nice).frames(path, limits, duration_s)
 
 
 def isolated_audio(path: Path, limits: GatewaySettings, duration_s: float) -> Iterator[tuple[float, bytes]]:
     """16 kHz mono PCM chunks of ``path``, decoded in a limited child process."""
-    return shared_sandbox(limits.media_warm_processes).audio(path, limits, duration_s)
+    return shared_sandbox(limits.media_warm_processes, limits.media_nice).audio(path, limits, duration_s)
 
 
 # -- the child ---------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from poise_common.messages import (
 from poise_common.settings import GatewaySettings
 from poise_gateway.errors import MediaRejected
 from poise_gateway.probe import MediaInfo
-from poise_gateway.sandbox import isolated_audio, isolated_frames, isolated_probe
+from poise_gateway.sandbox import isolated_audio, isolated_frames, isolated_probe, shared_sandbox
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,10 @@ class Gateway:
     def __init__(self, bus: Bus, settings: GatewaySettings) -> None:
         self.bus = bus
         self.settings = settings
+
+    def warm_up(self) -> None:
+        """Start the probe and decode processes ahead of the first upload (blocking: call it in a thread)."""
+        shared_sandbox(self.settings.media_warm_processes, self.settings.media_nice).warm_up()
 
     def validate(self, uploads: list[AnswerUpload]) -> list[MediaInfo]:
         return validate_uploads(uploads, self.settings)

@@ -496,6 +496,38 @@ def test_the_cpu_limit_a_child_sets_itself_stops_a_runaway(media_dir):
     assert cpu.value.code == "decode_timeout" and "CPU seconds" in cpu.value.message
 
 
+def test_warm_up_starts_the_children_that_the_first_jobs_then_use(media_dir):
+    sandbox = MediaSandbox(warm=2)
+    try:
+        sandbox.warm_up()
+        warmed = {child.pid for child in sandbox._idle}
+        assert len(warmed) == 2 and all(child.poll() is None for child in sandbox._idle)
+        sandbox.warm_up()  # already warm: starts nothing more
+        assert {child.pid for child in sandbox._idle} == warmed
+        info = sandbox.probe(media_dir / "pexels_face_20s.mp4", GatewaySettings())
+        # The probe ran in one of the warmed children (gone now); a fresh one took its place.
+        after = {child.pid for child in sandbox._idle}
+        assert len(after) == 2 and len(after & warmed) == 1
+    finally:
+        sandbox.close()
+    assert info.width == 640
+
+
+def test_children_run_as_much_nicer_as_asked(media_dir):
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert base + 5 <= 19, f"the tests run at niceness {base}: no room to be nicer"
+    sandbox, plain = MediaSandbox(warm=1, nice=5), MediaSandbox(warm=1)
+    try:
+        sandbox.warm_up()
+        plain.warm_up()
+        assert os.getpriority(os.PRIO_PROCESS, sandbox._idle[0].pid) == base + 5
+        assert os.getpriority(os.PRIO_PROCESS, plain._idle[0].pid) == base
+        assert sandbox.probe(media_dir / "pexels_face_20s.mp4", GatewaySettings()).width == 640
+    finally:
+        sandbox.close()
+        plain.close()
+
+
 def test_sandboxed_decode_gives_what_decoding_in_process_gives(media_dir):
     from poise_gateway.decode import encode_jpeg, iter_audio, iter_frames
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import os
+import sys
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -32,6 +35,22 @@ def _cap_malloc_arenas() -> None:
     try:
         ctypes.CDLL(name).mallopt(_M_ARENA_MAX, _ARENAS)
     except (OSError, AttributeError, TypeError):
+        pass
+
+
+def _lower_thread_priority(nice: int) -> None:
+    """Make the calling thread, and the threads it starts from now on, ``nice`` steps nicer.
+
+    Linux schedules threads on their own, so only this thread yields: speech recognition's
+    native threads (CTranslate2's, started when its model loads here) inherit it, the face
+    model's do not. Elsewhere the call would reach the whole process, so it does nothing.
+    """
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    thread = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + nice)
+    except OSError:  # not allowed here: it runs as it is
         pass
 
 
@@ -86,6 +105,9 @@ class LocalBackend(InferenceBackend):
     def __init__(self, settings: PoiseSettings) -> None:
         self.settings = settings
         self._whisper: WhisperRunner | None = None
+        # The speech model loads and runs on a thread of its own, at its own priority: an
+        # answer's transcript has slack, its frames through the face model do not.
+        self._speech_thread: ThreadPoolExecutor | None = None
 
     async def start(self, needs: set[str]) -> None:
         _cap_malloc_arenas()
@@ -107,17 +129,24 @@ class LocalBackend(InferenceBackend):
                 threads=audio.asr_threads,
                 beam_size=audio.asr_beam_size,
             )
-            await asyncio.to_thread(self._whisper.load)
+            self._speech_thread = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="poise-speech",
+                initializer=_lower_thread_priority, initargs=(audio.asr_nice,),
+            )
+            await asyncio.wrap_future(self._speech_thread.submit(self._whisper.load))
 
     async def stop(self) -> None:
         if self._whisper is not None:
             self._whisper.close()
+        if self._speech_thread is not None:
+            self._speech_thread.shutdown(wait=False)
+            self._speech_thread = None
 
     def face_stream(self, stream_id: str) -> FaceStream:
         return _LocalFaceStream(self, self.settings)
 
     async def transcribe(self, samples: np.ndarray, prompt: str | None) -> list[RawSegment]:
-        if self._whisper is None:
+        if self._whisper is None or self._speech_thread is None:
             raise RuntimeError("the speech model was not started (start({'speech'}))")
         with self.timed("speech_recognizer"):
-            return await asyncio.to_thread(self._whisper.transcribe, samples, prompt)
+            return await asyncio.wrap_future(self._speech_thread.submit(self._whisper.transcribe, samples, prompt))
