@@ -101,6 +101,18 @@ def test_direct_result_reading_equals_mediapipes_objects(media_dir: Path):
     assert counts == {0, 1}
 
 
+def test_a_failed_direct_call_raises_mediapipes_error(media_dir: Path):
+    _t, rgb = next(iter_frames(media_dir / "face_noface.mov", 10.0, 640))
+    settings = PoiseSettings()
+    with FaceLandmarkerRunner(settings.vision.face_model_path, 2) as runner:
+        assert runner.detect(rgb, 1000).count == 1
+        image = runner._mp.Image(image_format=runner._mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+        # VIDEO mode refuses a timestamp that does not move forward; the call must say so.
+        with pytest.raises(ValueError, match="monotonically increasing"):
+            runner._direct(image, 1000)
+        assert runner.detect(rgb, 1100).count == 1  # and the runner carries on
+
+
 def test_pipelined_service_publishes_the_features_of_one_frame_at_a_time(media_dir: Path, tmp_path: Path):
     frames = jpeg_frames(media_dir / "face_noface.mov")
     expected = one_at_a_time(frames)
