@@ -132,36 +132,24 @@ class FaceLandmarkerRunner:
 
 
 def _direct_call(landmarker):
-    """``detect_for_video`` reading the C result straight into arrays, called on this thread, or
-    None where this MediaPipe does not expose the C call the public method wraps.
+    """``detect_for_video`` reading the C result straight into arrays, or None where this
+    MediaPipe does not expose the C call the public method wraps.
 
     The public method builds 478 Python objects per face and frame, about a sixth of the
-    face model's time on this CPU; the arrays hold the same float32 values. MediaPipe also
-    hands every call to a thread of its own landmarker's and waits for it, so that calls never
-    overlap: two thread hand-offs a frame on the critical path. A runner is only ever called
-    from one thread at a time (a stream's model thread), which keeps them from overlapping, so
-    the C function is called here, as MediaPipe's thread would call it.
+    face model's time on this CPU; the arrays hold the same float32 values.
     """
     try:
-        from mediapipe.tasks.python.core.mediapipe_c_utils import handle_status
         from mediapipe.tasks.python.vision import face_landmarker as module
 
-        lib = landmarker._lib._lib  # the library under MediaPipe's one-thread dispatcher
-        call, close_result = lib.MpFaceLandmarkerDetectForVideo, lib.MpFaceLandmarkerCloseResult
-        free_error = lib.MpErrorFree
+        call, close_result = landmarker._lib.MpFaceLandmarkerDetectForVideo, landmarker._lib.MpFaceLandmarkerCloseResult
         handle, result_type = landmarker._handle, module.MpFaceLandmarkerResultC
-    except (AttributeError, ImportError):
+    except AttributeError:
         return None
     import ctypes
 
     def detect(image, t_ms: int) -> RawFaces:
-        result, error = result_type(), ctypes.c_char_p()
-        status = call(handle, image._image_ptr, None, t_ms, ctypes.byref(result), ctypes.byref(error))
-        try:
-            handle_status(status, error)  # raises MediaPipe's own error for a failed call
-        finally:
-            if error.value is not None:
-                free_error(error)
+        result = result_type()
+        call(handle, image._image_ptr, None, t_ms, ctypes.byref(result))
         try:
             return _raw_from_c(result)
         finally:
