@@ -72,9 +72,11 @@ def clock(figures: dict, stage: str):
     figures[stage] = {"wall_s": round(time.perf_counter() - wall, 3), "cpu_s": round(time.process_time() - cpu, 3)}
 
 
-def children_cpu_s() -> float:
-    used = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return used.ru_utime + used.ru_stime
+def descendants_cpu_s() -> float:
+    """CPU seconds used so far by this process's child processes, live or ended, and theirs
+    (the gateway's fork server and the decoding children it forks)."""
+    own = os.times()
+    return tree_cpu_s(os.getpid()) - (own.user + own.system)
 
 
 def tree_cpu_s(pid: int) -> float:
@@ -138,15 +140,15 @@ async def _score(paths: list[Path], latency: bool) -> dict:
         if latency:
             await poise.bus.subscribe([*MEDIA_DONE_TOPICS, "scorecards.v1"], "bench-latency", watch, from_latest=True)
         ready = time.perf_counter()
-        cpu, children = time.process_time(), children_cpu_s()
+        cpu, children = time.process_time(), descendants_cpu_s()
         card = await poise.score(uploads_for(paths, None))
         done = time.perf_counter()
         figures = {
             "startup_s": round(ready - started, 3),
             "scoring_wall_s": round(done - ready, 3),
             "scoring_cpu_s": round(time.process_time() - cpu, 3),
-            # The gateway's sandboxed probe and decode processes (counted once they have ended).
-            "decode_children_cpu_s": round(children_cpu_s() - children, 3),
+            # The gateway's sandboxed probe and decode processes (and its fork server).
+            "decode_children_cpu_s": round(descendants_cpu_s() - children, 3),
             "duration_s": round(sum(a["duration_s"] for a in card["answers"]), 3),
             "answers": len(card["answers"]),
             "words": sum(a["signals"]["nlp"]["word_count"] for a in card["answers"]),

@@ -2,10 +2,12 @@
 
 FFmpeg parses whatever bytes a client sends. A crash, an endless loop or a huge allocation in
 there must cost one child process and give the client a clear 422, never take the service down.
-So every probe and every decode runs in a child of its own (``python -m poise_gateway.sandbox``):
-one file per process, so nothing a file does reaches the next one. A few children are started
-ahead of need (``media_warm_processes``), because starting Python and importing PyAV takes
-longer than probing a file.
+So every probe and every decode runs in a child of its own: one file per process, so nothing a
+file does reaches the next one. On Linux the children are forked by a fork server that has
+imported the decoders once (``poise_gateway.fork_server``): starting Python and importing PyAV
+and OpenCV would cost each job 0.6 CPU seconds, longer than probing a file takes. Elsewhere
+(or with ``media_fork_server`` off) each child is a fresh ``python -m poise_gateway.sandbox``,
+and a few are started ahead of need (``media_warm_processes``).
 
 Before it opens the file a child limits itself: address space (RLIMIT_AS), CPU seconds
 (RLIMIT_CPU: the kernel kills it past them), no core dumps (they would hold a candidate's video)
@@ -42,6 +44,7 @@ import av.logging
 from pydantic import TypeAdapter, ValidationError
 
 from poise_common.settings import GatewaySettings
+from poise_gateway import fork_server
 from poise_gateway.decode import SAMPLE_RATE, JpegFrame, encode_jpeg, iter_audio, iter_frames
 from poise_gateway.errors import MediaRejected
 from poise_gateway.probe import MediaInfo, open_options, probe
@@ -64,13 +67,27 @@ class _Unreadable(Exception):
 
 
 class MediaSandbox:
-    """Starts one child per job, keeping ``warm`` started ahead. Safe to use from many threads."""
+    """Gives each job a child of its own: forked by the fork server where there is one, else
+    started, keeping ``warm`` started ahead. Safe to use from many threads.
 
-    def __init__(self, warm: int = 2, command: list[str] | None = None, nice: int = 0) -> None:
+    ``stand_in`` is Python code that children run instead of the real job: tests use it to have
+    children misbehave on purpose.
+    """
+
+    def __init__(self, warm: int = 2, nice: int = 0, fork: bool = True, stand_in: str | None = None) -> None:
         self.warm = warm
         self.nice = nice
-        # The command is a parameter so that tests can stand in children that misbehave on purpose.
-        self.command = command or [sys.executable, "-m", "poise_gateway.sandbox"]
+        if stand_in is None:
+            self.command = [sys.executable, "-m", "poise_gateway.sandbox"]
+        else:
+            self.command = [sys.executable, "-c", stand_in]
+        env = {**os.environ, **_CHILD_ENV}
+        self.fork_server: fork_server.ForkServer | None = None
+        if fork and fork_server.available():
+            server = [sys.executable, "-m", "poise_gateway.sandbox", "--fork-server"]
+            server += ["--stand-in", stand_in] if stand_in is not None else []
+            self.fork_server = fork_server.ForkServer(server, env, nice)
+        self._env = env
         self._idle: list[subprocess.Popen] = []
         self._lock = threading.Lock()
 
@@ -106,7 +123,7 @@ class MediaSandbox:
     def _start(self) -> subprocess.Popen:
         child = subprocess.Popen(
             self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            bufsize=0, close_fds=True, cwd="/", env={**os.environ, **_CHILD_ENV},
+            bufsize=0, close_fds=True, cwd="/", env=self._env,
         )
         if self.nice:
             # Set from here rather than in the child (preexec_fn is unsafe in a threaded service);
@@ -118,8 +135,12 @@ class MediaSandbox:
         return child
 
     def warm_up(self) -> None:
-        """Start the warm children now, so that the first upload does not wait for Python to start
-        and import PyAV (about half a second, which its first frame would otherwise be late by)."""
+        """Start the fork server (or the warm children) now, so that the first upload does not
+        wait for Python to start and import PyAV (about half a second, which its first frame
+        would otherwise be late by)."""
+        if self.fork_server is not None:
+            self.fork_server.start()
+            return
         with self._lock:
             self._top_up()
 
@@ -127,8 +148,14 @@ class MediaSandbox:
         while len(self._idle) < self.warm:
             self._idle.append(self._start())
 
-    def _take(self) -> subprocess.Popen:
-        """A started child (a warm one when there is one), and the warm ones topped up."""
+    def _take(self) -> subprocess.Popen | fork_server.ForkedChild:
+        """A forked child, or a started one (a warm one when there is one, the warm ones topped up)."""
+        if self.fork_server is not None:
+            try:
+                return self.fork_server.spawn()
+            except OSError as exc:
+                # The job still runs, in a child started the slow way.
+                log.warning("fork server unavailable", extra={"error": type(exc).__name__})
         with self._lock:
             child = None
             while self._idle and child is None:
@@ -141,7 +168,9 @@ class MediaSandbox:
         return child or self._start()
 
     def close(self) -> None:
-        """Stop the warm children (an idle child exits when its job pipe closes)."""
+        """Stop the fork server and the warm children (an idle child exits when its job pipe closes)."""
+        if self.fork_server is not None:
+            self.fork_server.close()
         with self._lock:
             idle, self._idle = self._idle, []
         for child in idle:
@@ -317,26 +346,30 @@ def _verdict(child: subprocess.Popen, job: str, cpu_s: float, limits: GatewaySet
 
 
 @functools.cache
-def shared_sandbox(warm: int, nice: int = 0) -> MediaSandbox:
-    """This process's sandbox (children take their limits with each job, so one serves every caller)."""
-    sandbox = MediaSandbox(warm, nice=nice)
+def _shared_sandbox(warm: int, nice: int, fork: bool) -> MediaSandbox:
+    sandbox = MediaSandbox(warm, nice=nice, fork=fork)
     atexit.register(sandbox.close)
     return sandbox
 
 
+def shared_sandbox(limits: GatewaySettings) -> MediaSandbox:
+    """This process's sandbox (children take their limits with each job, so one serves every caller)."""
+    return _shared_sandbox(limits.media_warm_processes, limits.media_nice, limits.media_fork_server)
+
+
 def isolated_probe(path: Path, limits: GatewaySettings) -> MediaInfo:
     """Probe ``path`` in a limited child process; raises ``MediaRejected`` for a bad file."""
-    return shared_sandbox(limits.media_warm_processes, limits.media_nice).probe(path, limits)
+    return shared_sandbox(limits).probe(path, limits)
 
 
 def isolated_frames(path: Path, limits: GatewaySettings, duration_s: float) -> Iterator[JpegFrame]:
     """Sampled frames of ``path`` as JPEGs, decoded and encoded in a limited child process."""
-    return shared_sandbox(limits.media_warm_processes, limits.media_nice).frames(path, limits, duration_s)
+    return shared_sandbox(limits).frames(path, limits, duration_s)
 
 
 def isolated_audio(path: Path, limits: GatewaySettings, duration_s: float) -> Iterator[tuple[float, bytes]]:
     """16 kHz mono PCM chunks of ``path``, decoded in a limited child process."""
-    return shared_sandbox(limits.media_warm_processes, limits.media_nice).audio(path, limits, duration_s)
+    return shared_sandbox(limits).audio(path, limits, duration_s)
 
 
 # -- the child ---------------------------------------------------------------------------------
@@ -388,14 +421,24 @@ def _audio_job(request: dict, send: Callable) -> None:
 _JOBS = {"probe": _probe_job, "frames": _frames_job, "audio": _audio_job}
 
 
+def _prepare() -> None:
+    """What every child needs before its job: done once in the fork server, before it forks."""
+    open_options()
+    av.logging.set_level(av.logging.ERROR)  # so that a refused format can be named
+    import cv2  # noqa: F401 - imported here so that a forked frames job does not import it
+
+
 def _child() -> None:
     """One job: wait for it, limit this process, do it, report, exit."""
+    _prepare()  # while waiting for a job, not after it came
+    _one_job()
+
+
+def _one_job() -> None:
     # Only this process's messages go to the parent: stray output of a library goes nowhere.
     channel = os.fdopen(os.dup(1), "wb")
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
-    open_options()  # computed while waiting for a job, not after it came
-    av.logging.set_level(av.logging.ERROR)  # so that a refused format can be named
     line = sys.stdin.buffer.readline(1 << 20)
     if not line:  # the service closed its warm children
         return
@@ -416,6 +459,16 @@ def _child() -> None:
     channel.flush()
 
 
+def _serve_forks(arguments: list[str]) -> None:
+    """``--fork-server [--stand-in CODE] FD``: fork a child per job (see ``fork_server``)."""
+    stand_in = arguments[1] if arguments[0] == "--stand-in" else None
+    _prepare()
+    if stand_in is None:
+        fork_server.serve(int(arguments[-1]), _one_job)
+    else:
+        fork_server.serve(int(arguments[-1]), lambda: exec(stand_in, {"__name__": "__main__"}))
+
+
 def _peak_memory() -> int:
     """The most address space this process has held, in bytes (0 where the kernel does not say)."""
     try:
@@ -431,4 +484,7 @@ def _peak_memory() -> int:
 
 
 if __name__ == "__main__":
-    _child()
+    if sys.argv[1:2] == ["--fork-server"]:
+        _serve_forks(sys.argv[2:])
+    else:
+        _child()

@@ -103,7 +103,7 @@ class Gateway:
 
     def warm_up(self) -> None:
         """Start the probe and decode processes ahead of the first upload (blocking: call it in a thread)."""
-        shared_sandbox(self.settings.media_warm_processes, self.settings.media_nice).warm_up()
+        shared_sandbox(self.settings).warm_up()
 
     def validate(self, uploads: list[AnswerUpload]) -> list[MediaInfo]:
         return validate_uploads(uploads, self.settings)

@@ -428,9 +428,20 @@ def test_what_each_refusal_says(tmp_path, corpus):
 
 
 # -- the sandbox's own failures --------------------------------------------------------------------
-def stand_in(code: str) -> MediaSandbox:
-    """A sandbox whose children run ``code`` instead of the real job: how it copes with misbehaviour."""
-    return MediaSandbox(warm=0, command=[sys.executable, "-c", code])
+@pytest.fixture(params=["forked", "started"])
+def stand_in(request):
+    """Makes sandboxes whose children run ``code`` instead of the real job: how it copes with
+    misbehaviour, with children forked by the fork server and with children started one by one."""
+    made: list[MediaSandbox] = []
+
+    def make(code: str) -> MediaSandbox:
+        made.append(MediaSandbox(warm=0, fork=request.param == "forked", stand_in=code))
+        assert (made[-1].fork_server is not None) == (request.param == "forked")
+        return made[-1]
+
+    yield make
+    for sandbox in made:
+        sandbox.close()
 
 
 # A child that writes one message with ``{0}`` as its header.
@@ -454,14 +465,14 @@ _SAYS = (
         (_SAYS.format({"kind": "exec", "code": "import os"}), {}, "undecodable"),
     ],
 )
-def test_a_child_that_dies_hangs_or_lies_is_a_clear_refusal(tmp_path, media_dir, code, limits, expected):
+def test_a_child_that_dies_hangs_or_lies_is_a_clear_refusal(tmp_path, media_dir, stand_in, code, limits, expected):
     sandbox = stand_in(code)
     with pytest.raises(MediaRejected) as refused:
         sandbox.probe(media_dir / "single_face.mp4", GatewaySettings(**limits))
     assert refused.value.code == expected and refused.value.message
 
 
-def test_a_hung_child_is_killed(tmp_path, media_dir):
+def test_a_hung_child_is_killed(tmp_path, media_dir, stand_in):
     pid_file = tmp_path / "pid"
     sandbox = stand_in(f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)")
     with pytest.raises(MediaRejected) as refused:
@@ -471,8 +482,9 @@ def test_a_hung_child_is_killed(tmp_path, media_dir):
         os.kill(int(pid_file.read_text()), 0)
 
 
-def test_real_limits_refuse_and_the_sandbox_serves_on(media_dir):
-    sandbox = MediaSandbox(warm=1)
+@pytest.mark.parametrize("fork", [True, False], ids=["forked", "started"])
+def test_real_limits_refuse_and_the_sandbox_serves_on(media_dir, fork):
+    sandbox = MediaSandbox(warm=1, fork=fork)
     try:
         with pytest.raises(MediaRejected) as memory:
             sandbox.probe(media_dir / "pexels_face_20s.mp4", GatewaySettings(media_memory_mb=100))
@@ -486,7 +498,7 @@ def test_real_limits_refuse_and_the_sandbox_serves_on(media_dir):
     assert info.width == 640 and info.duration_s == pytest.approx(19.7, abs=0.1)
 
 
-def test_the_cpu_limit_a_child_sets_itself_stops_a_runaway(media_dir):
+def test_the_cpu_limit_a_child_sets_itself_stops_a_runaway(media_dir, stand_in):
     # The child's own limiting, then a loop no file should cause: the kernel ends it.
     sandbox = stand_in(
         "from poise_gateway.sandbox import _limit_self\n_limit_self(1 << 30, 0.5)\nwhile True: pass"
@@ -497,7 +509,7 @@ def test_the_cpu_limit_a_child_sets_itself_stops_a_runaway(media_dir):
 
 
 def test_warm_up_starts_the_children_that_the_first_jobs_then_use(media_dir):
-    sandbox = MediaSandbox(warm=2)
+    sandbox = MediaSandbox(warm=2, fork=False)
     try:
         sandbox.warm_up()
         warmed = {child.pid for child in sandbox._idle}
@@ -516,7 +528,7 @@ def test_warm_up_starts_the_children_that_the_first_jobs_then_use(media_dir):
 def test_children_run_as_much_nicer_as_asked(media_dir):
     base = os.getpriority(os.PRIO_PROCESS, 0)
     assert base + 5 <= 19, f"the tests run at niceness {base}: no room to be nicer"
-    sandbox, plain = MediaSandbox(warm=1, nice=5), MediaSandbox(warm=1)
+    sandbox, plain = MediaSandbox(warm=1, nice=5, fork=False), MediaSandbox(warm=1, fork=False)
     try:
         sandbox.warm_up()
         plain.warm_up()
@@ -528,11 +540,12 @@ def test_children_run_as_much_nicer_as_asked(media_dir):
         plain.close()
 
 
-def test_sandboxed_decode_gives_what_decoding_in_process_gives(media_dir):
+@pytest.mark.parametrize("fork", [True, False], ids=["forked", "started"])
+def test_sandboxed_decode_gives_what_decoding_in_process_gives(media_dir, fork):
     from poise_gateway.decode import encode_jpeg, iter_audio, iter_frames
 
     limits = GatewaySettings(sample_fps=5)
-    sandbox = MediaSandbox(warm=0)
+    sandbox = MediaSandbox(warm=0, fork=fork)
     try:
         frames = list(sandbox.frames(media_dir / "face_noface.mov", limits, 6.4))
         audio = list(sandbox.audio(media_dir / "face_noface.mov", limits, 6.4))
