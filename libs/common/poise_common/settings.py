@@ -96,9 +96,14 @@ class AudioSettings(BaseModel):
     asr_threads: int = Field(2, description="CPU threads for speech recognition.")
     asr_nice: int = Field(
         10, ge=0, le=19,
-        description="Scheduling niceness of in-process speech recognition. An answer's transcript is ready "
-        "long before its last frame, so where both share the CPU it yields to the face model; 0 runs it "
-        "as the process runs.",
+        description="Scheduling niceness of in-process speech recognition and of the prosody process. An "
+        "answer's transcript is ready long before its last frame, so where both share the CPU it yields to "
+        "the face model; 0 runs it as the process runs.",
+    )
+    prosody_process: bool = Field(
+        True,
+        description="Measure pitch (Praat) in a worker process: Praat holds Python's lock for up to 0.2 s a "
+        "call, which stalls whatever else the process runs (the face model, embedded).",
     )
     asr_beam_size: int = Field(1, description="Beam size; 1 is greedy decoding.")
     asr_disfluent_prompt: bool = Field(

@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 
 import numpy as np
 from poise_common.behaviour.series import SERIES_STEP_S, bin_count, bin_coverage, bin_means, windowed_rate_per_min
 from poise_common.settings import AudioSettings
 from poise_common.signals import AudioSeries, AudioSignals, Episode, SpeechSegment, TranscriptSegment
 
-from poise_audio.prosody import ProsodyTrack, measure_prosody
+from poise_audio.prosody import Prosody, ProsodyTrack, measure_prosody
 from poise_audio.vad import detect_speech
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,11 @@ _WORDLIKE = re.compile(r"\w")
 
 
 def analyse_audio(
-    samples: np.ndarray, sample_rate: int, transcript: list[TranscriptSegment], settings: AudioSettings
+    samples: np.ndarray, sample_rate: int, transcript: list[TranscriptSegment], settings: AudioSettings,
+    prosody_of: Callable[[np.ndarray, int, list[SpeechSegment]], Prosody] = measure_prosody,
 ) -> AudioSignals:
-    """Measure one answer from its mono audio in [-1, 1] and its transcript."""
+    """Measure one answer from its mono audio in [-1, 1] and its transcript (``prosody_of`` may
+    measure prosody elsewhere, as :class:`poise_audio.prosody_process.ProsodyProcess` does)."""
     audio = np.asarray(samples, dtype=np.float32)
     if audio.ndim != 1:
         raise ValueError(f"expected mono samples (1-D), got shape {audio.shape}")
@@ -45,7 +48,7 @@ def analyse_audio(
     speech_s = sum(s.end_s - s.start_s for s in segments)
 
     started = time.perf_counter()
-    prosody = measure_prosody(audio, sample_rate, segments)
+    prosody = prosody_of(audio, sample_rate, segments)
     prosody_s = time.perf_counter() - started
 
     pauses = pause_gaps(segments)

@@ -9,12 +9,14 @@ the whole answer to be replayed to the next one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 import numpy as np
 
 from poise_audio.analysis import analyse_audio
 from poise_audio.asr import as_mono_float32, prompt_for, repair_segments
+from poise_audio.prosody_process import ProsodyProcess
 from poise_common.bus import Bus, Hold, Subscription, current_delivery
 from poise_common.inference.backend import SPEECH, InferenceBackend
 from poise_common.messages import AudioChunk, AudioEnd, AudioFeatures, Envelope, Topics, Transcript
@@ -34,16 +36,21 @@ class AudioService:
         self._chunks: dict[str, dict[int, bytes]] = {}
         self._holds: dict[str, Hold] = {}
         self._subscription: Subscription | None = None
+        self._prosody = ProsodyProcess(settings.asr_nice) if settings.prosody_process else None
 
     async def start(self) -> None:
         # A missing model fails here, at start, and the first answer pays no load time.
         await self.backend.start({SPEECH})
+        if self._prosody is not None:
+            await asyncio.to_thread(self._prosody.start)
         self._subscription = await self.bus.subscribe([Topics.MEDIA_AUDIO], GROUP, self.handle)
 
     async def stop(self) -> None:
         if self._subscription is not None:
             await self._subscription.close(drain=True)
         await self.backend.stop()
+        if self._prosody is not None:
+            await asyncio.to_thread(self._prosody.stop)
 
     async def _analyse(self, pcm: bytes, question: str) -> tuple[Transcript, AudioFeatures]:
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
@@ -52,7 +59,10 @@ class AudioService:
         duration = samples.size / SAMPLE_RATE
         raw = await self.backend.transcribe(samples, prompt_for(self.settings, question)) if samples.size else []
         segments = repair_segments(raw, duration)
-        signals = await asyncio.to_thread(analyse_audio, samples, SAMPLE_RATE, segments, self.settings)
+        analyse = analyse_audio
+        if self._prosody is not None:
+            analyse = functools.partial(analyse_audio, prosody_of=self._prosody.measure)
+        signals = await asyncio.to_thread(analyse, samples, SAMPLE_RATE, segments, self.settings)
         transcript = Transcript(question=question, duration_s=duration, segments=segments)
         return transcript, AudioFeatures(signals=signals)
 

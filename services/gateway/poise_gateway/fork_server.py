@@ -25,6 +25,8 @@ import sys
 import threading
 from collections.abc import Callable
 
+from poise_common.priority import run_nicer
+
 log = logging.getLogger(__name__)
 
 _MESSAGE_BYTES = 64
@@ -169,14 +171,7 @@ class ForkServer:
             )
         finally:
             theirs.close()
-        if self.nice:
-            # The server's children inherit its niceness (set from here: preexec_fn is unsafe in a
-            # threaded service).
-            try:
-                os.setpriority(os.PRIO_PROCESS, self._process.pid,
-                               os.getpriority(os.PRIO_PROCESS, 0) + self.nice)
-            except OSError:
-                pass
+        run_nicer(self._process.pid, self.nice)  # its children inherit it
         self._socket = ours
         self._started = queue.Queue()
         threading.Thread(target=self._read, args=(ours, self._started, {}), name="poise-fork-server",

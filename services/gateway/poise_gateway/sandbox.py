@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 import av.logging
 from pydantic import TypeAdapter, ValidationError
 
+from poise_common.priority import run_nicer
 from poise_common.settings import GatewaySettings
 from poise_gateway import fork_server
 from poise_gateway.decode import SAMPLE_RATE, JpegFrame, encode_jpeg, iter_audio, iter_frames
@@ -125,13 +126,7 @@ class MediaSandbox:
             self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             bufsize=0, close_fds=True, cwd="/", env=self._env,
         )
-        if self.nice:
-            # Set from here rather than in the child (preexec_fn is unsafe in a threaded service);
-            # the few milliseconds it runs before this are its start.
-            try:
-                os.setpriority(os.PRIO_PROCESS, child.pid, os.getpriority(os.PRIO_PROCESS, 0) + self.nice)
-            except OSError:  # already gone: its job will say so
-                pass
+        run_nicer(child.pid, self.nice)
         return child
 
     def warm_up(self) -> None:
