@@ -13,6 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from poise_common.inference.backend import FACE, SPEECH, FaceStream, InferenceBackend
+from poise_common.inference.cpu_reservation import CpuReservation
 from poise_common.inference.faces import FaceLandmarkerRunner, RawFaces, decode_jpeg_rgb
 from poise_common.inference.speech import RawSegment, WhisperRunner
 from poise_common.settings import PoiseSettings
@@ -68,11 +69,14 @@ class _LocalFaceStream(FaceStream):
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poise-face")
         self._decode_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poise-jpeg")
         self._closed = False
+        backend.cpus.opened(self)
 
     def _detect(self, rgb: Future, t_ms: int) -> RawFaces:
         frame = rgb.result()
         with self._backend.timed("face_landmarker"):
             if self._runner is None:
+                # Before the model starts: the threads MediaPipe starts here share this thread's CPU.
+                self._backend.cpus.claim(self)
                 vision = self._settings.vision
                 self._runner = FaceLandmarkerRunner(vision.face_model_path, vision.max_faces)
             return self._runner.detect(frame, t_ms)
@@ -94,9 +98,12 @@ class _LocalFaceStream(FaceStream):
             return
         self._closed = True
         # On the model's thread, after any frame still running there.
-        await asyncio.wrap_future(self._model_thread.submit(self._close_runner))
-        self._model_thread.shutdown(wait=False)
-        self._decode_thread.shutdown(wait=False)
+        try:
+            await asyncio.wrap_future(self._model_thread.submit(self._close_runner))
+        finally:
+            self._model_thread.shutdown(wait=False)
+            self._decode_thread.shutdown(wait=False)
+            self._backend.cpus.closed(self)
 
 
 class LocalBackend(InferenceBackend):
@@ -104,6 +111,7 @@ class LocalBackend(InferenceBackend):
 
     def __init__(self, settings: PoiseSettings) -> None:
         self.settings = settings
+        self.cpus = CpuReservation(settings.vision.face_model_cpu)
         self._whisper: WhisperRunner | None = None
         # The speech model loads and runs on a thread of its own, at its own priority: an
         # answer's transcript has slack, its frames through the face model do not.
