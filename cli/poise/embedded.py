@@ -75,8 +75,8 @@ class EmbeddedPoise:
         self._services = [
             FusionService(self.bus, self.store, settings, policy=self.policy),
             NlpService(self.bus, settings.nlp),
-            AudioService(self.bus, settings.audio, create_backend(settings)),
-            VisionService(self.bus, create_backend(settings), batch_frames=settings.vision.feature_batch_frames),
+            AudioService(self.bus, settings.audio, create_backend(settings, whole_pipeline=True)),
+            VisionService(self.bus, create_backend(settings, whole_pipeline=True), batch_frames=settings.vision.feature_batch_frames),
         ]
         for service in self._services:
             await service.start()

@@ -90,8 +90,8 @@ async def build(
         InvitationMailer(bus, InvitationStore(sessions), settings.smtp),
         FusionService(bus, store, settings, policies, audit=audit),
         NlpService(bus, settings.nlp),
-        AudioService(bus, settings.audio, create_backend(settings, metrics)),
-        VisionService(bus, create_backend(settings, metrics), batch_frames=settings.vision.feature_batch_frames),
+        AudioService(bus, settings.audio, create_backend(settings, metrics, whole_pipeline=True)),
+        VisionService(bus, create_backend(settings, metrics, whole_pipeline=True), batch_frames=settings.vision.feature_batch_frames),
         RetentionJob(sessions, settings.retention, media=desk, audit=audit),
     ]
     if grpc_port is not None:  # last: started once its backends are, stopped before them

@@ -79,11 +79,13 @@ class VisionSettings(BaseModel):
         description="MediaPipe FaceLandmarker bundle (face_landmarker.task).",
     )
     max_faces: int = Field(2, description="Faces looked for per frame; more than one raises a warning.")
-    face_model_cpu: bool = Field(
-        True,
+    face_model_cpu: Literal["auto", "on", "off"] = Field(
+        "auto",
         description="In-process face model: while one answer's frames are analysed, run the model (which the "
         "answer's scoring waits for) on a CPU of its own and the rest of the process and its worker processes "
-        "on the other CPUs (Linux, two CPUs or more). A second answer at once gives every thread every CPU back.",
+        "on the other CPUs (Linux, two CPUs or more; never the lowest CPU, nor one another process holds). A "
+        "second answer at once gives every thread every CPU back. auto: on where one process runs the whole "
+        "pipeline (poise score, poise serve), off in a vision worker, which is scaled by running several.",
     )
     feature_batch_frames: int = Field(
         50, ge=1, description="Frames whose features travel in one message to fusion (the last batch of an answer "

@@ -41,7 +41,7 @@ def jpegs(media_dir):
 def test_one_stream_runs_on_a_cpu_of_its_own_and_everything_else_on_the_others(jpegs):
     everything = frozenset(os.sched_getaffinity(0))
     own = max(everything)
-    backend = LocalBackend(PoiseSettings())
+    backend = LocalBackend(PoiseSettings(), whole_pipeline=True)
     # A worker process started before the stream, as the gateway's fork server is.
     worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
 
@@ -72,7 +72,7 @@ def test_one_stream_runs_on_a_cpu_of_its_own_and_everything_else_on_the_others(j
 
 def test_a_second_stream_gives_every_thread_every_cpu_back(jpegs):
     everything = frozenset(os.sched_getaffinity(0))
-    backend = LocalBackend(PoiseSettings())
+    backend = LocalBackend(PoiseSettings(), whole_pipeline=True)
 
     async def scenario():
         await backend.start({FACE})
@@ -92,11 +92,11 @@ def test_a_second_stream_gives_every_thread_every_cpu_back(jpegs):
     assert holder is None and all(sets == {everything} for sets in threads.values()), threads
 
 
-def test_off_or_on_one_cpu_nothing_is_pinned(jpegs):
+def test_off_in_a_vision_worker_or_on_one_cpu_nothing_is_pinned(jpegs):
     everything = frozenset(os.sched_getaffinity(0))
 
-    async def scenario(settings: PoiseSettings):
-        backend = LocalBackend(settings)
+    async def scenario(settings: PoiseSettings, whole_pipeline: bool = True):
+        backend = LocalBackend(settings, whole_pipeline)
         await backend.start({FACE})
         stream = backend.face_stream("a")
         await stream.detect(*jpegs[0])
@@ -105,8 +105,14 @@ def test_off_or_on_one_cpu_nothing_is_pinned(jpegs):
         await backend.stop()
         return seen
 
-    holder, threads = asyncio.run(scenario(PoiseSettings(vision={"face_model_cpu": False})))
+    holder, threads = asyncio.run(scenario(PoiseSettings(vision={"face_model_cpu": "off"})))
     assert holder is None and all(sets == {everything} for sets in threads.values())
+    # "auto" in a process that runs vision alone (workers are scaled by running several) ...
+    holder, threads = asyncio.run(scenario(PoiseSettings(), whole_pipeline=False))
+    assert holder is None and all(sets == {everything} for sets in threads.values())
+    # ... where "on" pins it.
+    holder, threads = asyncio.run(scenario(PoiseSettings(vision={"face_model_cpu": "on"}), whole_pipeline=False))
+    assert holder is not None and threads["drishti"] == {frozenset({max(everything)})}
     one = {min(everything)}
     os.sched_setaffinity(0, one)
     try:
@@ -114,3 +120,36 @@ def test_off_or_on_one_cpu_nothing_is_pinned(jpegs):
     finally:
         os.sched_setaffinity(0, everything)
     assert holder is None and threads["drishti"] == {frozenset(one)}
+
+
+def test_a_cpu_another_process_holds_is_not_taken_again(jpegs):
+    """Two processes scoring at once on one machine: the second finds the only CPU that may be
+    reserved (never the lowest) taken, and pins nothing, rather than share it with the first."""
+    everything = frozenset(os.sched_getaffinity(0))
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from poise_common.inference.cpu_reservation import CpuReservation\n"
+         "r = CpuReservation(); s = object(); r.opened(s); print(r.claim(s), flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        backend = LocalBackend(PoiseSettings(), whole_pipeline=True)
+
+        async def scenario():
+            await backend.start({FACE})
+            stream = backend.face_stream("a")
+            await stream.detect(*jpegs[0])
+            seen = backend.cpus.holder, os.sched_getaffinity(0)
+            await stream.close()
+            await backend.stop()
+            return seen
+
+        claimed, main_cpus = asyncio.run(scenario())
+    finally:
+        holder.kill()
+        holder.wait()
+    if len(everything) == 2:
+        assert claimed is None and main_cpus == everything
+    else:  # the next CPU down
+        assert claimed is not None and main_cpus == everything - {sorted(everything)[-2]}

@@ -84,12 +84,16 @@ class InferenceBackend(abc.ABC):
     async def transcribe(self, samples: np.ndarray, prompt: str | None) -> list[RawSegment]: ...
 
 
-def create_backend(settings: PoiseSettings, metrics: InferenceMetrics | None = None) -> InferenceBackend:
+def create_backend(
+    settings: PoiseSettings, metrics: InferenceMetrics | None = None, whole_pipeline: bool = False
+) -> InferenceBackend:
+    """The backend ``settings.inference.url`` names. ``whole_pipeline``: this process runs every
+    stage (``poise score``, ``poise serve``), which ``vision.face_model_cpu`` "auto" goes by."""
     url = settings.inference.url
     if url == "local":
         from poise_common.inference.local import LocalBackend
 
-        backend: InferenceBackend = LocalBackend(settings)
+        backend: InferenceBackend = LocalBackend(settings, whole_pipeline)
     elif url.startswith("triton://"):
         from poise_common.inference.triton import TritonBackend
 

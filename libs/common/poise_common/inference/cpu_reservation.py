@@ -9,12 +9,19 @@ work and wait for it. So while exactly one face stream is open, the stream's mod
 the threads MediaPipe starts from it, run on one CPU, and every other thread of the process and
 of its child processes on the others. A second stream gives every thread every CPU back: two
 models need two CPUs. Linux only (per-thread affinity), and only with two CPUs or more.
+
+Several such processes on one machine (`poise score` run in parallel) must not all take the same
+CPU: each reserves one through a lock file in the temporary folder that no other process holds
+(the kernel drops the lock when its process ends), and the lowest CPU is never reserved, so that
+the other work always has one. A process that finds none free pins nothing.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import tempfile
 import threading
 from pathlib import Path
 
@@ -30,6 +37,7 @@ class CpuReservation:
         self._lock = threading.Lock()
         self._open = 0
         self._holder: object | None = None
+        self._lock_fd: int | None = None
 
     @property
     def possible(self) -> bool:
@@ -53,7 +61,10 @@ class CpuReservation:
         with self._lock:
             if not self.possible or self._open != 1 or self._holder is not None:
                 return False
-            own = max(self.cpus)
+            taken = _lock_a_cpu(sorted(self.cpus)[1:])
+            if taken is None:
+                return False
+            own, self._lock_fd = taken
             me = threading.get_native_id()
             _pin(me, {own})
             _pin_all(self.cpus - {own}, skip=me)
@@ -71,6 +82,30 @@ class CpuReservation:
     def _release(self) -> None:
         self._holder = None
         _pin_all(self.cpus)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # and with it the lock
+            self._lock_fd = None
+
+
+def _lock_a_cpu(candidates: list[int]) -> tuple[int, int] | None:
+    """(a CPU no other process on this machine has reserved, the descriptor holding it), highest first."""
+    folder = Path(tempfile.gettempdir()) / "poise-cpus"
+    try:
+        folder.mkdir(mode=0o777, exist_ok=True)
+    except OSError:
+        return None
+    for cpu in reversed(candidates):
+        try:
+            fd = os.open(folder / f"cpu{cpu}", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o444)
+        except OSError:  # another user's folder or file: not ours to take
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held by another process
+            os.close(fd)
+            continue
+        return cpu, fd
+    return None
 
 
 def _pin(tid: int, cpus: set[int] | frozenset[int]) -> None:

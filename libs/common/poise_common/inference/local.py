@@ -109,9 +109,10 @@ class _LocalFaceStream(FaceStream):
 class LocalBackend(InferenceBackend):
     name = "local"
 
-    def __init__(self, settings: PoiseSettings) -> None:
+    def __init__(self, settings: PoiseSettings, whole_pipeline: bool = False) -> None:
         self.settings = settings
-        self.cpus = CpuReservation(settings.vision.face_model_cpu)
+        mode = settings.vision.face_model_cpu
+        self.cpus = CpuReservation(mode == "on" or (mode == "auto" and whole_pipeline))
         self._whisper: WhisperRunner | None = None
         # The speech model loads and runs on a thread of its own, at its own priority: an
         # answer's transcript has slack, its frames through the face model do not.
