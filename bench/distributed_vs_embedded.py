@@ -36,7 +36,7 @@ def main() -> None:
         "machine": {**started, "load_average_1m_after": machine()["load_average_1m"]},
         "input": {"file": path.name, "duration_s": embedded["duration_s"]},
         "embedded": {"scoring_wall_s": embedded_s, "scoring_cpu_s": embedded["scoring_cpu_s"],
-                     "decode_children_cpu_s": embedded["decode_children_cpu_s"]},
+                     "workers_cpu_s": embedded["workers_cpu_s"]},
         "distributed": distributed,
         "ratio": round(ratio, 3),
         "overhead_ms_per_message": round(overhead_ms, 3),

@@ -1,8 +1,9 @@
 """Embedded pipeline throughput on a long real answer: media seconds per wall second.
 
 Prints and saves (bench/results/embedded_throughput.json):
-- end to end: `EmbeddedPoise` scoring in a fresh process (wall, CPU of the process and of the
-  gateway's decoding children, peak memory), model loading reported apart (a fixed start-up cost);
+- end to end: `EmbeddedPoise` scoring in a fresh process (wall, CPU of the process and of its
+  worker processes: the gateway's fork server and decoding children, the prosody worker; peak
+  memory), model loading reported apart (a fixed start-up cost);
 - the stages alone on the same input (bench/stage_profile.py), so that the run's overhead can
   be set against the floor, the sum of the model compute:
   * CPU share: CPU seconds spent outside the models / all CPU seconds of the run;
@@ -32,7 +33,7 @@ def main() -> None:
     stages = measure(path)
     duration = e2e["duration_s"]
     wall = e2e["scoring_wall_s"]
-    run_cpu = e2e["scoring_cpu_s"] + e2e["decode_children_cpu_s"]
+    run_cpu = e2e["scoring_cpu_s"] + e2e["workers_cpu_s"]
     floor = stages["model_cpu_s"]
     result = {
         "benchmark": "embedded_throughput",
@@ -54,8 +55,8 @@ def main() -> None:
     print(f"input: {duration:.1f} s of 640x360 video; load average {started['load_average_1m']} at the start")
     print(f"embedded scoring: {wall:.2f} s wall -> {result['realtime_factor']}x real time "
           f"(with start-up {e2e['startup_s']:.2f} s: {result['realtime_factor_with_startup']}x); "
-          f"peak memory {e2e['peak_rss_mb']:.0f} MB")
-    print(f"run CPU {run_cpu:.2f} s (decoding children {e2e['decode_children_cpu_s']:.2f} s); "
+          f"peak memory {e2e['peak_rss_mb']:.0f} MB (+ {e2e['workers_peak_rss_mb']:.0f} MB in its worker processes)")
+    print(f"run CPU {run_cpu:.2f} s (worker processes {e2e['workers_cpu_s']:.2f} s); "
           f"model floor {floor:.2f} s; overhead {100 * result['overhead_cpu_share']:.1f} % of the CPU, "
           f"{100 * result['overhead_wall_share']:.1f} % of the wall")
     print_stages({**stages, "machine": started})

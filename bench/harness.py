@@ -79,25 +79,35 @@ def descendants_cpu_s() -> float:
     return tree_cpu_s(os.getpid()) - (own.user + own.system)
 
 
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds used so far by ``pid`` and every live descendant (and the children they reaped)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    cpu: dict[int, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+def workers_peak_rss_mb() -> float:
+    """The peak resident memory of this process's live child processes (the gateway's fork server,
+    the prosody worker), summed: read before they stop. Decoding children have ended by then;
+    each is held to ``gateway.media_memory_mb``."""
+    from poise_common.processes import descendants
+
+    total_kb = 0
+    for pid in descendants(os.getpid()):
         try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total_kb += int(line.split()[1])
         except OSError:
             continue
-        parents[int(entry)] = int(fields[1])
-        cpu[int(entry)] = sum(int(v) for v in fields[11:15]) / tick  # utime, stime, cutime, cstime
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        total += cpu.get(current, 0.0)
-        todo += [child for child, parent in parents.items() if parent == current]
+    return round(total_kb / 1024, 1)
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and every live descendant (and the children they reaped)."""
+    from poise_common.processes import descendants
+
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for member in (pid, *descendants(pid)):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        total += sum(int(v) for v in fields[11:15]) / tick  # utime, stime, cutime, cstime
     return total
 
 
@@ -147,12 +157,13 @@ async def _score(paths: list[Path], latency: bool) -> dict:
             "startup_s": round(ready - started, 3),
             "scoring_wall_s": round(done - ready, 3),
             "scoring_cpu_s": round(time.process_time() - cpu, 3),
-            # The gateway's sandboxed probe and decode processes (and its fork server).
-            "decode_children_cpu_s": round(descendants_cpu_s() - children, 3),
+            # The worker processes: the gateway's fork server and its decoding children, the prosody worker.
+            "workers_cpu_s": round(descendants_cpu_s() - children, 3),
             "duration_s": round(sum(a["duration_s"] for a in card["answers"]), 3),
             "answers": len(card["answers"]),
             "words": sum(a["signals"]["nlp"]["word_count"] for a in card["answers"]),
             "digest": scorecard_digest(card),
+            "workers_peak_rss_mb": workers_peak_rss_mb(),
         }
         if latency:
             await asyncio.sleep(0.2)  # the watcher sees the scorecard event after the caller does

@@ -25,6 +25,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from poise_common.processes import descendants, threads
+
 log = logging.getLogger(__name__)
 
 
@@ -117,33 +119,7 @@ def _pin(tid: int, cpus: set[int] | frozenset[int]) -> None:
 
 def _pin_all(cpus: frozenset[int], skip: int | None = None) -> None:
     """Every thread of this process (but ``skip``) and of its descendants onto ``cpus``."""
-    for pid in (os.getpid(), *_descendants(os.getpid())):
-        for tid in _threads(pid):
+    for pid in (os.getpid(), *descendants(os.getpid())):
+        for tid in threads(pid):
             if tid != skip:
                 _pin(tid, cpus)
-
-
-def _threads(pid: int) -> list[int]:
-    try:
-        return [int(name) for name in os.listdir(f"/proc/{pid}/task")]
-    except OSError:
-        return []
-
-
-def _descendants(root: int) -> list[int]:
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(parent, []).append(int(entry))
-    found, todo = [], [root]
-    while todo:
-        children = parents.get(todo.pop(), [])
-        found += children
-        todo += children
-    return found
