@@ -49,18 +49,65 @@ def scaled_size(width: int, height: int, target_width: int) -> tuple[int, int]:
     return max(2, w - w % 2), max(2, h - h % 2)
 
 
-def _decoded(container: av.container.InputContainer, stream: av.stream.Stream) -> Iterator[av.frame.Frame]:
-    """Every frame of ``stream``, skipping packets its decoder refuses.
+def _decoded(
+    container: av.container.InputContainer, stream: av.stream.Stream, passed_over: _PassedOver | None = None
+) -> Iterator[av.frame.Frame]:
+    """Every frame of ``stream`` (but those ``passed_over`` lets the decoder skip), skipping
+    packets its decoder refuses.
 
     The probe refused files damaged where it looked; one damaged frame further in must not lose
     the whole answer (a sampled frame or a few milliseconds of sound less).
     """
     for packet in container.demux(stream):
+        if passed_over is not None:
+            # Read by the decoder for this packet (and handed on to its frame threads with it).
+            stream.codec_context.skip_frame = "NONREF" if passed_over.sure(packet.pts) else "DEFAULT"
         try:
             frames = packet.decode()
         except av.error.InvalidDataError:
             continue
+        if passed_over is not None:
+            passed_over.decoded(packet.pts)
         yield from frames
+
+
+class _PassedOver:
+    """Which packets hold frames that sampling will surely pass over, so that the decoder need not
+    decode them: at 10 of 24-30 frames a second, half of all frames.
+
+    Sampling takes the first frame (in presentation order) of each slot of ``period`` seconds.
+    A frame is surely passed over when an earlier frame of its slot was already decoded: packets
+    come in decoding order, where a B-frame comes after the later frame it refers to, so that is
+    known before the frame is decoded. Only frames no other frame refers to are then skipped
+    (FFmpeg's NONREF), so every frame that is decoded comes out exactly as before, and so does
+    the sampling (test: ``test_passing_over_frames_samples_the_same_pixels``).
+    """
+
+    def __init__(self, period: float, time_base, start: float) -> None:
+        self.period = period
+        self.time_base = time_base
+        self.start = start
+        self._first: dict[int, float] = {}  # slot -> earliest time decoded in it
+
+    def _slot(self, pts: int) -> tuple[int, float]:
+        t = float(pts * self.time_base) - self.start
+        # The sampler's own arithmetic (iter_frames), epsilon included.
+        return int(t / self.period + 1e-6), t
+
+    def sure(self, pts: int | None) -> bool:
+        if pts is None:
+            return False
+        slot, t = self._slot(pts)
+        first = self._first.get(slot)
+        return first is not None and first < t and t + 1e-6 < (slot + 1) * self.period
+
+    def decoded(self, pts: int | None) -> None:
+        if pts is None:
+            return
+        slot, t = self._slot(pts)
+        # A frame before the stream's start (t < 0) is never sampled: it does not fill slot 0.
+        if t + 1e-6 >= slot * self.period and t < self._first.get(slot, float("inf")):
+            self._first[slot] = t
 
 
 def iter_frames(path: Path, sample_fps: float, target_width: int) -> Iterator[tuple[float, np.ndarray]]:
@@ -75,7 +122,7 @@ def iter_frames(path: Path, sample_fps: float, target_width: int) -> Iterator[tu
         # Each frame thread holds frames of its own: a few bound the memory a 4K answer needs.
         stream.codec_context.thread_count = min(4, os.cpu_count() or 1)
         start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
-        for frame in _decoded(container, stream):
+        for frame in _decoded(container, stream, _PassedOver(period, stream.time_base, start)):
             if frame.pts is None:
                 continue
             t = float(frame.pts * stream.time_base) - start

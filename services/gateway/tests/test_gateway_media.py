@@ -74,6 +74,49 @@ def test_frames_are_sampled_by_time_and_scaled(media_dir):
     assert all(rgb.shape == (270, 480, 3) and rgb.flags["C_CONTIGUOUS"] for _, rgb in frames)
 
 
+def _every_frame_sampled(path: Path, sample_fps: float) -> tuple[list[tuple[float, np.ndarray]], int]:
+    """The sampling done the plain way: every frame decoded, the first of each slot kept; and how
+    many frames that decoded."""
+    import av
+
+    period, next_t, kept, count = 1.0 / sample_fps, 0.0, [], 0
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+        for frame in container.decode(stream):
+            count += 1
+            t = float(frame.pts * stream.time_base) - start
+            if t + 1e-6 < next_t:
+                continue
+            w, h = scaled_size(frame.width, frame.height, 640)
+            kept.append((max(0.0, t), frame.to_ndarray(width=w, height=h, format="rgb24")))
+            next_t = (int(t / period + 1e-6) + 1) * period
+    return kept, count
+
+
+@pytest.mark.parametrize("name", ["pexels_face_20s.mp4", "single_face.mp4", "talking_head_2.mp4", "face_noface.mov"])
+@pytest.mark.parametrize("sample_fps", [5.0, 10.0, 15.0])
+def test_passing_over_frames_samples_the_same_pixels(media_dir, name, sample_fps):
+    """The decoder skips frames that sampling passes over and nothing refers to; what is sampled
+    is the same frames, pixel for pixel, as decoding every frame gives."""
+    import av
+
+    from poise_gateway.decode import _decoded, _PassedOver
+
+    path = media_dir / name
+    plain, all_frames = _every_frame_sampled(path, sample_fps)
+    sampled = list(iter_frames(path, sample_fps, 640))
+    assert [t for t, _ in sampled] == [t for t, _ in plain] and len(sampled) > 10
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(sampled, plain))
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+        decoded = sum(1 for _ in _decoded(container, stream, _PassedOver(1.0 / sample_fps, stream.time_base, start)))
+    assert len(sampled) <= decoded <= all_frames
+    if name == "pexels_face_20s.mp4":  # H.264 with B-frames that nothing refers to: fewer decoded
+        assert decoded < 0.85 * all_frames, (decoded, all_frames)
+
+
 def test_padded_widths_come_back_contiguous(media_dir):
     _, rgb = next(iter_frames(media_dir / "talking_head_3.mp4", 5.0, 1000))
     assert rgb.shape == (590, 590, 3) and rgb.flags["C_CONTIGUOUS"]
