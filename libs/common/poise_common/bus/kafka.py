@@ -56,7 +56,7 @@ class KafkaBus(Bus):
         prefix: str = "",
         partitions: int = 4,
         replication: int = 1,
-        compression: str | None = "gzip",
+        compression: str | None = "zstd",
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         client_id: str = "poise",
         metrics: BusMetrics | None = None,
