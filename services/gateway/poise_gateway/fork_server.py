@@ -69,10 +69,6 @@ class ForkedChild:
         self.stdin = stdin
         self.stdout = stdout
 
-    @property
-    def returncode(self) -> int | None:
-        return self._exit.code
-
     def poll(self) -> int | None:
         return self._exit.code if self._exit.is_set() else None
 
@@ -174,7 +170,7 @@ class ForkServer:
         run_nicer(self._process.pid, self.nice)  # its children inherit it
         self._socket = ours
         self._started = queue.Queue()
-        threading.Thread(target=self._read, args=(ours, self._started, {}), name="poise-fork-server",
+        threading.Thread(target=self._read, args=(ours, self._started), name="poise-fork-server",
                          daemon=True).start()
 
     def _stop_locked(self) -> None:
@@ -195,8 +191,9 @@ class ForkServer:
             sock.close()
 
     @staticmethod
-    def _read(sock: socket.socket, started: queue.Queue, live: dict[int, _Exit]) -> None:
+    def _read(sock: socket.socket, started: queue.Queue) -> None:
         """The server's answers, in order: a started child is known before its exit can be."""
+        live: dict[int, _Exit] = {}
         try:
             while True:
                 message = sock.recv(_MESSAGE_BYTES)
@@ -216,9 +213,8 @@ class ForkServer:
         finally:
             # The server is gone: whoever waits for it or for its children's exits hears so.
             started.put(None)
-            for exit_ in list(live.values()):
+            for exit_ in live.values():
                 exit_.set(_LOST)
-            live.clear()
 
 
 # -- the server process -------------------------------------------------------------------------

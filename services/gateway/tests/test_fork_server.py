@@ -131,7 +131,7 @@ def test_a_child_whose_server_died_is_still_killed_when_its_job_times_out(tmp_pa
     assert not _alive(child)
 
 
-def test_without_pidfds_or_when_off_each_job_starts_a_fresh_python(media_dir):
+def test_with_the_fork_server_off_each_job_starts_a_fresh_python(media_dir):
     sandbox = MediaSandbox(warm=1, fork=False)
     try:
         assert sandbox.fork_server is None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
-import os
 import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,6 +15,7 @@ from poise_common.inference.backend import FACE, SPEECH, FaceStream, InferenceBa
 from poise_common.inference.cpu_reservation import CpuReservation
 from poise_common.inference.faces import FaceLandmarkerRunner, RawFaces, decode_jpeg_rgb
 from poise_common.inference.speech import RawSegment, WhisperRunner
+from poise_common.priority import run_nicer
 from poise_common.settings import PoiseSettings
 
 
@@ -46,13 +46,8 @@ def _lower_thread_priority(nice: int) -> None:
     native threads (CTranslate2's, started when its model loads here) inherit it, the face
     model's do not. Elsewhere the call would reach the whole process, so it does nothing.
     """
-    if nice <= 0 or not sys.platform.startswith("linux"):
-        return
-    thread = threading.get_native_id()
-    try:
-        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + nice)
-    except OSError:  # not allowed here: it runs as it is
-        pass
+    if sys.platform.startswith("linux"):
+        run_nicer(threading.get_native_id(), nice)
 
 
 class _LocalFaceStream(FaceStream):
