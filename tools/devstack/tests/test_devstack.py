@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -141,6 +142,23 @@ def test_kafka_context_manager_leaves_nothing(own_broker: KafkaBroker) -> None:
     assert not pid_exists(pid)
     assert not work_dir.exists()
     assert broker.pid is None
+
+
+def _jvm_options(pid: int) -> list[str]:
+    """The running JVM's command line (it refuses to start on an option it does not know)."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
+def test_kafka_compiles_with_the_quick_compiler_unless_told_otherwise(own_broker: KafkaBroker) -> None:
+    assert own_broker.pid is not None
+    assert "-XX:TieredStopAtLevel=1" in _jvm_options(own_broker.pid)
+    with KafkaBroker(jit="full") as broker:
+        assert broker.pid is not None
+        options = _jvm_options(broker.pid)
+        assert "kafka.Kafka" in options
+        assert not [option for option in options if "TieredStopAtLevel" in option]
+    with pytest.raises(ValueError, match="jit must be one of quick, full"):
+        KafkaBroker(jit="fast")
 
 
 def test_kafka_bad_config_fails_with_the_reason() -> None:
