@@ -433,6 +433,47 @@ def test_every_kafka_compression_carries_a_frame_unchanged(request, codec):
     assert received.payload.jpeg == jpeg and received == sent
 
 
+def test_a_burst_of_frames_shares_batches_and_arrives_whole_and_in_order(request):
+    """Forty 40 kB frames published at once: several to a batch at the default batching (about
+    a dozen fit in one), so the burst spans batches; every frame arrives once, in order."""
+    broker = request.getfixturevalue("kafka_broker")
+    url = f"kafka://{broker.bootstrap}?partitions=2&prefix=b{uuid.uuid4().hex[:10]}."
+    jpegs = [bytes([n]) * 40_000 for n in range(40)]
+
+    async def scenario():
+        bus = create_bus(url)
+        assert (bus.linger_ms, bus.batch_bytes) == (50, 512 * 1024)
+        await bus.start()
+        got: list[Envelope] = []
+
+        async def keep(env: Envelope) -> None:
+            got.append(env)
+
+        await bus.subscribe([Topics.MEDIA_FRAMES], "g", keep)
+        for seq, jpeg in enumerate(jpegs):
+            await bus.publish(Topics.MEDIA_FRAMES, Envelope(
+                interview_id="i", answer_id="a", tenant="t", stream="frames", seq=seq,
+                payload=Frame(t_s=seq / 10, width=640, height=360, jpeg=jpeg)))
+        await bus.flush()
+        await wait_for(lambda: len(got) >= len(jpegs))
+        await asyncio.sleep(0.3)  # nothing more comes
+        await bus.stop()
+        return got
+
+    got = run(scenario())
+    assert [env.seq for env in got] == list(range(len(jpegs)))
+    assert [env.payload.jpeg for env in got] == jpegs
+
+
+def test_kafka_batching_options_are_read_from_the_url_and_checked():
+    bus = create_bus("kafka://127.0.0.1:9092?linger_ms=0&batch_kb=64")
+    assert (bus.linger_ms, bus.batch_bytes) == (0, 64 * 1024)
+    with pytest.raises(ValueError, match="linger_ms must be a whole number from 0 to 1000, got 'soon'"):
+        create_bus("kafka://127.0.0.1:9092?linger_ms=soon")
+    with pytest.raises(ValueError, match="batch_kb must be from 16 to 1000, got 4096"):
+        create_bus("kafka://127.0.0.1:9092?batch_kb=4096")
+
+
 def test_an_unknown_kafka_compression_is_refused():
     with pytest.raises(ValueError, match="brotli"):
         create_bus("kafka://127.0.0.1:9092?compression=brotli")

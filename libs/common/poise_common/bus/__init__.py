@@ -15,7 +15,9 @@ def create_bus(url: str, metrics: BusMetrics | None = None) -> Bus:
 
     Options: ``prefix`` (topic name prefix), ``partitions`` (per topic), for memory ``capacity``
     (records a partition holds beyond its slowest group before publishers wait), for Kafka
-    ``replication`` and ``compression`` (``zstd``, the default, ``gzip``, ``lz4`` or ``none``).
+    ``replication``, ``compression`` (``zstd``, the default, ``gzip``, ``lz4`` or ``none``),
+    ``linger_ms`` (how long a message may wait for others to share its request, 0-1000) and
+    ``batch_kb`` (the most one request carries for a partition, 16-1000).
     """
     parsed = urlparse(url)
     options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
@@ -30,7 +32,7 @@ def create_bus(url: str, metrics: BusMetrics | None = None) -> Bus:
             metrics=metrics,
         )
     if parsed.scheme == "kafka":
-        from poise_common.bus.kafka import KafkaBus
+        from poise_common.bus.kafka import DEFAULT_BATCH_BYTES, DEFAULT_LINGER_MS, KafkaBus
 
         if not parsed.netloc:
             raise ValueError("a kafka:// bus URL needs host:port, e.g. kafka://127.0.0.1:9092")
@@ -40,6 +42,8 @@ def create_bus(url: str, metrics: BusMetrics | None = None) -> Bus:
             partitions=int(options.get("partitions", 4)),
             replication=int(options.get("replication", 1)),
             compression=_compression(options.get("compression", "zstd")),
+            linger_ms=_bounded(options, "linger_ms", DEFAULT_LINGER_MS, 0, 1000),
+            batch_bytes=1024 * _bounded(options, "batch_kb", DEFAULT_BATCH_BYTES // 1024, 16, 1000),
             metrics=metrics,
         )
     raise ValueError(f"unknown bus URL scheme {parsed.scheme!r}: use memory:// or kafka://")
@@ -54,3 +58,14 @@ def _compression(name: str) -> str | None:
     if name not in _COMPRESSIONS:
         raise ValueError(f"unknown Kafka compression {name!r}: use one of {', '.join(_COMPRESSIONS)}")
     return None if name == "none" else name
+
+
+def _bounded(options: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    text = options.get(name, str(default))
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"Kafka {name} must be a whole number from {low} to {high}, got {text!r}") from None
+    if not low <= value <= high:
+        raise ValueError(f"Kafka {name} must be from {low} to {high}, got {value}")
+    return value

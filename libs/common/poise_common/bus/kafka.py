@@ -42,6 +42,15 @@ STANDARD_TOPICS = (
 )
 # Kafka's default message.max.bytes is about 1 MiB; stay under it with room for headers.
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
+# Frames are published faster than one a millisecond apart only in bursts; a request per
+# message cost the broker about 2.5 ms of CPU and the publisher 1 ms. Waiting up to this long lets
+# one request carry the frames that follow (measured on 900 frames of 43 kB published 6 ms apart:
+# broker 2.5 -> 1.0 CPU s, clients 2.0 -> 0.7 s). It delays an output at most this long; handlers
+# wait for acknowledgements once per fetched batch, not per message.
+DEFAULT_LINGER_MS = 50
+# A batch carries up to this much for one partition: about a dozen frames (the producer's 16 kB
+# default held less than one, so every frame went alone), well under the broker's message.max.bytes.
+DEFAULT_BATCH_BYTES = 512 * 1024
 # Sends outside a handler that may be unacknowledged at once before publish waits for the oldest.
 MAX_UNFLUSHED = 2000
 # A long batch still commits at least this often, so a crash replays little.
@@ -58,6 +67,8 @@ class KafkaBus(Bus):
         replication: int = 1,
         compression: str | None = "zstd",
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        linger_ms: int = DEFAULT_LINGER_MS,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
         client_id: str = "poise",
         metrics: BusMetrics | None = None,
     ) -> None:
@@ -67,6 +78,8 @@ class KafkaBus(Bus):
         self.replication = replication
         self.compression = compression
         self.max_message_bytes = max_message_bytes
+        self.linger_ms = linger_ms
+        self.batch_bytes = batch_bytes
         self.client_id = client_id
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
@@ -85,7 +98,8 @@ class KafkaBus(Bus):
             enable_idempotence=True,
             compression_type=self.compression,
             max_request_size=self.max_message_bytes + 64 * 1024,
-            linger_ms=2,
+            linger_ms=self.linger_ms,
+            max_batch_size=self.batch_bytes,
         )
         await self._producer.start()
         await self.ensure_topics([self.topic(t) for t in STANDARD_TOPICS])
