@@ -208,6 +208,10 @@ class MediaSandbox:
                 elif kind == "rejected":
                     raise _rejection(header)
                 elif kind == "memory":
+                    if _count(header.get("own_mb")):
+                        # The setting's fault, not the file's: say so to whoever runs the service.
+                        log.warning("media_memory_mb is below a decoding process's own size",
+                                    extra={"media_memory_mb": limits.media_memory_mb, "own_mb": header["own_mb"]})
                     raise _memory(limits)
                 elif kind == "error":
                     log.warning("media job failed", extra={"job": job, "error": str(header.get("type"))[:80]})
@@ -438,8 +442,16 @@ def _one_job() -> None:
     if not line:  # the service closed its warm children
         return
     request = json.loads(line)
-    _limit_self(request["memory_bytes"], request["cpu_s"])
     send = functools.partial(_send, channel)
+    own = _memory_field(b"VmSize:")
+    if own >= request["memory_bytes"]:
+        # The limit is below what this process holds before it reads anything: every allocation
+        # would fail, and FFmpeg does not survive each failed one (on one host it crashed inside
+        # av.open, which read as a damaged file). Refused without touching the file.
+        send({"kind": "memory", "own_mb": own >> 20})
+        channel.flush()
+        return
+    _limit_self(request["memory_bytes"], request["cpu_s"])
     try:
         _JOBS[request["job"]](request, send)
     except MediaRejected as exc:
@@ -449,7 +461,7 @@ def _one_job() -> None:
     except Exception as exc:  # noqa: BLE001 - any other failure is reported by its type alone
         # Out of address space, a library may fail in its own way (a module or a thread that
         # cannot be mapped): near the limit, that is the limit's doing.
-        near_limit = _peak_memory() >= 0.9 * request["memory_bytes"]
+        near_limit = _memory_field(b"VmPeak:") >= 0.9 * request["memory_bytes"]
         send({"kind": "memory"} if near_limit else {"kind": "error", "type": type(exc).__name__})
     channel.flush()
 
@@ -464,12 +476,13 @@ def _serve_forks(arguments: list[str]) -> None:
         fork_server.serve(int(arguments[-1]), lambda: exec(stand_in, {"__name__": "__main__"}))
 
 
-def _peak_memory() -> int:
-    """The most address space this process has held, in bytes (0 where the kernel does not say)."""
+def _memory_field(field: bytes) -> int:
+    """This process's address space, now (``VmSize:``) or at most (``VmPeak:``), in bytes (0 where
+    the kernel does not say)."""
     try:
         with open("/proc/self/status", "rb") as status:
             for line in status:
-                if line.startswith(b"VmPeak:"):
+                if line.startswith(field):
                     return int(line.split()[1]) * 1024
     except MemoryError:  # not even room to read it
         return sys.maxsize

@@ -498,6 +498,23 @@ def test_real_limits_refuse_and_the_sandbox_serves_on(media_dir, fork):
     assert info.width == 640 and info.duration_s == pytest.approx(19.7, abs=0.1)
 
 
+@pytest.mark.parametrize("fork", [True, False], ids=["forked", "started"])
+def test_a_memory_limit_below_the_decoders_own_size_is_refused_and_named_for_the_operator(media_dir, fork, caplog):
+    # 100 MiB is below what a decoding process holds before it reads anything (PyAV, OpenCV and
+    # numpy mapped: about 380 MiB of address space): refused before the file is opened, as a
+    # memory refusal (not as a damaged file), and the log says the setting is the cause.
+    sandbox = MediaSandbox(warm=1, fork=fork)
+    try:
+        with caplog.at_level("WARNING", logger="poise_gateway.sandbox"), pytest.raises(MediaRejected) as memory:
+            sandbox.probe(media_dir / "pexels_face_20s.mp4", GatewaySettings(media_memory_mb=100))
+    finally:
+        sandbox.close()
+    assert memory.value.code == "decode_memory" and "100 MiB" in memory.value.message
+    [record] = [r for r in caplog.records if "below a decoding process's own size" in r.getMessage()]
+    assert record.media_memory_mb == 100 and record.own_mb > 100
+    assert not [r for r in caplog.records if r.getMessage() == "media job died"]
+
+
 def test_the_cpu_limit_a_child_sets_itself_stops_a_runaway(media_dir, stand_in):
     # The child's own limiting, then a loop no file should cause: the kernel ends it.
     sandbox = stand_in(
