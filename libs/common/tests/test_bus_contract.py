@@ -433,9 +433,9 @@ def test_every_kafka_compression_carries_a_frame_unchanged(request, codec):
     assert received.payload.jpeg == jpeg and received == sent
 
 
-def test_a_burst_of_frames_shares_batches_and_arrives_whole_and_in_order(request):
-    """Forty 40 kB frames published at once: several to a batch at the default batching (about
-    a dozen fit in one), so the burst spans batches; every frame arrives once, in order."""
+def test_a_burst_of_frames_at_the_default_batching_arrives_whole_and_in_order(request):
+    """Forty 40 kB frames published at once, more than one batch holds at the default batching
+    (about a dozen fit in one): every frame arrives once, in order."""
     broker = request.getfixturevalue("kafka_broker")
     url = f"kafka://{broker.bootstrap}?partitions=2&prefix=b{uuid.uuid4().hex[:10]}."
     jpegs = [bytes([n]) * 40_000 for n in range(40)]

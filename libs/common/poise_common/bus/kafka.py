@@ -42,11 +42,11 @@ STANDARD_TOPICS = (
 )
 # Kafka's default message.max.bytes is about 1 MiB; stay under it with room for headers.
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
-# Frames are published faster than one a millisecond apart only in bursts; a request per
-# message cost the broker about 2.5 ms of CPU and the publisher 1 ms. Waiting up to this long lets
-# one request carry the frames that follow (measured on 900 frames of 43 kB published 6 ms apart:
-# broker 2.5 -> 1.0 CPU s, clients 2.0 -> 0.7 s). It delays an output at most this long; handlers
-# wait for acknowledgements once per fetched batch, not per message.
+# The gateway publishes an answer's frames a few milliseconds apart; with a 2 ms linger each went
+# in a request of its own, about 2.5 ms of the broker's CPU and 1 ms of the publisher's. Waiting up
+# to this long lets one request carry the frames that follow (900 frames of 43 kB published 6 ms
+# apart: broker 2.5 -> 1.0 CPU s, clients 2.0 -> 0.7 s). It delays an output at most this long;
+# handlers wait for acknowledgements once per fetched batch, not per message.
 DEFAULT_LINGER_MS = 50
 # A batch carries up to this much for one partition: about a dozen frames (the producer's 16 kB
 # default held less than one, so every frame went alone), well under the broker's message.max.bytes.
