@@ -85,7 +85,21 @@ class VisionSettings(BaseModel):
         "answer's scoring waits for) on a CPU of its own and the rest of the process and its worker processes "
         "on the other CPUs (Linux, two CPUs or more; never the lowest CPU, nor one another process holds). A "
         "second answer at once gives every thread every CPU back. auto: on where one process runs the whole "
-        "pipeline (poise score, poise serve), off in a vision worker, which is scaled by running several.",
+        "pipeline (poise score, poise serve), off in a vision worker, which is scaled by running several. "
+        "Only with one face lane (face_lanes): several lanes share every CPU.",
+    )
+    face_lanes: int = Field(
+        0, ge=0, le=16,
+        description="In-process face model: landmarkers that work on one answer's frames at once, each on a "
+        "thread of its own. One follows the answer's faces from frame to frame; the others run later spans of "
+        "it ahead from a fresh start, which the first checks where it catches up (one frame run twice a span), "
+        "so the faces are exactly what one landmarker finds. Where they are not (two faces in view), the "
+        "answer goes on in one lane. 0: as many as this process can use CPUs (its affinity and container "
+        "quota), at most 4. A Triton stream is one sequence: one lane.",
+    )
+    face_span_frames: int = Field(
+        32, ge=2, le=100_000,
+        description="Frames a face lane runs ahead at a time (face_lanes).",
     )
     feature_batch_frames: int = Field(
         50, ge=1, description="Frames whose features travel in one message to fusion (the last batch of an answer "

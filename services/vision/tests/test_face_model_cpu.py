@@ -1,4 +1,4 @@
-"""The face model gets a CPU of its own while it is the only one running, and gives it back."""
+"""With one face lane, the face model gets a CPU of its own while it is the only one running, and gives it back."""
 
 from __future__ import annotations
 
@@ -33,6 +33,11 @@ def affinities(pid: int) -> dict[str, set[frozenset[int]]]:
     return found
 
 
+def one_lane(**vision) -> PoiseSettings:
+    """The reservation is for one model thread: several lanes (the default on two CPUs) share them all."""
+    return PoiseSettings(vision={"face_lanes": 1, **vision})
+
+
 @pytest.fixture
 def jpegs(media_dir):
     return [(encode_jpeg(rgb, 85), int(t * 1000)) for t, rgb in list(iter_frames(media_dir / "single_face.mp4", 5, 640))[:3]]
@@ -41,7 +46,7 @@ def jpegs(media_dir):
 def test_one_stream_runs_on_a_cpu_of_its_own_and_everything_else_on_the_others(jpegs):
     everything = frozenset(os.sched_getaffinity(0))
     own = max(everything)
-    backend = LocalBackend(PoiseSettings(), whole_pipeline=True)
+    backend = LocalBackend(one_lane(), whole_pipeline=True)
     # A worker process started before the stream, as the gateway's fork server is.
     worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
 
@@ -72,7 +77,7 @@ def test_one_stream_runs_on_a_cpu_of_its_own_and_everything_else_on_the_others(j
 
 def test_a_second_stream_gives_every_thread_every_cpu_back(jpegs):
     everything = frozenset(os.sched_getaffinity(0))
-    backend = LocalBackend(PoiseSettings(), whole_pipeline=True)
+    backend = LocalBackend(one_lane(), whole_pipeline=True)
 
     async def scenario():
         await backend.start({FACE})
@@ -105,18 +110,22 @@ def test_off_in_a_vision_worker_or_on_one_cpu_nothing_is_pinned(jpegs):
         await backend.stop()
         return seen
 
-    holder, threads = asyncio.run(scenario(PoiseSettings(vision={"face_model_cpu": "off"})))
+    holder, threads = asyncio.run(scenario(one_lane(face_model_cpu="off")))
     assert holder is None and all(sets == {everything} for sets in threads.values())
     # "auto" in a process that runs vision alone (workers are scaled by running several) ...
-    holder, threads = asyncio.run(scenario(PoiseSettings(), whole_pipeline=False))
+    holder, threads = asyncio.run(scenario(one_lane(), whole_pipeline=False))
     assert holder is None and all(sets == {everything} for sets in threads.values())
     # ... where "on" pins it.
-    holder, threads = asyncio.run(scenario(PoiseSettings(vision={"face_model_cpu": "on"}), whole_pipeline=False))
+    holder, threads = asyncio.run(scenario(one_lane(face_model_cpu="on"), whole_pipeline=False))
     assert holder is not None and threads["drishti"] == {frozenset({max(everything)})}
+    # Two lanes share every CPU, "on" or not.
+    two_lanes = PoiseSettings(vision={"face_lanes": 2, "face_model_cpu": "on"})
+    holder, threads = asyncio.run(scenario(two_lanes))
+    assert holder is None and all(sets == {everything} for sets in threads.values())
     one = {min(everything)}
     os.sched_setaffinity(0, one)
     try:
-        holder, threads = asyncio.run(scenario(PoiseSettings()))
+        holder, threads = asyncio.run(scenario(one_lane()))
     finally:
         os.sched_setaffinity(0, everything)
     assert holder is None and threads["drishti"] == {frozenset(one)}
@@ -134,7 +143,7 @@ def test_a_cpu_another_process_holds_is_not_taken_again(jpegs):
     )
     try:
         assert holder.stdout.readline().strip() == "True"
-        backend = LocalBackend(PoiseSettings(), whole_pipeline=True)
+        backend = LocalBackend(one_lane(), whole_pipeline=True)
 
         async def scenario():
             await backend.start({FACE})

@@ -8,7 +8,6 @@ in ``POISE_*`` variables; readiness is its ``/readyz``.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -43,18 +42,12 @@ class PoiseStack:
     key: str | None = None  # an API key for callers of this stack, when one was made
 
     def _env(self, service: str, port: int) -> dict[str, str]:
-        own = {}
-        if service == "vision" and "POISE_VISION__FACE_MODEL_CPU" not in os.environ:
-            # Every process here shares one machine and one temporary folder, so vision workers
-            # can each take a CPU of their own without taking the same one.
-            own["POISE_VISION__FACE_MODEL_CPU"] = "on"
         return {
             "POISE_BUS_URL": self.bus_url,
             "POISE_DATABASE_URL": self.database_url,
             "POISE_HOME": str(self.home),
             "POISE_HTTP_HOST": "127.0.0.1",
             f"{_setting_prefix(service)}PORT": str(port),
-            **own,
             **self.env,
         }
 

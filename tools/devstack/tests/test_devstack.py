@@ -270,14 +270,3 @@ def test_postgres_bad_setting_fails_with_its_log() -> None:
         assert server.pid is None
     finally:
         server.close()
-
-
-def test_the_stacks_vision_workers_take_a_cpu_of_their_own_unless_told_otherwise(tmp_path, monkeypatch) -> None:
-    from poise_devstack.stack import PoiseStack
-
-    stack = PoiseStack(bus_url="memory://", database_url="sqlite://", home=tmp_path, log_dir=tmp_path)
-    monkeypatch.delenv("POISE_VISION__FACE_MODEL_CPU", raising=False)
-    assert stack._env("vision", 1)["POISE_VISION__FACE_MODEL_CPU"] == "on"
-    assert "POISE_VISION__FACE_MODEL_CPU" not in stack._env("gateway", 1)
-    monkeypatch.setenv("POISE_VISION__FACE_MODEL_CPU", "off")  # the caller's own choice stands
-    assert "POISE_VISION__FACE_MODEL_CPU" not in stack._env("vision", 1)

@@ -7,17 +7,21 @@ import ctypes
 import ctypes.util
 import sys
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from poise_common.cpus import usable_cpus
 from poise_common.inference.backend import FACE, SPEECH, FaceStream, InferenceBackend
 from poise_common.inference.cpu_reservation import CpuReservation
+from poise_common.inference.face_lanes import FaceLanes
 from poise_common.inference.faces import FaceLandmarkerRunner, RawFaces, decode_jpeg_rgb
 from poise_common.inference.speech import RawSegment, WhisperRunner
 from poise_common.priority import run_nicer
 from poise_common.settings import PoiseSettings
 
+
+MAX_AUTO_FACE_LANES = 4
 
 # glibc's mallopt parameter for the number of heaps ("arenas") threads allocate from.
 _M_ARENA_MAX = -8
@@ -51,53 +55,50 @@ def _lower_thread_priority(nice: int) -> None:
 
 
 class _LocalFaceStream(FaceStream):
-    # Enough frames ahead that the model never waits for the event loop between two.
-    depth = 4
+    """An answer's frames through ``backend.face_lanes`` landmarkers (``FaceLanes``): the faces
+    are exactly what one landmarker following the whole answer finds."""
 
     def __init__(self, backend: "LocalBackend", settings: PoiseSettings) -> None:
         self._backend = backend
-        self._settings = settings
-        self._runner: FaceLandmarkerRunner | None = None
-        # A thread of its own for the model (VIDEO mode needs its frames in order, and it must
-        # never queue behind other stages on the shared executor), and one that decodes the
-        # next JPEGs meanwhile, so the model's thread does nothing else.
-        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poise-face")
-        self._decode_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poise-jpeg")
+        self._vision = settings.vision
+        lanes = backend.face_lanes
+        self._runners: list[FaceLandmarkerRunner | None] = [None] * lanes
+        self._lanes = FaceLanes(lanes, self._vision.face_span_frames, decode_jpeg_rgb, self._detect, self._close_runner)
+        # Enough frames ahead that the model never waits for the event loop between two, and with
+        # several lanes, a span for each lane to run ahead of the chain.
+        self.depth = 4 + (lanes - 1) * self._lanes.span
         self._closed = False
         backend.cpus.opened(self)
 
-    def _detect(self, rgb: Future, t_ms: int) -> RawFaces:
-        frame = rgb.result()
+    def _detect(self, lane: int, rgb: np.ndarray, t_ms: int, start_over: bool) -> RawFaces:
         with self._backend.timed("face_landmarker"):
-            if self._runner is None:
+            runner = self._runners[lane]
+            if runner is None:
                 # Before the model starts: the threads MediaPipe starts here share this thread's CPU.
                 self._backend.cpus.claim(self)
-                vision = self._settings.vision
-                self._runner = FaceLandmarkerRunner(vision.face_model_path, vision.max_faces)
-            return self._runner.detect(frame, t_ms)
+                runner = self._runners[lane] = FaceLandmarkerRunner(self._vision.face_model_path, self._vision.max_faces)
+            elif start_over:
+                runner.start_over()
+            return runner.detect(rgb, t_ms)
+
+    def _close_runner(self, lane: int) -> None:
+        runner, self._runners[lane] = self._runners[lane], None
+        if runner is not None:
+            runner.close()
 
     def submit(self, jpeg: bytes, t_ms: int) -> asyncio.Future[RawFaces]:
-        rgb = self._decode_thread.submit(decode_jpeg_rgb, jpeg)
-        return asyncio.wrap_future(self._model_thread.submit(self._detect, rgb, t_ms))
+        return asyncio.wrap_future(self._lanes.submit(jpeg, t_ms))
 
     async def detect(self, jpeg: bytes, t_ms: int) -> RawFaces:
         return await self.submit(jpeg, t_ms)
-
-    def _close_runner(self) -> None:
-        if self._runner is not None:
-            self._runner.close()
-            self._runner = None
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        # On the model's thread, after any frame still running there.
         try:
-            await asyncio.wrap_future(self._model_thread.submit(self._close_runner))
+            await asyncio.gather(*(asyncio.wrap_future(loop) for loop in self._lanes.close()), return_exceptions=True)
         finally:
-            self._model_thread.shutdown(wait=False)
-            self._decode_thread.shutdown(wait=False)
             self._backend.cpus.closed(self)
 
 
@@ -106,8 +107,12 @@ class LocalBackend(InferenceBackend):
 
     def __init__(self, settings: PoiseSettings, whole_pipeline: bool = False) -> None:
         self.settings = settings
-        mode = settings.vision.face_model_cpu
-        self.cpus = CpuReservation(mode == "on" or (mode == "auto" and whole_pipeline))
+        vision = settings.vision
+        # More lanes than CPUs would only take turns; past four, the answer's last span waits alone.
+        self.face_lanes = vision.face_lanes or min(usable_cpus(), MAX_AUTO_FACE_LANES)
+        mode = vision.face_model_cpu
+        # A CPU of its own is for one model thread; several lanes share every CPU.
+        self.cpus = CpuReservation(self.face_lanes == 1 and (mode == "on" or (mode == "auto" and whole_pipeline)))
         self._whisper: WhisperRunner | None = None
         # The speech model loads and runs on a thread of its own, at its own priority: an
         # answer's transcript has slack, its frames through the face model do not.
