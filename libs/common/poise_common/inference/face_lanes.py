@@ -64,7 +64,8 @@ class FaceLanes:
         self.lanes, self.span = lanes, span_frames
         self._decode, self._detect, self._close_lane = decode, detect, close_lane
         self._cond = threading.Condition()
-        self._frames: list[_Frame] = []
+        # The answer's frames by index; a frame whose faces are final is dropped (None).
+        self._frames: list[_Frame | None] = []
         self._chain_lane, self._chain_next = 0, 0
         self._ahead: dict[int, _Ahead] = {}  # span number -> the lane running it ahead
         self._lane_span: list[int | None] = [None] * lanes  # the span each lane runs ahead, if any
@@ -93,7 +94,8 @@ class FaceLanes:
         with self._cond:
             self._closed = True
             for frame in self._frames[self._chain_next:]:
-                frame.result.cancel()
+                if frame is not None:
+                    frame.result.cancel()
             self._cond.notify_all()
         self._threads.shutdown(wait=False)
         self._decoder.shutdown(wait=False, cancel_futures=True)
@@ -104,16 +106,20 @@ class FaceLanes:
     def _loop(self, lane: int) -> None:
         try:
             while (job := self._next_job(lane)) is not None:
-                kind, index = job
-                faces = self._run(lane, index, start_over=kind == "ahead" and index % self.span == 0)
+                kind, index, frame = job
+                faces = self._run(lane, index, frame, start_over=kind == "ahead" and index % self.span == 0)
                 with self._cond:
-                    {"chain": self._chained, "ahead": self._ran_ahead, "check": self._checked}[kind](lane, index, faces)
+                    if kind == "chain":
+                        self._chained(index, faces)
+                    elif kind == "ahead":
+                        self._ran_ahead(lane, index, faces)
+                    else:
+                        self._checked(lane, index, faces)
                     self._cond.notify_all()
         finally:
             self._close_lane(lane)
 
-    def _run(self, lane: int, index: int, start_over: bool) -> RawFaces | BaseException:
-        frame = self._frames[index]
+    def _run(self, lane: int, index: int, frame: _Frame, start_over: bool) -> RawFaces | BaseException:
         decoded, frame.rgb = frame.rgb, None
         self._decode_ahead(index + 1)
         try:
@@ -130,15 +136,17 @@ class FaceLanes:
         with self._cond:
             if index < len(self._frames) and not self._closed:
                 frame = self._frames[index]
-                if frame.rgb is None and frame.jpeg is not None and frame.ahead is None and not frame.result.done():
+                if frame is not None and frame.rgb is None and frame.jpeg is not None and frame.ahead is None:
                     frame.rgb = self._decoder.submit(self._decode, frame.jpeg)
 
-    def _next_job(self, lane: int) -> tuple[str, int] | None:
+    def _next_job(self, lane: int) -> tuple[str, int, _Frame] | None:
+        """(what to do, the frame's index, the frame), taken under the lock: once the lock is let
+        go, the chain may finish with the frame and drop it from the list."""
         with self._cond:
             while not self._closed:
                 job = self._chain_job() if lane == self._chain_lane else self._ahead_job(lane)
                 if job is not None:
-                    return job
+                    return job[0], job[1], self._frames[job[1]]
                 self._cond.wait()
             return None
 
@@ -188,7 +196,8 @@ class FaceLanes:
 
     def _final(self, index: int, faces: RawFaces | BaseException) -> None:
         frame = self._frames[index]
-        frame.jpeg, frame.ahead, frame.rgb = None, None, None  # nothing of a frame is kept past its faces
+        self._frames[index] = None  # nothing of a frame is kept past its faces
+        frame.jpeg, frame.ahead, frame.rgb = None, None, None
         if frame.result.cancelled():
             return
         if isinstance(faces, BaseException):
@@ -196,13 +205,13 @@ class FaceLanes:
         else:
             frame.result.set_result(faces)
 
-    def _chained(self, lane: int, index: int, faces) -> None:
+    def _chained(self, index: int, faces) -> None:
         self._final(index, faces)
         self._chain_next = index + 1
 
     def _ran_ahead(self, lane: int, index: int, faces) -> None:
         if lane == self._chain_lane and self._chain_next == index:
-            self._chained(lane, index, faces)  # the chain reached this lane while the frame ran
+            self._chained(index, faces)  # the chain reached this lane while the frame ran
             return
         span = self._lane_span[lane]
         if span is None or self._ahead[span].next != index:
@@ -227,4 +236,4 @@ class FaceLanes:
             self._drop_ahead(other)
         for frame in self._frames[index + 1:ahead.next]:
             frame.ahead = None
-        self._chained(lane, index, faces)
+        self._chained(index, faces)
