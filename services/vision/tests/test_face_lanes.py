@@ -14,10 +14,12 @@ import time
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 from poise_common.inference.backend import FACE
 from poise_common.inference.face_lanes import FaceLanes, same_faces
 from poise_common.inference.faces import FaceLandmarkerRunner, RawFaces, decode_jpeg_rgb
 from poise_common.inference.local import LocalBackend
+from poise_common.metrics import InferenceMetrics
 from poise_common.settings import PoiseSettings
 from poise_devstack.face_checks import two_faces_side_by_side
 from poise_gateway.decode import encode_jpeg, iter_frames
@@ -77,11 +79,17 @@ def test_starting_over_gives_what_a_new_landmarker_gives(two_faces, max_faces):
 def _stream(frames, lanes: int, span: int, pause_every: int = 0):
     """The frames through a local face stream, submitted as the vision service does (all ahead);
     ``pause_every``: a pause after that many frames, as frames arriving from a slower gateway.
-    The faces, and how the lanes' checks went."""
+    The faces, and how the lanes' checks went (as the service's metrics count them)."""
     settings = PoiseSettings(vision={"face_lanes": lanes, "face_span_frames": span})
+    registry = CollectorRegistry()
+
+    def counted() -> dict[str, int]:
+        return {outcome: int(registry.get_sample_value("poise_vision_face_lane_checks_total", {"outcome": outcome})
+                             or 0) for outcome in ("agreed", "differed")}
 
     async def scenario():
         backend = LocalBackend(settings, whole_pipeline=True)
+        backend.metrics = InferenceMetrics(registry, "vision")
         await backend.start({FACE})
         stream = backend.face_stream("a")
         assert stream.depth == 4 + (lanes - 1) * span  # room for a span on every lane
@@ -91,7 +99,9 @@ def _stream(frames, lanes: int, span: int, pause_every: int = 0):
                 futures.append(stream.submit(jpeg, t_ms))
                 if pause_every and n % pause_every == pause_every - 1:
                     await asyncio.sleep(0.05)
-            return await asyncio.gather(*futures), dict(stream._lanes.checks)
+            faces = await asyncio.gather(*futures)
+            assert counted() == stream._lanes.checks
+            return faces, counted()
         finally:
             await stream.close()
             await backend.stop()

@@ -58,11 +58,11 @@ class FaceLanes:
     """Frames submitted in order; each one's faces, as one landmarker following them all would find."""
 
     def __init__(self, lanes: int, span_frames: int, decode: Callable[[bytes], np.ndarray], detect: Detect,
-                 close_lane: Callable[[int], None]) -> None:
+                 close_lane: Callable[[int], None], checked: Callable[[str], None] = lambda outcome: None) -> None:
         if lanes < 1 or span_frames < 1:
             raise ValueError(f"need at least one lane and one frame a span, got {lanes} and {span_frames}")
         self.lanes, self.span = lanes, span_frames
-        self._decode, self._detect, self._close_lane = decode, detect, close_lane
+        self._decode, self._detect, self._close_lane, self._count_check = decode, detect, close_lane, checked
         self._cond = threading.Condition()
         # The answer's frames by index; a frame whose faces are final is dropped (None).
         self._frames: list[_Frame | None] = []
@@ -225,12 +225,14 @@ class FaceLanes:
         self._lane_span[ahead.lane] = None
         if same_faces(faces, self._frames[index].ahead):
             self.checks["agreed"] += 1
+            self._count_check("agreed")
             for n in range(index, ahead.next):
                 self._final(n, self._frames[n].ahead)
             self._chain_lane, self._chain_next = ahead.lane, ahead.next
             return
         # The chain knew something a fresh start did not: it goes on here, and nothing runs ahead.
         self.checks["differed"] += 1
+        self._count_check("differed")
         self._run_ahead = False
         for other in list(self._ahead):
             self._drop_ahead(other)

@@ -63,7 +63,9 @@ class _LocalFaceStream(FaceStream):
         self._vision = settings.vision
         lanes = backend.face_lanes
         self._runners: list[FaceLandmarkerRunner | None] = [None] * lanes
-        self._lanes = FaceLanes(lanes, self._vision.face_span_frames, decode_jpeg_rgb, self._detect, self._close_runner)
+        checks = backend.metrics.face_lane_checks
+        self._lanes = FaceLanes(lanes, self._vision.face_span_frames, decode_jpeg_rgb, self._detect, self._close_runner,
+                                checked=lambda outcome: checks.labels(outcome=outcome).inc())
         # Enough frames ahead that the model never waits for the event loop between two, and with
         # several lanes, a span for each lane to run ahead of the chain.
         self.depth = 4 + (lanes - 1) * self._lanes.span
