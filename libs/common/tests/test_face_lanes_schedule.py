@@ -21,11 +21,7 @@ from poise_common.inference.faces import RawFaces
 
 
 def _faces(value: int) -> RawFaces:
-    faces = RawFaces.empty()
-    faces.landmarks = np.full((1, 478, 3), value, np.float32)
-    faces.blendshapes = np.zeros((1, 52), np.float32)
-    faces.matrices = np.zeros((1, 4, 4), np.float32)
-    return faces
+    return RawFaces(np.full((1, 478, 3), value, np.float32), np.zeros((1, 52), np.float32), np.zeros((1, 4, 4), np.float32))
 
 
 class Landmarkers:

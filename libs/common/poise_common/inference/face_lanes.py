@@ -24,7 +24,8 @@ import numpy as np
 
 from poise_common.inference.faces import RawFaces
 
-# (lane, RGB frame, t_ms, start over first) -> faces; the lane's landmarker, made on first use.
+# (lane, RGB frame, t_ms, start over first) -> faces; the lane's landmarker, made on first use
+# (where starting over changes nothing: it is new).
 Detect = Callable[[int, np.ndarray, int, bool], RawFaces]
 
 
@@ -61,7 +62,7 @@ class FaceLanes:
                  close_lane: Callable[[int], None], checked: Callable[[str], None] = lambda outcome: None) -> None:
         if lanes < 1 or span_frames < 1:
             raise ValueError(f"need at least one lane and one frame a span, got {lanes} and {span_frames}")
-        self.lanes, self.span = lanes, span_frames
+        self.span = span_frames
         self._decode, self._detect, self._close_lane, self._count_check = decode, detect, close_lane, checked
         self._cond = threading.Condition()
         # The answer's frames by index; a frame whose faces are final is dropped (None).
@@ -70,7 +71,6 @@ class FaceLanes:
         self._ahead: dict[int, _Ahead] = {}  # span number -> the lane running it ahead
         self._lane_span: list[int | None] = [None] * lanes  # the span each lane runs ahead, if any
         self._run_ahead = lanes > 1
-        self._used = [False] * lanes
         self._closed = False
         self.checks = {"agreed": 0, "differed": 0}
         self._threads = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="poise-face")
@@ -124,12 +124,9 @@ class FaceLanes:
         self._decode_ahead(index + 1)
         try:
             rgb = decoded.result() if decoded is not None else self._decode(frame.jpeg)
-            # A lane's first frame needs no start over: its landmarker is new.
-            faces = self._detect(lane, rgb, frame.t_ms, start_over and self._used[lane])
+            return self._detect(lane, rgb, frame.t_ms, start_over)
         except Exception as exc:  # noqa: BLE001 - the frame's own failure, handed to whoever awaits it
-            faces = exc
-        self._used[lane] = True
-        return faces
+            return exc
 
     def _decode_ahead(self, index: int) -> None:
         """Start decoding frame ``index`` (the lane's likely next) if it has come and nobody has."""

@@ -99,7 +99,7 @@ class _LocalFaceStream(FaceStream):
             return
         self._closed = True
         try:
-            await asyncio.gather(*(asyncio.wrap_future(loop) for loop in self._lanes.close()), return_exceptions=True)
+            await asyncio.gather(*(asyncio.wrap_future(loop) for loop in self._lanes.close()))
         finally:
             self._backend.cpus.closed(self)
 
