@@ -163,6 +163,7 @@ async def _score(paths: list[Path], latency: bool) -> dict:
             "answers": len(card["answers"]),
             "words": sum(a["signals"]["nlp"]["word_count"] for a in card["answers"]),
             "digest": scorecard_digest(card),
+            "scores": {c["name"]: c["score"] for c in card["competencies"]},
             "workers_peak_rss_mb": workers_peak_rss_mb(),
         }
         if latency:
