@@ -15,7 +15,7 @@ decoding on the GPU may choose another word than int8 on the CPU; the scores say
 moved anything). ``--kind cpu`` serves speech on CPU instances instead, to try the program on a
 machine without a GPU. Prints and saves bench/results/gpu_pipeline.json.
 
-    python bench/gpu_pipeline.py [--interviews 1 8] [--face-instances N] [--speech-instances 4]
+    python bench/gpu_pipeline.py [--interviews 1 16] [--face-instances N] [--speech-instances 4]
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def repository(work: Path, *, kind: str, speech_instances: int, face_instances: 
 
 def main() -> None:
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--interviews", type=int, nargs="+", default=[1, 8],
+        parser.add_argument("--interviews", type=int, nargs="+", default=[1, 16],
                             help="interviews scored at once, one run per count")
         parser.add_argument("--face-instances", type=int, default=max(1, (os.cpu_count() or 2) // 2),
                             help="KIND_CPU instances of the face model (default half the cores)")

@@ -84,6 +84,7 @@ def test_triton_on_gpu_nodes_with_shared_memory_and_metrics(render):
     assert shm["emptyDir"]["medium"] == "Memory"
     assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
     assert "--model-config-name=gpu" in container["args"]
+    assert {"--load-model=face_landmarker", "--load-model=speech_recognizer"} <= set(container["args"])
     assert triton["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "8002"
     monitor = next(iter(by_kind(docs, "ServiceMonitor").values()))
     service_ports = {p["name"]: p["port"] for p in by_kind(docs, "Service")["poise-triton"]["spec"]["ports"]}
@@ -93,6 +94,22 @@ def test_triton_on_gpu_nodes_with_shared_memory_and_metrics(render):
     for name in ("vision", "audio"):
         env = {e["name"]: e.get("value") for e in containers(by_kind(docs, "Deployment")[f"poise-{name}"])[0]["env"]}
         assert env["POISE_INFERENCE__URL"] == f"triton://poise-triton:{service_ports['grpc']}"
+
+
+def test_triton_serves_only_the_analysers_named_as_its_clients(render):
+    docs = render(values=[FULL], sets=["triton.clients={audio}"])
+    (container,) = containers(by_kind(docs, "Deployment")["poise-triton"])
+    assert "--model-control-mode=explicit" in container["args"]
+    assert [a for a in container["args"] if a.startswith("--load-model")] == ["--load-model=speech_recognizer"]
+    urls = {}
+    for name in ("vision", "audio"):
+        env = {e["name"]: e.get("value") for e in containers(by_kind(docs, "Deployment")[f"poise-{name}"])[0]["env"]}
+        urls[name] = env.get("POISE_INFERENCE__URL")
+    assert urls["vision"] is None and urls["audio"].startswith("triton://poise-triton:")
+    inference = next(r for r in by_kind(docs, "NetworkPolicy")["poise-triton"]["spec"]["ingress"] if {"port": "grpc"} in r["ports"])
+    assert [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in inference["from"]] == ["audio"]
+    for wrong in ("triton.clients={nlp}", "triton.clients=null", "triton.clients={audio,audio}"):
+        render(values=[FULL], sets=[wrong], expect_failure=True)
 
 
 def test_triton_on_the_cpu_asks_for_no_gpu(render):
