@@ -168,6 +168,19 @@ class Bus(abc.ABC):
         """
 
 
+def failure_label(error: BaseException) -> str:
+    """What a log line says of a handler's failure: its type, and the database's error code where
+    there is one (``OperationalError (SQLITE_BUSY)``, ``IntegrityError (23505)``), which tells a
+    lock from a full disk. Never the message: a database's can quote the statement's parameters,
+    and those are candidate data."""
+    # SQLAlchemy wraps the driver's exception as ``orig``; a driver's own is checked as it is.
+    for candidate in (getattr(error, "orig", None), error):
+        code = getattr(candidate, "sqlite_errorname", None) or getattr(candidate, "sqlstate", None)
+        if isinstance(code, str) and code:
+            return f"{type(error).__name__} ({code})"
+    return type(error).__name__
+
+
 def dead_letter_record(topic: str, value: bytes, error: BaseException, attempts: int) -> bytes:
     """What a dead-letter topic holds: the original bytes and why they could not be handled."""
     return json.dumps(
@@ -230,7 +243,7 @@ async def handle_with_retries(
                     metrics.consumed.labels(topic=topic, outcome="dead_letter").inc()
                     log.error(
                         "dead-lettering message from %s after %d attempts (group %s, stream %s, seq %d): %s",
-                        topic, attempt, group, envelope.stream, envelope.seq, type(exc).__name__,
+                        topic, attempt, group, envelope.stream, envelope.seq, failure_label(exc),
                     )
                     await dead_letter(
                         Topics.dead_letter(group), dead_letter_record(topic, value, exc, attempt)
@@ -238,7 +251,7 @@ async def handle_with_retries(
                     return
                 metrics.consumed.labels(topic=topic, outcome="retried").inc()
                 log.warning(
-                    "handler failed on %s (group %s, attempt %d): %s", topic, group, attempt, type(exc).__name__
+                    "handler failed on %s (group %s, attempt %d): %s", topic, group, attempt, failure_label(exc)
                 )
                 await sleep(policy.delay(attempt))
     finally:
