@@ -1,8 +1,8 @@
-"""A handler's failure is logged with the database's error code, never with its message.
+"""A handler's failure is logged with its error code, never with its message.
 
 The message of a database error quotes the statement and often its parameters (a candidate's
-name, a transcript); its code (SQLite's error name, PostgreSQL's SQLSTATE) is what an operator
-needs to tell a lock from a full disk.
+name, a transcript); its code (SQLite's error name, PostgreSQL's SQLSTATE, Triton's status) is
+what an operator needs to tell a lock from a full disk, or a bad request from a server away.
 """
 
 from __future__ import annotations
@@ -78,6 +78,14 @@ def test_postgresql_errors_are_labelled_by_sqlstate_without_their_detail():
     wrapped = IntegrityError("INSERT INTO people (name) VALUES (%(name)s)", {"name": CANDIDATE}, driver)
     assert failure_label(wrapped) == "IntegrityError (23505)"
     assert failure_label(driver) == "UniqueViolation (23505)"
+
+
+def test_inference_server_errors_are_labelled_by_status():
+    from tritonclient.utils import InferenceServerException
+
+    error = InferenceServerException(msg=f"face_landmarker: {CANDIDATE}", status="StatusCode.INTERNAL")
+    assert failure_label(error) == "InferenceServerException (StatusCode.INTERNAL)"
+    assert failure_label(InferenceServerException(msg="no status")) == "InferenceServerException"
 
 
 def test_errors_without_a_code_are_labelled_by_type():

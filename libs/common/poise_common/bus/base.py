@@ -169,13 +169,16 @@ class Bus(abc.ABC):
 
 
 def failure_label(error: BaseException) -> str:
-    """What a log line says of a handler's failure: its type, and the database's error code where
-    there is one (``OperationalError (SQLITE_BUSY)``, ``IntegrityError (23505)``), which tells a
-    lock from a full disk. Never the message: a database's can quote the statement's parameters,
-    and those are candidate data."""
+    """What a log line says of a handler's failure: its type, and the error code of the database
+    or inference server where there is one (``OperationalError (SQLITE_BUSY)``, ``IntegrityError
+    (23505)``, ``InferenceServerException (StatusCode.INTERNAL)``), which tells a lock from a full
+    disk, a bad request from a server away. Never the message: a database's can quote the
+    statement's parameters, and those are candidate data."""
     # SQLAlchemy wraps the driver's exception as ``orig``; a driver's own is checked as it is.
     for candidate in (getattr(error, "orig", None), error):
         code = getattr(candidate, "sqlite_errorname", None) or getattr(candidate, "sqlstate", None)
+        if code is None and type(candidate).__module__.startswith("tritonclient"):
+            code = candidate.status()
         if isinstance(code, str) and code:
             return f"{type(error).__name__} ({code})"
     return type(error).__name__
