@@ -21,7 +21,6 @@ machine without a GPU. Prints and saves bench/results/gpu_pipeline.json.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -36,11 +35,10 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from harness import bench_input, machine, now_utc, save, score_in_child  # noqa: E402
+from harness import bench_input, gpu_config, gpu_name, machine, now_utc, save, score_in_child  # noqa: E402
 from triton_vs_local import triton_batches  # noqa: E402
 
 MODELS = REPO / "deploy" / "triton" / "models"
-CONFIG_NAME = "gpu"
 
 
 class Sampler:
@@ -72,6 +70,8 @@ class Sampler:
                 self.gpu_util.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
                 used = int(pynvml.nvmlDeviceGetMemoryInfo(handle).used // 2**20)
                 self.gpu_memory_mib = max(self.gpu_memory_mib, used)
+        if handle is not None:
+            pynvml.nvmlShutdown()
 
     def __enter__(self) -> "Sampler":
         self._busy, self._wall = self._busy_s(), time.perf_counter()
@@ -107,26 +107,19 @@ def interviews_at_once(path: Path, count: int, env: dict[str, str]) -> dict:
     }
 
 
-def gpu_config_module():
-    spec = importlib.util.spec_from_file_location("gpu_config", REPO / "docker" / "gpu" / "gpu_config.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def repository(work: Path, *, kind: str, speech_instances: int, face_instances: int) -> Path:
     """This repository's models, each with a ``configs/gpu.pbtxt``: speech as the GPU image serves
     it (on CPU instances with ``kind="cpu"``), the face model with ``face_instances`` CPU ones."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    gpu_config = gpu_config_module()
+    variants = gpu_config()
     models = work / "models"
     shutil.copytree(MODELS, models, ignore=shutil.ignore_patterns("__pycache__", "configs"))
     speech = models / "speech_recognizer"
     if kind == "gpu":
-        config = gpu_config.gpu_variant((speech / "config.pbtxt").read_text(),
-                                        gpu_config.GPU_MODELS["speech_recognizer"], count=speech_instances)
+        config = variants.gpu_variant((speech / "config.pbtxt").read_text(),
+                                      variants.GPU_MODELS["speech_recognizer"], count=speech_instances)
     else:
         config = text_format.Parse((speech / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
         config.instance_group[0].count = speech_instances
@@ -135,7 +128,7 @@ def repository(work: Path, *, kind: str, speech_instances: int, face_instances: 
     face_config.instance_group[0].count = face_instances
     for folder, variant in ((speech, config), (faces, face_config)):
         (folder / "configs").mkdir()
-        (folder / "configs" / f"{CONFIG_NAME}.pbtxt").write_text(text_format.MessageToString(variant))
+        (folder / "configs" / f"{variants.CONFIG_NAME}.pbtxt").write_text(text_format.MessageToString(variant))
     return models
 
 
@@ -145,7 +138,7 @@ def main() -> None:
                             help="interviews scored at once, one run per count")
         parser.add_argument("--face-instances", type=int, default=max(1, (os.cpu_count() or 2) // 2),
                             help="KIND_CPU instances of the face model (default half the cores)")
-        parser.add_argument("--speech-instances", type=int, default=gpu_config_module().GPU_INSTANCES["speech_recognizer"])
+        parser.add_argument("--speech-instances", type=int, default=gpu_config().GPU_INSTANCES["speech_recognizer"])
         parser.add_argument("--kind", choices=["gpu", "cpu"], default="gpu", help="where Triton runs speech")
         parser.add_argument("--skip-local", action="store_true", help="only the Triton runs")
 
@@ -156,14 +149,7 @@ def main() -> None:
                     "input": {"file": path.name, "interviews": args.interviews},
                     "triton": {"speech": f"{args.speech_instances} KIND_{args.kind.upper()} instances",
                                "faces": f"{args.face_instances} KIND_CPU instances"}}
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        result["machine"]["gpu"] = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
-        pynvml.nvmlShutdown()
-    except Exception as exc:  # noqa: BLE001 - the figures say which machine they are from
-        result["machine"]["gpu"] = f"none ({type(exc).__name__})"
+    result["machine"]["gpu"] = gpu_name()
 
     def report(mode: str, run: dict) -> None:
         result.setdefault(mode, {})[str(run["interviews"])] = run
@@ -179,7 +165,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         models = repository(Path(work), kind=args.kind, speech_instances=args.speech_instances,
                             face_instances=args.face_instances)
-        with TritonServer(models, startup_timeout=300, extra_args=[f"--model-config-name={CONFIG_NAME}"]) as server:
+        with TritonServer(models, startup_timeout=300, extra_args=[f"--model-config-name={gpu_config().CONFIG_NAME}"]) as server:
             env = {"POISE_INFERENCE__URL": f"triton://{server.grpc_url}", "POISE_INFERENCE__TIMEOUT_S": "300",
                    "POISE_INFERENCE__START_TIMEOUT_S": "300"}
             interviews_at_once(path, 1, env)  # the models' first calls load and warm them

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import shutil
@@ -40,6 +39,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
+from harness import gpu_config, gpu_name  # noqa: E402
 from triton_vs_local import triton_batches  # noqa: E402
 
 RESULTS = BENCH / "results"
@@ -94,18 +94,16 @@ def in_process(model_path: str | None, audio: list[np.ndarray], *, device: str, 
 
 def gpu_repository(work: Path, model_path: str | None, instances: int) -> Path:
     """The speech model's folder with the GPU image's config variant, pointed at ``model_path``."""
-    spec = importlib.util.spec_from_file_location("gpu_config", REPO / "docker" / "gpu" / "gpu_config.py")
-    gpu_config = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_config)
+    variants = gpu_config()
     from google.protobuf import text_format
 
     models = work / "models"
     shutil.copytree(REPO / "deploy" / "triton" / "models" / "speech_recognizer", models / "speech_recognizer",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    parameters = dict(gpu_config.GPU_MODELS["speech_recognizer"], model_path=model_path or "")
-    config = gpu_config.gpu_variant((models / "speech_recognizer" / "config.pbtxt").read_text(), parameters,
+    parameters = dict(variants.GPU_MODELS["speech_recognizer"], model_path=model_path or "")
+    config = variants.gpu_variant((models / "speech_recognizer" / "config.pbtxt").read_text(), parameters,
                                     count=instances)
-    target = models / "speech_recognizer" / "configs" / f"{gpu_config.CONFIG_NAME}.pbtxt"
+    target = models / "speech_recognizer" / "configs" / f"{variants.CONFIG_NAME}.pbtxt"
     target.parent.mkdir()
     target.write_text(text_format.MessageToString(config))
     return models
@@ -156,14 +154,7 @@ def main() -> None:
     audio = utterances(args.utterances, args.seconds)
     result: dict = {"benchmark": "gpu_speech", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "machine": {"cpus": os.cpu_count()}, "input": {"utterances": len(audio), "seconds": args.seconds}}
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        result["machine"]["gpu"] = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
-        pynvml.nvmlShutdown()
-    except Exception as exc:  # noqa: BLE001 - the figures say which machine they are from
-        result["machine"]["gpu"] = f"none ({type(exc).__name__})"
+    result["machine"]["gpu"] = gpu_name()
 
     result["cpu"], cpu_words = in_process(args.model_path, audio[: args.cpu_utterances], device="cpu",
                                           compute_type="int8", threads=os.cpu_count() or 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -51,6 +52,29 @@ def machine() -> dict:
         "platform": platform.platform(),
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
+
+
+def gpu_name() -> str:
+    """The first GPU's name, or why there is none: the figures say which machine they are from."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception as exc:  # noqa: BLE001 - no GPU, no driver, no NVML
+        return f"none ({type(exc).__name__})"
+
+
+def gpu_config():
+    """``docker/gpu/gpu_config.py``, the GPU image's Triton config variants: a script of the
+    image, not a package, so loaded from its file."""
+    spec = importlib.util.spec_from_file_location("gpu_config", BENCH.parent / "docker" / "gpu" / "gpu_config.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def save(name: str, result: dict) -> Path:

@@ -62,11 +62,13 @@ def test_a_locked_database_is_logged_by_its_code_through_the_bus(locked_database
         await bus.publish("notes", Envelope(interview_id="i", answer_id="a", tenant="t", stream="frames", seq=0,
                                             payload=FramesEnd(count=0)))
         await asyncio.wait_for(handled.wait(), 20)
-        await asyncio.sleep(0.2)  # the last attempt's failure is logged after the handler returns
+        # The last attempt's failure is logged after the handler returns.
+        while not any("dead-lettering" in r.getMessage() for r in caplog.records):
+            await asyncio.sleep(0.01)
         await bus.stop()
 
     with caplog.at_level(logging.WARNING, logger="poise_common.bus"):
-        asyncio.run(scenario())
+        asyncio.run(asyncio.wait_for(scenario(), 60))
     lines = [r.getMessage() for r in caplog.records]
     assert any("handler failed on" in line and line.endswith("OperationalError (SQLITE_BUSY)") for line in lines), lines
     assert any("dead-lettering" in line and line.endswith("OperationalError (SQLITE_BUSY)") for line in lines), lines
