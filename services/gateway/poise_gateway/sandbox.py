@@ -46,7 +46,7 @@ from pydantic import TypeAdapter, ValidationError
 from poise_common.priority import run_nicer
 from poise_common.settings import GatewaySettings
 from poise_gateway import fork_server
-from poise_gateway.decode import SAMPLE_RATE, JpegFrame, encode_jpeg, iter_audio, iter_frames
+from poise_gateway.decode import SAMPLE_RATE, JpegFrame, encode_jpeg_bgr, iter_audio, iter_frames
 from poise_gateway.errors import MediaRejected
 from poise_gateway.probe import MediaInfo, open_options, probe
 
@@ -405,9 +405,10 @@ def _frames_job(request: dict, send: Callable) -> None:
     import cv2
 
     cv2.setNumThreads(1)  # one frame at a time: a thread pool would only take address space
-    for t, rgb in iter_frames(Path(request["path"]), request["sample_fps"], request["frame_width"]):
-        jpeg = encode_jpeg(rgb, request["jpeg_quality"])
-        send({"kind": "frame", "t": t, "width": rgb.shape[1], "height": rgb.shape[0]}, jpeg)
+    # Decoded in OpenCV's channel order: the JPEG encode_jpeg makes of the RGB frame, without its swap.
+    for t, bgr in iter_frames(Path(request["path"]), request["sample_fps"], request["frame_width"], "bgr24"):
+        jpeg = encode_jpeg_bgr(bgr, request["jpeg_quality"])
+        send({"kind": "frame", "t": t, "width": bgr.shape[1], "height": bgr.shape[0]}, jpeg)
     send({"kind": "end"})
 
 

@@ -14,7 +14,7 @@ from poise_common.messages import (
     AnswerMediaDone, AudioChunk, AudioEnd, Envelope, Frame, FramesEnd, InterviewOpened, Question, Topics,
 )
 from poise_common.settings import GatewaySettings
-from poise_gateway.decode import iter_audio, iter_frames, scaled_size
+from poise_gateway.decode import decode_threads, iter_audio, iter_frames, scaled_size
 from poise_gateway.errors import MediaRejected
 from poise_gateway.probe import probe
 from poise_gateway.service import AnswerUpload, Gateway, validate_uploads
@@ -120,6 +120,21 @@ def test_passing_over_frames_samples_the_same_pixels(media_dir, name, sample_fps
 def test_padded_widths_come_back_contiguous(media_dir):
     _, rgb = next(iter_frames(media_dir / "talking_head_3.mp4", 5.0, 1000))
     assert rgb.shape == (590, 590, 3) and rgb.flags["C_CONTIGUOUS"]
+
+
+@pytest.mark.parametrize("name", ["single_face.mp4", "face_noface.mov"])  # kept at its size; scaled
+def test_frames_in_bgr_are_the_rgb_frames_in_the_other_order(media_dir, name):
+    rgb = list(iter_frames(media_dir / name, 5.0, 640))
+    bgr = list(iter_frames(media_dir / name, 5.0, 640, "bgr24"))
+    assert [t for t, _ in bgr] == [t for t, _ in rgb] and len(rgb) > 5
+    assert all(np.array_equal(b, r[:, :, ::-1]) and b.flags["C_CONTIGUOUS"] for (_, b), (_, r) in zip(bgr, rgb))
+    with pytest.raises(ValueError, match="rgb24 or bgr24"):
+        next(iter_frames(media_dir / name, 5.0, 640, "gray"))
+
+
+def test_frames_decode_on_one_thread_unless_large():
+    assert decode_threads(640, 360) == decode_threads(1024, 576) == 1
+    assert decode_threads(1920, 1080) == min(4, os.cpu_count() or 1)
 
 
 def test_scaled_size_keeps_aspect_and_even():

@@ -38,7 +38,7 @@ class MainFace:
             self._warned_multiple = True
             log.info("more than one face in frame", extra={"faces": raw.count, "t_s": round(t_s, 3)})
         landmarks = [raw.landmarks[i].astype(np.float64) for i in range(raw.count)]
-        main = self._pick_main([face_box(points) for points in landmarks])
+        main = 0 if raw.count == 1 else self._pick_main([face_box(points) for points in landmarks])
         observation = observe_face(
             landmarks[main], raw.blendshape_dict(main), raw.matrices[main].astype(np.float64), frame_size
         )

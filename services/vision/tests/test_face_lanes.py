@@ -109,7 +109,9 @@ def _stream(frames, lanes: int, span: int, pause_every: int = 0):
     return asyncio.run(scenario())
 
 
-@pytest.mark.parametrize(("lanes", "span", "pause_every"), [(2, 7, 0), (3, 5, 0), (2, 6, 4)])
+# Bursts of 9 frames, spans of 6: a lane ahead waits for frames mid-span, and in every other burst
+# it starts its span 6 frames before the chain can get there (a race a span at a burst's start loses).
+@pytest.mark.parametrize(("lanes", "span", "pause_every"), [(2, 7, 0), (3, 5, 0), (2, 6, 9)])
 def test_with_one_face_in_view_lanes_run_ahead_and_give_the_chains_faces(one_face, lanes, span, pause_every):
     with _runner() as runner:
         chain = _through(runner, one_face)
