@@ -6,6 +6,7 @@ in-process ones within float tolerance and its competency scores must be identic
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -83,13 +84,26 @@ def test_features_through_triton_equal_in_process(triton, local_card, tmp_path):
         assert_close(remote["transcript"], local["transcript"], "transcript")
 
 
-def test_triton_stopped_mid_run_backs_off_and_completes(triton, tmp_path):
+@pytest.fixture(scope="module")
+def long_answer(tmp_path_factory) -> tuple[Path, dict]:
+    """79 s of real face and speech (an outage lands mid-answer), and its in-process scorecard."""
     sys.path.insert(0, str(REPO / "bench"))
     from long_answer import build_long_answer
 
-    long_answer = build_long_answer(4)  # 79 s of real face and speech: the outage lands mid-answer
-    reference = finish(score([long_answer], tmp_path / "local"))
-    proc = score([long_answer], tmp_path / "triton", {"POISE_INFERENCE__URL": f"triton://{triton.grpc_url}"})
+    path = build_long_answer(4)
+    return path, finish(score([path], tmp_path_factory.mktemp("local-long")))
+
+
+# One lane: the client's retries outlast the outage, then the restarted server has lost the
+# answer's sequence. Two lanes, one retry: calls give up while the server is down, and frames after
+# the one that failed were acknowledged already, so the answer is replayed until the server is back.
+@pytest.mark.parametrize(("lanes", "retries"), [(1, 4), (2, 1)])
+def test_triton_stopped_mid_run_backs_off_and_completes(triton, long_answer, tmp_path, lanes, retries):
+    path, reference = long_answer
+    proc = score([path], tmp_path / "triton", {
+        "POISE_INFERENCE__URL": f"triton://{triton.grpc_url}",
+        "POISE_INFERENCE__FACE_LANES": str(lanes), "POISE_INFERENCE__RETRIES": str(retries),
+    })
     time.sleep(6.0)  # models warmed up and frames flowing
     assert proc.poll() is None, "the run finished before Triton could be stopped"
     triton.stop()
@@ -98,6 +112,59 @@ def test_triton_stopped_mid_run_backs_off_and_completes(triton, tmp_path):
     card = finish(proc)
     assert scores(card) == scores(reference)
     assert_close(card["answers"][0]["signals"], reference["answers"][0]["signals"], "signals")
+
+
+def _face_frames(media_dir: Path, count: int) -> list[tuple[int, bytes]]:
+    from poise_gateway.decode import encode_jpeg, iter_frames
+
+    frames = list(iter_frames(media_dir / "pexels_face_20s.mp4", 10, 640))[:count]
+    return [(int(round(t * 1000)), encode_jpeg(rgb, 85)) for t, rgb in frames]
+
+
+def test_face_lanes_through_triton_give_one_sequences_faces(triton, media_dir):
+    """Spans run ahead in sequences of their own give, bit for bit, the faces of one sequence
+    following the whole answer; and every sequence the lanes started is ended on the server."""
+    from poise_common.inference.backend import FACE, StreamLost
+    from poise_common.inference.face_lanes import same_faces
+    from poise_common.inference.triton import TritonBackend
+    from poise_common.settings import PoiseSettings
+
+    frames = _face_frames(media_dir, 48)
+
+    async def through(lanes: int):
+        settings = PoiseSettings(inference={"face_lanes": lanes}, vision={"face_span_frames": 6})
+        backend = TritonBackend(triton.grpc_url, settings)
+        await backend.start({FACE})
+        started: list[str] = []
+        detect_frame = backend.detect_frame
+
+        async def recording(sequence, jpeg, t_ms, *, start):
+            if start:
+                started.append(sequence)
+            return await detect_frame(sequence, jpeg, t_ms, start=start)
+
+        backend.detect_frame = recording
+        try:
+            stream = backend.face_stream(f"lanes-{lanes}")
+            if lanes == 1:  # one sequence takes one frame at a time
+                faces = [await stream.detect(jpeg, t_ms) for t_ms, jpeg in frames]
+            else:
+                faces = await asyncio.gather(*(stream.submit(jpeg, t_ms) for t_ms, jpeg in frames))
+            checks = dict(stream._lanes.checks) if lanes > 1 else None
+            await stream.close()
+            for sequence in started:  # a sequence still open would take a frame without START
+                with pytest.raises(StreamLost):
+                    await detect_frame(sequence, frames[0][1], 10**9, start=False)
+            return faces, checks, started
+        finally:
+            await backend.stop()
+
+    one, _, _ = asyncio.run(through(1))
+    two, checks, started = asyncio.run(through(2))
+    assert all(raw.count == 1 for raw in one)
+    assert len(two) == len(one) and all(same_faces(a, b) for a, b in zip(one, two))
+    assert checks["differed"] == 0 and checks["agreed"] >= 2, checks  # spans did run ahead
+    assert len(started) >= 3 and len(set(started)) == len(started)  # a fresh sequence for each span run ahead
 
 
 @pytest.mark.parametrize(

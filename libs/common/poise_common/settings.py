@@ -198,6 +198,12 @@ class InferenceSettings(BaseModel):
     face_model: str = Field("face_landmarker", description="Triton model name of the face landmarker.")
     speech_model: str = Field("speech_recognizer", description="Triton model name of the speech recognizer.")
     batch_size: int = Field(1, description="Items per request; the model's max_batch_size must be at least this.")
+    face_lanes: int = Field(
+        1, ge=1, le=16,
+        description="Triton sequences one answer's frames run in at once (face lanes: later spans of "
+        "vision.face_span_frames run ahead, each from a fresh start, and are checked where the chain reaches "
+        "them), so that one answer uses several of the face model's instances. 1: one sequence an answer.",
+    )
 
 
 class SmtpSettings(BaseModel):

@@ -1,7 +1,8 @@
 """Vision: one face stream per answer; the features of its sampled frames, in batches.
 
 The face model runs wherever the inference backend says (in this process, or on Triton as
-one sequence per answer); this service only keeps each answer's main-face state. A stream
+one sequence per answer, or several with face lanes); this service only keeps each answer's
+main-face state. A stream
 that takes several frames at once (``FaceStream.depth``) gets the next frames while the
 previous one's features are published, so the model never waits on the bus; features are
 still published in frame order, and an open answer holds its first frame, so a worker that
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from poise_common.bus import Bus, Hold, Subscription, current_delivery
 from poise_common.bus.base import dead_letter_record
 from poise_common.bus.errors import ReplayFromHold
-from poise_common.inference.backend import FACE, FaceStream, InferenceBackend, StreamLost
+from poise_common.inference.backend import FACE, FaceStream, InferenceBackend, InferenceUnavailable, StreamLost
 from poise_common.inference.faces import RawFaces
 from poise_common.messages import Envelope, Frame, FrameFeaturesBatch, FramesEnd, FrameSeen, Topics, VisionEnd
 from poise_vision.face_tracker import MainFace
@@ -120,9 +121,18 @@ class VisionService:
             try:
                 raw = await frame.faces
             except StreamLost as exc:
-                self._answers.pop(answer_id, None)
-                answer.cancel()
+                await self._forget(answer_id, answer, "stream_lost")
                 raise ReplayFromHold() from exc
+            except InferenceUnavailable as exc:
+                if answer.stream.depth > 1:
+                    # Frames after this one were acknowledged: the answer starts over from its
+                    # first frame once the server is back (each try waits out the client's retries).
+                    await self._forget(answer_id, answer, "inference_unavailable")
+                    raise ReplayFromHold() from exc
+                # Still the frame's own delivery: the bus waits for the server and delivers it again.
+                answer.in_flight.popleft()
+                answer.last_seq = frame.env.seq - 1
+                raise
             except Exception as exc:
                 answer.in_flight.popleft()
                 if answer.stream.depth == 1:
@@ -136,6 +146,13 @@ class VisionService:
             answer.batch.append(FrameSeen(seq=frame.env.seq, t_s=frame.frame.t_s, face_count=count, face=face))
             if len(answer.batch) >= self.batch_frames:
                 await self._publish_batch(answer, frame.env)
+
+    async def _forget(self, answer_id: str, answer: _Answer, reason: str) -> None:
+        """Drop an answer's state and its stream (its features will come again from a replay)."""
+        log.warning("answer's frames replay from its first frame", extra={"reason": reason})
+        self._answers.pop(answer_id, None)
+        answer.cancel()
+        await answer.stream.close()
 
     async def _publish_batch(self, answer: _Answer, env: Envelope) -> None:
         """The answer's waiting features as one message (``env``: any message of the answer)."""

@@ -24,9 +24,10 @@ import numpy as np
 
 from poise_common.inference.faces import RawFaces
 
-# (lane, RGB frame, t_ms, start over first) -> faces; the lane's landmarker, made on first use
-# (where starting over changes nothing: it is new).
-Detect = Callable[[int, np.ndarray, int, bool], RawFaces]
+# (lane, frame, t_ms, start over first) -> faces; the lane's landmarker, made on first use
+# (where starting over changes nothing: it is new). The frame is what ``decode`` made of the JPEG,
+# or the JPEG itself where there is no ``decode`` (a model server decodes it).
+Detect = Callable[[int, "np.ndarray | bytes", int, bool], RawFaces]
 
 
 @dataclass(eq=False)
@@ -58,7 +59,7 @@ def same_faces(a: RawFaces | BaseException | None, b: RawFaces | BaseException |
 class FaceLanes:
     """Frames submitted in order; each one's faces, as one landmarker following them all would find."""
 
-    def __init__(self, lanes: int, span_frames: int, decode: Callable[[bytes], np.ndarray], detect: Detect,
+    def __init__(self, lanes: int, span_frames: int, decode: Callable[[bytes], np.ndarray] | None, detect: Detect,
                  close_lane: Callable[[int], None], checked: Callable[[str], None] = lambda outcome: None) -> None:
         if lanes < 1 or span_frames < 1:
             raise ValueError(f"need at least one lane and one frame a span, got {lanes} and {span_frames}")
@@ -76,7 +77,7 @@ class FaceLanes:
         self._threads = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="poise-face")
         # Each lane's next frame is decoded while the lane runs the model on this one, so the
         # model's threads do nothing else: at most one decoded frame waits per lane.
-        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poise-jpeg")
+        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poise-jpeg") if decode else None
         self._loops = [self._threads.submit(self._loop, lane) for lane in range(lanes)]
 
     def submit(self, jpeg: bytes, t_ms: int) -> Future:
@@ -98,7 +99,8 @@ class FaceLanes:
                     frame.result.cancel()
             self._cond.notify_all()
         self._threads.shutdown(wait=False)
-        self._decoder.shutdown(wait=False, cancel_futures=True)
+        if self._decoder is not None:
+            self._decoder.shutdown(wait=False, cancel_futures=True)
         return self._loops
 
     # -- the lanes ---------------------------------------------------------------------------------
@@ -123,6 +125,8 @@ class FaceLanes:
         decoded, frame.rgb = frame.rgb, None
         self._decode_ahead(index + 1)
         try:
+            if self._decode is None:
+                return self._detect(lane, frame.jpeg, frame.t_ms, start_over)
             rgb = decoded.result() if decoded is not None else self._decode(frame.jpeg)
             return self._detect(lane, rgb, frame.t_ms, start_over)
         except Exception as exc:  # noqa: BLE001 - the frame's own failure, handed to whoever awaits it
@@ -130,6 +134,8 @@ class FaceLanes:
 
     def _decode_ahead(self, index: int) -> None:
         """Start decoding frame ``index`` (the lane's likely next) if it has come and nobody has."""
+        if self._decoder is None:
+            return
         with self._cond:
             if index < len(self._frames) and not self._closed:
                 frame = self._frames[index]

@@ -10,6 +10,7 @@ Many answers' requests in flight at once let Triton's batchers batch across inte
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 
@@ -26,6 +27,7 @@ from poise_common.inference.backend import (
     InferenceUnavailable,
     StreamLost,
 )
+from poise_common.inference.face_lanes import FaceLanes
 from poise_common.inference.faces import RawFaces
 from poise_common.inference.speech import RawSegment
 from poise_common.settings import PoiseSettings
@@ -48,41 +50,76 @@ class _TritonFaceStream(FaceStream):
         self.started = False
 
     async def detect(self, jpeg: bytes, t_ms: int) -> RawFaces:
-        stamp = grpcclient.InferInput("TIMESTAMP_MS", [1, 1], "INT64")
-        stamp.set_data_from_numpy(np.array([[t_ms]], dtype=np.int64))
-        result = await self.backend.infer(
-            self.backend.settings.inference.face_model,
-            [_bytes_input("JPEG", jpeg), stamp],
-            ["FACE_COUNT", "LANDMARKS", "BLENDSHAPES", "MATRICES"],
-            sequence_id=self.stream_id,
-            sequence_start=not self.started,
-        )
+        faces = await self.backend.detect_frame(self.stream_id, jpeg, t_ms, start=not self.started)
         self.started = True
-        if int(result.as_numpy("FACE_COUNT").reshape(-1)[0]) == 0:
-            return RawFaces.empty()
-        return RawFaces(
-            result.as_numpy("LANDMARKS")[0].astype(np.float32),
-            result.as_numpy("BLENDSHAPES")[0].astype(np.float32),
-            result.as_numpy("MATRICES")[0].astype(np.float32),
-        )
+        return faces
 
     async def close(self) -> None:
         if not self.started:
             return
         self.started = False
-        stamp = grpcclient.InferInput("TIMESTAMP_MS", [1, 1], "INT64")
-        stamp.set_data_from_numpy(np.array([[0]], dtype=np.int64))
+        await self.backend.end_sequence(self.stream_id)
+
+
+class _TritonLaneStream(FaceStream):
+    """One answer's frames in several Triton sequences at once (``FaceLanes``), with exactly the
+    faces one sequence following them all would give.
+
+    Each lane is a thread that holds one sequence open at a time; a lane that starts a span ahead
+    ends its sequence and starts a new one (a new sequence is a new landmarker on the server), so
+    spans run on whichever instances the batcher gives them. The lanes' calls go through this
+    backend's client on the event loop, with its deadlines and retries.
+    """
+
+    def __init__(self, backend: "TritonBackend", stream_id: str, lanes: int) -> None:
+        self.backend = backend
+        self.stream_id = stream_id
+        self._loop = asyncio.get_running_loop()
+        self._sequences: list[str | None] = [None] * lanes  # each lane's open sequence
+        self._started = itertools.count()
+        checks = backend.metrics.face_lane_checks
+        self._lanes = FaceLanes(lanes, backend.settings.vision.face_span_frames, None, self._detect, self._end_lane,
+                                checked=lambda outcome: checks.labels(outcome=outcome).inc())
+        self.depth = 4 + (lanes - 1) * self._lanes.span
+        self._closed = False
+
+    def _call(self, coroutine):
+        """Run ``coroutine`` on the event loop and wait for it (on a lane's thread), no longer than
+        its own deadlines and retries allow."""
+        config = self.backend.settings.inference
+        patience = (config.timeout_s + config.backoff_s * 2 ** config.retries) * (config.retries + 1)
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=patience)
+
+    def _detect(self, lane: int, jpeg: bytes, t_ms: int, start_over: bool) -> RawFaces:
+        sequence = self._sequences[lane]
+        start = sequence is None or start_over
+        if start:
+            self._end_lane(lane)
+            # Unique on the server while it is open: the answer, the lane, and a count.
+            sequence = self._sequences[lane] = f"{self.stream_id}/{lane}.{next(self._started)}"
+        return self._call(self.backend.detect_frame(sequence, jpeg, t_ms, start=start))
+
+    def _end_lane(self, lane: int) -> None:
+        sequence, self._sequences[lane] = self._sequences[lane], None
+        if sequence is None or self._loop.is_closed():
+            return
         try:
-            # An empty frame only ends the sequence, freeing the server's tracker.
-            await self.backend.infer(
-                self.backend.settings.inference.face_model,
-                [_bytes_input("JPEG", b""), stamp],
-                ["FACE_COUNT"],
-                sequence_id=self.stream_id,
-                sequence_end=True,
-            )
-        except (StreamLost, InferenceUnavailable):
-            pass  # the server already forgot the sequence, or will when it times out
+            self._call(self.backend.end_sequence(sequence))
+        except Exception:  # noqa: BLE001 - the loop went away (shutting down): the server drops idle sequences
+            log.info("face lane's sequence left to the server's idle timeout")
+
+    def submit(self, jpeg: bytes, t_ms: int) -> asyncio.Future[RawFaces]:
+        return asyncio.wrap_future(self._lanes.submit(jpeg, t_ms))
+
+    async def detect(self, jpeg: bytes, t_ms: int) -> RawFaces:
+        return await self.submit(jpeg, t_ms)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # Each lane ends its sequence on its own thread as it stops.
+        await asyncio.gather(*(asyncio.wrap_future(loop) for loop in self._lanes.close()))
 
 
 class TritonBackend(InferenceBackend):
@@ -156,7 +193,43 @@ class TritonBackend(InferenceBackend):
                 delay *= 2
 
     def face_stream(self, stream_id: str) -> FaceStream:
-        return _TritonFaceStream(self, stream_id)
+        lanes = self.settings.inference.face_lanes
+        return _TritonLaneStream(self, stream_id, lanes) if lanes > 1 else _TritonFaceStream(self, stream_id)
+
+    async def detect_frame(self, sequence: str, jpeg: bytes, t_ms: int, *, start: bool) -> RawFaces:
+        """One frame of ``sequence`` (``start``: its first, a fresh landmarker) through the face model."""
+        stamp = grpcclient.InferInput("TIMESTAMP_MS", [1, 1], "INT64")
+        stamp.set_data_from_numpy(np.array([[t_ms]], dtype=np.int64))
+        result = await self.infer(
+            self.settings.inference.face_model,
+            [_bytes_input("JPEG", jpeg), stamp],
+            ["FACE_COUNT", "LANDMARKS", "BLENDSHAPES", "MATRICES"],
+            sequence_id=sequence,
+            sequence_start=start,
+        )
+        if int(result.as_numpy("FACE_COUNT").reshape(-1)[0]) == 0:
+            return RawFaces.empty()
+        return RawFaces(
+            result.as_numpy("LANDMARKS")[0].astype(np.float32),
+            result.as_numpy("BLENDSHAPES")[0].astype(np.float32),
+            result.as_numpy("MATRICES")[0].astype(np.float32),
+        )
+
+    async def end_sequence(self, sequence: str) -> None:
+        """End ``sequence``, freeing its landmarker on the server."""
+        stamp = grpcclient.InferInput("TIMESTAMP_MS", [1, 1], "INT64")
+        stamp.set_data_from_numpy(np.array([[0]], dtype=np.int64))
+        try:
+            # An empty frame only ends the sequence.
+            await self.infer(
+                self.settings.inference.face_model,
+                [_bytes_input("JPEG", b""), stamp],
+                ["FACE_COUNT"],
+                sequence_id=sequence,
+                sequence_end=True,
+            )
+        except (StreamLost, InferenceUnavailable):
+            pass  # the server already forgot the sequence, or will when it times out
 
     async def transcribe(self, samples: np.ndarray, prompt: str | None) -> list[RawSegment]:
         if samples.size == 0:
