@@ -15,6 +15,8 @@ span agrees; the cost is that one frame run twice per span.
 
 from __future__ import annotations
 
+import abc
+import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,7 +24,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from poise_common.inference.backend import FaceStream
 from poise_common.inference.faces import RawFaces
+from poise_common.metrics import InferenceMetrics, NullMetrics
 
 # (lane, frame, t_ms, start over first) -> faces; the lane's landmarker, made on first use
 # (where starting over changes nothing: it is new). The frame is what ``decode`` made of the JPEG,
@@ -242,3 +246,43 @@ class FaceLanes:
         for frame in self._frames[index + 1:ahead.next]:
             frame.ahead = None
         self._chained(index, faces)
+
+
+class LanedFaceStream(FaceStream):
+    """A face stream whose frames go through ``FaceLanes``; a backend gives the lanes' model calls."""
+
+    def __init__(self, lanes: int, span_frames: int, decode: Callable[[bytes], np.ndarray] | None,
+                 metrics: InferenceMetrics | NullMetrics) -> None:
+        checks = metrics.face_lane_checks
+        self._lanes = FaceLanes(lanes, span_frames, decode, self._detect, self._close_lane,
+                                checked=lambda outcome: checks.labels(outcome=outcome).inc())
+        # Enough frames ahead that the model never waits for the event loop between two, and with
+        # several lanes, a span for each lane to run ahead of the chain.
+        self.depth = 4 + (lanes - 1) * self._lanes.span
+        self._closed = False
+
+    @abc.abstractmethod
+    def _detect(self, lane: int, frame: np.ndarray | bytes, t_ms: int, start_over: bool) -> RawFaces:
+        """One frame through ``lane``'s model (on the lane's thread); see ``Detect``."""
+
+    @abc.abstractmethod
+    def _close_lane(self, lane: int) -> None:
+        """Free ``lane``'s model (on the lane's thread, as it stops)."""
+
+    def _after_close(self) -> None:
+        """Called once the lanes have stopped."""
+
+    def submit(self, jpeg: bytes, t_ms: int) -> asyncio.Future[RawFaces]:
+        return asyncio.wrap_future(self._lanes.submit(jpeg, t_ms))
+
+    async def detect(self, jpeg: bytes, t_ms: int) -> RawFaces:
+        return await self.submit(jpeg, t_ms)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await asyncio.gather(*(asyncio.wrap_future(loop) for loop in self._lanes.close()))
+        finally:
+            self._after_close()

@@ -14,7 +14,7 @@ import numpy as np
 from poise_common.cpus import usable_cpus
 from poise_common.inference.backend import FACE, SPEECH, FaceStream, InferenceBackend
 from poise_common.inference.cpu_reservation import CpuReservation
-from poise_common.inference.face_lanes import FaceLanes
+from poise_common.inference.face_lanes import LanedFaceStream
 from poise_common.inference.faces import FaceLandmarkerRunner, RawFaces, decode_jpeg_rgb
 from poise_common.inference.speech import RawSegment, WhisperRunner
 from poise_common.priority import run_nicer
@@ -54,22 +54,15 @@ def _lower_thread_priority(nice: int) -> None:
         run_nicer(threading.get_native_id(), nice)
 
 
-class _LocalFaceStream(FaceStream):
+class _LocalFaceStream(LanedFaceStream):
     """An answer's frames through ``backend.face_lanes`` landmarkers (``FaceLanes``): the faces
     are exactly what one landmarker following the whole answer finds."""
 
     def __init__(self, backend: "LocalBackend", settings: PoiseSettings) -> None:
         self._backend = backend
         self._vision = settings.vision
-        lanes = backend.face_lanes
-        self._runners: list[FaceLandmarkerRunner | None] = [None] * lanes
-        checks = backend.metrics.face_lane_checks
-        self._lanes = FaceLanes(lanes, self._vision.face_span_frames, decode_jpeg_rgb, self._detect, self._close_runner,
-                                checked=lambda outcome: checks.labels(outcome=outcome).inc())
-        # Enough frames ahead that the model never waits for the event loop between two, and with
-        # several lanes, a span for each lane to run ahead of the chain.
-        self.depth = 4 + (lanes - 1) * self._lanes.span
-        self._closed = False
+        self._runners: list[FaceLandmarkerRunner | None] = [None] * backend.face_lanes
+        super().__init__(backend.face_lanes, self._vision.face_span_frames, decode_jpeg_rgb, backend.metrics)
         backend.cpus.opened(self)
 
     def _detect(self, lane: int, rgb: np.ndarray, t_ms: int, start_over: bool) -> RawFaces:
@@ -83,25 +76,13 @@ class _LocalFaceStream(FaceStream):
                 runner.start_over()
             return runner.detect(rgb, t_ms)
 
-    def _close_runner(self, lane: int) -> None:
+    def _close_lane(self, lane: int) -> None:
         runner, self._runners[lane] = self._runners[lane], None
         if runner is not None:
             runner.close()
 
-    def submit(self, jpeg: bytes, t_ms: int) -> asyncio.Future[RawFaces]:
-        return asyncio.wrap_future(self._lanes.submit(jpeg, t_ms))
-
-    async def detect(self, jpeg: bytes, t_ms: int) -> RawFaces:
-        return await self.submit(jpeg, t_ms)
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await asyncio.gather(*(asyncio.wrap_future(loop) for loop in self._lanes.close()))
-        finally:
-            self._backend.cpus.closed(self)
+    def _after_close(self) -> None:
+        self._backend.cpus.closed(self)
 
 
 class LocalBackend(InferenceBackend):

@@ -27,7 +27,7 @@ from poise_common.inference.backend import (
     InferenceUnavailable,
     StreamLost,
 )
-from poise_common.inference.face_lanes import FaceLanes
+from poise_common.inference.face_lanes import LanedFaceStream
 from poise_common.inference.faces import RawFaces
 from poise_common.inference.speech import RawSegment
 from poise_common.settings import PoiseSettings
@@ -61,7 +61,7 @@ class _TritonFaceStream(FaceStream):
         await self.backend.end_sequence(self.stream_id)
 
 
-class _TritonLaneStream(FaceStream):
+class _TritonLaneStream(LanedFaceStream):
     """One answer's frames in several Triton sequences at once (``FaceLanes``), with exactly the
     faces one sequence following them all would give.
 
@@ -77,11 +77,8 @@ class _TritonLaneStream(FaceStream):
         self._loop = asyncio.get_running_loop()
         self._sequences: list[str | None] = [None] * lanes  # each lane's open sequence
         self._started = itertools.count()
-        checks = backend.metrics.face_lane_checks
-        self._lanes = FaceLanes(lanes, backend.settings.vision.face_span_frames, None, self._detect, self._end_lane,
-                                checked=lambda outcome: checks.labels(outcome=outcome).inc())
-        self.depth = 4 + (lanes - 1) * self._lanes.span
-        self._closed = False
+        # No decoding here: the server decodes the JPEG.
+        super().__init__(lanes, backend.settings.vision.face_span_frames, None, backend.metrics)
 
     def _call(self, coroutine):
         """Run ``coroutine`` on the event loop and wait for it (on a lane's thread), no longer than
@@ -94,12 +91,12 @@ class _TritonLaneStream(FaceStream):
         sequence = self._sequences[lane]
         start = sequence is None or start_over
         if start:
-            self._end_lane(lane)
+            self._close_lane(lane)
             # Unique on the server while it is open: the answer, the lane, and a count.
             sequence = self._sequences[lane] = f"{self.stream_id}/{lane}.{next(self._started)}"
         return self._call(self.backend.detect_frame(sequence, jpeg, t_ms, start=start))
 
-    def _end_lane(self, lane: int) -> None:
+    def _close_lane(self, lane: int) -> None:
         sequence, self._sequences[lane] = self._sequences[lane], None
         if sequence is None or self._loop.is_closed():
             return
@@ -107,19 +104,6 @@ class _TritonLaneStream(FaceStream):
             self._call(self.backend.end_sequence(sequence))
         except Exception:  # noqa: BLE001 - the loop went away (shutting down): the server drops idle sequences
             log.info("face lane's sequence left to the server's idle timeout")
-
-    def submit(self, jpeg: bytes, t_ms: int) -> asyncio.Future[RawFaces]:
-        return asyncio.wrap_future(self._lanes.submit(jpeg, t_ms))
-
-    async def detect(self, jpeg: bytes, t_ms: int) -> RawFaces:
-        return await self.submit(jpeg, t_ms)
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        # Each lane ends its sequence on its own thread as it stops.
-        await asyncio.gather(*(asyncio.wrap_future(loop) for loop in self._lanes.close()))
 
 
 class TritonBackend(InferenceBackend):
