@@ -16,6 +16,10 @@ moved anything). ``--kind cpu`` serves speech on CPU instances instead, to try t
 machine without a GPU. Prints and saves bench/results/gpu_pipeline.json.
 
     python bench/gpu_pipeline.py [--interviews 1 16] [--face-instances N] [--speech-instances 4]
+                                 [--face-lanes 1 4]
+
+``--face-lanes``: the Triton runs again with each answer in that many sequences at once
+(``POISE_INFERENCE__FACE_LANES``), spread over the face model's instances.
 """
 
 from __future__ import annotations
@@ -141,6 +145,9 @@ def main() -> None:
         parser.add_argument("--speech-instances", type=int, default=gpu_config().GPU_INSTANCES["speech_recognizer"])
         parser.add_argument("--kind", choices=["gpu", "cpu"], default="gpu", help="where Triton runs speech")
         parser.add_argument("--skip-local", action="store_true", help="only the Triton runs")
+        parser.add_argument("--face-lanes", type=int, nargs="+", default=[1, 4],
+                            help="Triton sequences an answer's frames run in at once (POISE_INFERENCE__FACE_LANES), "
+                                 "one series of Triton runs per value")
 
     args, path = bench_input(__doc__, add_arguments)
     from poise_devstack.triton import TritonServer
@@ -154,7 +161,7 @@ def main() -> None:
     def report(mode: str, run: dict) -> None:
         result.setdefault(mode, {})[str(run["interviews"])] = run
         gpu = f", GPU {run['gpu_util_mean_pct']} % busy, {run['gpu_memory_mib']} MiB" if run["gpu_util_mean_pct"] is not None else ""
-        print(f"{mode:<7}{run['interviews']:>3} at once: {run['media_s_per_wall_s']:>6} media s per wall s "
+        print(f"{mode:<22}{run['interviews']:>3} at once: {run['media_s_per_wall_s']:>6} media s per wall s "
               f"({run['media_s']} s in {run['wall_s']} s), {run['busy_cores']} cores busy{gpu}; "
               f"digests {', '.join(run['digests'])}", flush=True)
 
@@ -170,8 +177,10 @@ def main() -> None:
                    "POISE_INFERENCE__START_TIMEOUT_S": "300"}
             interviews_at_once(path, 1, env)  # the models' first calls load and warm them
             before = triton_batches(server.metrics_text())
-            for count in args.interviews:
-                report("triton", interviews_at_once(path, count, env))
+            for lanes in args.face_lanes:
+                mode = "triton" if lanes == 1 else f"triton, {lanes} face lanes"
+                for count in args.interviews:
+                    report(mode, interviews_at_once(path, count, {**env, "POISE_INFERENCE__FACE_LANES": str(lanes)}))
             after = triton_batches(server.metrics_text())
         result["triton_achieved_batch"] = {
             model: {"requests": after[model]["requests"] - before[model]["requests"],
@@ -183,10 +192,11 @@ def main() -> None:
         print(f"triton achieved batch: {result['triton_achieved_batch']}", flush=True)
 
     if not args.skip_local:
-        for count in args.interviews:
-            local, remote = result["local"][str(count)], result["triton"][str(count)]
-            result.setdefault("triton_vs_local", {})[str(count)] = round(
-                remote["media_s_per_wall_s"] / local["media_s_per_wall_s"], 2)
+        for mode in [m for m in result if m.startswith("triton") and m != "triton_achieved_batch"]:
+            for count in args.interviews:
+                local, remote = result["local"][str(count)], result[mode][str(count)]
+                result.setdefault(f"{mode} vs local", {})[str(count)] = round(
+                    remote["media_s_per_wall_s"] / local["media_s_per_wall_s"], 2)
     print(f"saved {save('gpu_pipeline', result)}")
 
 
