@@ -148,6 +148,8 @@ def main() -> None:
         parser.add_argument("--face-lanes", type=int, nargs="+", default=[1, 4],
                             help="Triton sequences an answer's frames run in at once (POISE_INFERENCE__FACE_LANES), "
                                  "one series of Triton runs per value")
+        parser.add_argument("--save-as", default="gpu_pipeline",
+                            help="name of the results file under bench/results/ (without .json)")
 
     args, path = bench_input(__doc__, add_arguments)
     from poise_devstack.triton import TritonServer
@@ -197,7 +199,7 @@ def main() -> None:
                 local, remote = result["local"][str(count)], result[mode][str(count)]
                 result.setdefault(f"{mode} vs local", {})[str(count)] = round(
                     remote["media_s_per_wall_s"] / local["media_s_per_wall_s"], 2)
-    print(f"saved {save('gpu_pipeline', result)}")
+    print(f"saved {save(args.save_as, result)}")
 
 
 if __name__ == "__main__":
