@@ -122,8 +122,9 @@ def _face_frames(media_dir: Path, count: int) -> list[tuple[int, bytes]]:
 
 
 def test_face_lanes_through_triton_give_one_sequences_faces(triton, media_dir):
-    """Spans run ahead in sequences of their own give, bit for bit, the faces of one sequence
-    following the whole answer; and every sequence the lanes started is ended on the server."""
+    """Spans run ahead in a sequence a lane each (starting over with a black frame) give, bit for
+    bit, the faces of one sequence following the whole answer; and every lane's sequence is ended
+    on the server."""
     from poise_common.inference.backend import FACE, StreamLost
     from poise_common.inference.face_lanes import same_faces
     from poise_common.inference.triton import TritonBackend
@@ -136,11 +137,14 @@ def test_face_lanes_through_triton_give_one_sequences_faces(triton, media_dir):
         backend = TritonBackend(triton.grpc_url, settings)
         await backend.start({FACE})
         started: list[str] = []
+        black_frames = []
         detect_frame = backend.detect_frame
 
         async def recording(sequence, jpeg, t_ms, *, start):
             if start:
                 started.append(sequence)
+            if jpeg not in {j for _, j in frames}:
+                black_frames.append(sequence)
             return await detect_frame(sequence, jpeg, t_ms, start=start)
 
         backend.detect_frame = recording
@@ -155,16 +159,28 @@ def test_face_lanes_through_triton_give_one_sequences_faces(triton, media_dir):
             for sequence in started:  # a sequence still open would take a frame without START
                 with pytest.raises(StreamLost):
                     await detect_frame(sequence, frames[0][1], 10**9, start=False)
-            return faces, checks, started
+            return faces, checks, started, black_frames
         finally:
             await backend.stop()
 
-    one, _, _ = asyncio.run(through(1))
-    two, checks, started = asyncio.run(through(2))
+    one, _, _, _ = asyncio.run(through(1))
+    two, checks, started, black_frames = asyncio.run(through(2))
     assert all(raw.count == 1 for raw in one)
     assert len(two) == len(one) and all(same_faces(a, b) for a, b in zip(one, two))
     assert checks["differed"] == 0 and checks["agreed"] >= 2, checks  # spans did run ahead
-    assert len(started) >= 3 and len(set(started)) == len(started)  # a fresh sequence for each span run ahead
+    assert sorted(started) == ["lanes-2/0", "lanes-2/1"]  # one sequence a lane
+    assert len(black_frames) >= 2  # lanes started over within their sequences
+
+
+def test_jpeg_size_reads_the_frame_header():
+    from poise_common.inference.triton import black_jpeg, jpeg_size
+    from poise_gateway.decode import encode_jpeg
+    import numpy as np
+
+    frame = np.random.default_rng(1).integers(0, 255, (360, 640, 3), np.uint8)
+    assert jpeg_size(encode_jpeg(frame, 85)) == (640, 360)
+    assert jpeg_size(black_jpeg(590, 590)) == (590, 590)
+    assert jpeg_size(b"not a jpeg") is None and jpeg_size(encode_jpeg(frame, 85)[:20]) is None
 
 
 @pytest.mark.parametrize(

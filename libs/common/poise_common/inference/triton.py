@@ -10,7 +10,7 @@ Many answers' requests in flight at once let Triton's batchers batch across inte
 from __future__ import annotations
 
 import asyncio
-import itertools
+import functools
 import json
 import logging
 
@@ -61,22 +61,48 @@ class _TritonFaceStream(FaceStream):
         await self.backend.end_sequence(self.stream_id)
 
 
+def jpeg_size(jpeg: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header, without decoding it; None if it has none."""
+    at = 2  # after the start-of-image marker
+    while at + 9 <= len(jpeg) and jpeg[at] == 0xFF:
+        marker = jpeg[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start-of-frame segment
+            return int.from_bytes(jpeg[at + 7:at + 9], "big"), int.from_bytes(jpeg[at + 5:at + 7], "big")
+        at += 2 + int.from_bytes(jpeg[at + 2:at + 4], "big")
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def black_jpeg(width: int, height: int) -> bytes:
+    """A black frame as JPEG: it decodes to zeros exactly (a black image loses nothing)."""
+    import cv2
+
+    ok, jpeg = cv2.imencode(".jpg", np.zeros((height, width, 3), np.uint8))
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return jpeg.tobytes()
+
+
 class _TritonLaneStream(LanedFaceStream):
     """One answer's frames in several Triton sequences at once (``FaceLanes``), with exactly the
     faces one sequence following them all would give.
 
-    Each lane is a thread that holds one sequence open at a time; a lane that starts a span ahead
-    ends its sequence and starts a new one (a new sequence is a new landmarker on the server), so
-    spans run on whichever instances the batcher gives them. The lanes' calls go through this
-    backend's client on the event loop, with its deadlines and retries.
+    Each lane is a thread with a sequence of its own, ``<answer>/<lane>``, on whichever instance
+    the batcher gives it. A lane that starts a span ahead first sends a black frame: the
+    server's landmarker then follows no face, exactly as a new one (what the in-process lanes do,
+    ``FaceLandmarkerRunner.start_over``); a new sequence instead would have the server build a
+    landmarker, which took about a second a span on a 16-core machine. The lanes' calls go
+    through this backend's client on the event loop, with its deadlines and retries.
     """
 
     def __init__(self, backend: "TritonBackend", stream_id: str, lanes: int) -> None:
         self.backend = backend
         self.stream_id = stream_id
         self._loop = asyncio.get_running_loop()
-        self._sequences: list[str | None] = [None] * lanes  # each lane's open sequence
-        self._started = itertools.count()
+        self._open = [False] * lanes  # whether each lane's sequence has started
         # No decoding here: the server decodes the JPEG.
         super().__init__(lanes, backend.settings.vision.face_span_frames, None, backend.metrics)
 
@@ -88,20 +114,21 @@ class _TritonLaneStream(LanedFaceStream):
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=patience)
 
     def _detect(self, lane: int, jpeg: bytes, t_ms: int, start_over: bool) -> RawFaces:
-        sequence = self._sequences[lane]
-        start = sequence is None or start_over
-        if start:
-            self._close_lane(lane)
-            # Unique on the server while it is open: the answer, the lane, and a count.
-            sequence = self._sequences[lane] = f"{self.stream_id}/{lane}.{next(self._started)}"
-        return self._call(self.backend.detect_frame(sequence, jpeg, t_ms, start=start))
+        sequence = f"{self.stream_id}/{lane}"
+        if not self._open[lane]:
+            self._open[lane] = True
+            return self._call(self.backend.detect_frame(sequence, jpeg, t_ms, start=True))
+        if start_over and (size := jpeg_size(jpeg)) is not None:
+            # The model makes its frame times increasing: the black frame's is only a hint.
+            self._call(self.backend.detect_frame(sequence, black_jpeg(*size), t_ms - 1, start=False))
+        return self._call(self.backend.detect_frame(sequence, jpeg, t_ms, start=False))
 
     def _close_lane(self, lane: int) -> None:
-        sequence, self._sequences[lane] = self._sequences[lane], None
-        if sequence is None or self._loop.is_closed():
+        if not self._open[lane] or self._loop.is_closed():
             return
+        self._open[lane] = False
         try:
-            self._call(self.backend.end_sequence(sequence))
+            self._call(self.backend.end_sequence(f"{self.stream_id}/{lane}"))
         except Exception:  # noqa: BLE001 - the loop went away (shutting down): the server drops idle sequences
             log.info("face lane's sequence left to the server's idle timeout")
 
