@@ -202,7 +202,8 @@ class InferenceSettings(BaseModel):
         1, ge=1, le=16,
         description="Triton sequences one answer's frames run in at once (face lanes: later spans of "
         "vision.face_span_frames run ahead, each from a fresh start, and are checked where the chain reaches "
-        "them), so that one answer uses several of the face model's instances. 1: one sequence an answer.",
+        "them), so that one answer uses several of the face model's instances. 1: one sequence an answer. "
+        "Under load it has crashed Triton 2.51 (deploy/triton/README.md).",
     )
 
 
