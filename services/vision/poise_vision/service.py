@@ -123,20 +123,16 @@ class VisionService:
             except StreamLost as exc:
                 await self._forget(answer_id, answer, "stream_lost")
                 raise ReplayFromHold() from exc
-            except InferenceUnavailable as exc:
-                if answer.stream.depth > 1:
+            except Exception as exc:
+                if isinstance(exc, InferenceUnavailable) and answer.stream.depth > 1:
                     # Frames after this one were acknowledged: the answer starts over from its
                     # first frame once the server is back (each try waits out the client's retries).
                     await self._forget(answer_id, answer, "inference_unavailable")
                     raise ReplayFromHold() from exc
-                # Still the frame's own delivery: the bus waits for the server and delivers it again.
-                answer.in_flight.popleft()
-                answer.last_seq = frame.env.seq - 1
-                raise
-            except Exception as exc:
                 answer.in_flight.popleft()
                 if answer.stream.depth == 1:
-                    # Still the frame's own delivery: the bus retries it on this stream, then dead-letters it.
+                    # Still the frame's own delivery: the bus retries it on this stream (waiting for
+                    # a server that is away), then dead-letters it.
                     answer.last_seq = frame.env.seq - 1
                     raise
                 await self._dead_letter(frame, exc)
