@@ -46,12 +46,6 @@ class InferenceMetrics:
             f"poise_{_name(service)}_inference_seconds", "Client-side latency of one model call.",
             ["backend", "model", "outcome"], buckets=_LATENCY_BUCKETS, registry=registry,
         )
-        self.face_lane_checks = Counter(
-            f"poise_{_name(service)}_face_lane_checks_total",
-            "Spans of an answer a face lane ran ahead, checked where the lane following the faces caught up: "
-            "agreed (handed over) or differed (run again by the chain; the answer then stays in one lane).",
-            ["outcome"], registry=registry,
-        )
 
 
 class NullMetrics:
@@ -69,4 +63,4 @@ class NullMetrics:
 
     def __init__(self) -> None:
         self.consumed = self.published = self.handler_seconds = self.lag = self._Noop()
-        self.seconds = self.face_lane_checks = self._Noop()
+        self.seconds = self._Noop()

@@ -1,6 +1,7 @@
 """Keep native libraries' start-up chatter off a user's terminal.
 
-MediaPipe and TensorFlow Lite write absl/glog lines ("W0000 ... Feedback manager ...")
+MediaPipe and TensorFlow Lite write absl/glog lines ("W0000 ... Feedback manager ...", and
+LiteRT's "INFO: [environment.cc:36] ...")
 straight to file descriptor 2 from C++ threads, past Python's logging, and offer no switch
 that silences them. A process that wants a clean stderr routes fd 2 through a pipe and drops
 only lines of those shapes; everything else passes through unchanged.
@@ -15,7 +16,7 @@ import sys
 import threading
 
 NATIVE_NOISE = re.compile(
-    rb"^(?:[IWE]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] |INFO: Created TensorFlow Lite |"
+    rb"^(?:[IWE]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] |INFO: Created TensorFlow Lite |INFO: \[[\w.]+:\d+\] |"
     rb"WARNING: Logging before InitGoogle\(\))"
 )
 

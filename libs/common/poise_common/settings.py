@@ -91,15 +91,15 @@ class VisionSettings(BaseModel):
     face_lanes: int = Field(
         0, ge=0, le=16,
         description="In-process face model: landmarkers that work on one answer's frames at once, each on a "
-        "thread of its own. One follows the answer's faces from frame to frame; the others run later spans of "
-        "it ahead from a fresh start, which the first checks where it catches up (one frame run twice a span), "
-        "so the faces are exactly what one landmarker finds. Where they are not (two faces in view), the "
-        "answer goes on in one lane. 0: as many as this process can use CPUs (its affinity and container "
-        "quota), at most 4. A Triton stream is one sequence: one lane.",
+        "thread of its own, each taking the next span of the answer (face_span_frames). Every span is followed "
+        "from a fresh start, so the faces are the same whatever the number of lanes. 0: as many as this process "
+        "can use CPUs (its affinity and container quota), at most 4.",
     )
     face_span_frames: int = Field(
         32, ge=2, le=100_000,
-        description="Frames a face lane runs ahead at a time (face_lanes).",
+        description="Frames followed from one fresh detection of the faces: each span of an answer starts over "
+        "(in process and through Triton alike), which lets spans run at once (face_lanes). Within a span the "
+        "main face is followed from frame to frame and the whole frame is looked at for others every 5 frames.",
     )
     feature_batch_frames: int = Field(
         50, ge=1, description="Frames whose features travel in one message to fusion (the last batch of an answer "
@@ -200,9 +200,9 @@ class InferenceSettings(BaseModel):
     batch_size: int = Field(1, description="Items per request; the model's max_batch_size must be at least this.")
     face_lanes: int = Field(
         1, ge=1, le=16,
-        description="Triton sequences one answer's frames run in at once (face lanes: later spans of "
-        "vision.face_span_frames run ahead, each from a fresh start, and are checked where the chain reaches "
-        "them), so that one answer uses several of the face model's instances. 1: one sequence an answer. "
+        description="Triton sequences one answer's frames run in at once (face lanes: spans of "
+        "vision.face_span_frames, each from a fresh start, a sequence each), so that one answer uses several "
+        "of the face model's instances; the faces are the same as with one. 1: one sequence an answer. "
         "Under load it has crashed Triton 2.51 (deploy/triton/README.md).",
     )
 

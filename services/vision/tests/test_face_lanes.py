@@ -1,9 +1,8 @@
-"""Face lanes on real recordings (see ../shared/media/SOURCES.md): several landmarkers on one
-answer give exactly the faces one landmarker following the whole answer finds.
+"""The face model's runner and face lanes on real recordings (see ../shared/media/SOURCES.md).
 
-The two-face clip (``poise_devstack.face_checks``) puts two real recordings side by side: with
-both faces followed, MediaPipe stops detecting, and a fresh start finds other faces than the
-frames before would have given: lanes that ran ahead must then give way to the chain.
+A runner follows the main face and looks for others every few frames; several lanes on one
+answer give exactly the faces one runner started over at every span finds. The two-face clip
+(``poise_devstack.face_checks``) puts two real recordings side by side.
 """
 
 from __future__ import annotations
@@ -14,12 +13,10 @@ import time
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry
 from poise_common.inference.backend import FACE
 from poise_common.inference.face_lanes import FaceLanes, same_faces
 from poise_common.inference.faces import FaceLandmarkerRunner, RawFaces, decode_jpeg_rgb
 from poise_common.inference.local import LocalBackend
-from poise_common.metrics import InferenceMetrics
 from poise_common.settings import PoiseSettings
 from poise_devstack.face_checks import two_faces_side_by_side
 from poise_gateway.decode import encode_jpeg, iter_frames
@@ -55,16 +52,29 @@ def _through(runner: FaceLandmarkerRunner, frames) -> list[RawFaces]:
     return [runner.detect(rgb, t_ms) for t_ms, _, rgb in frames]
 
 
+def _through_spans(runner: FaceLandmarkerRunner, frames, span: int) -> list[RawFaces | None]:
+    """One runner started over at every span's first frame; None for a frame that is no image."""
+    out = []
+    for n, (t_ms, _, rgb) in enumerate(frames):
+        if n % span == 0:
+            runner.start_over()
+        out.append(None if rgb is None else runner.detect(rgb, t_ms))
+    return out
+
+
 def _all_same(a: list[RawFaces], b: list[RawFaces]) -> bool:
     return len(a) == len(b) and all(same_faces(x, y) for x, y in zip(a, b))
 
 
 @pytest.mark.parametrize("max_faces", [2, 1])
-def test_starting_over_gives_what_a_new_landmarker_gives(two_faces, max_faces):
+def test_starting_over_gives_what_a_new_runner_gives(two_faces, max_faces):
+    from poise_common.inference.faces import LOOK_EVERY
+
     seam = 23
     with _runner(max_faces) as whole:
         followed = _through(whole, two_faces)
-    assert sum(raw.count == max_faces for raw in followed) >= len(two_faces) - 2
+    # The second face may wait for the next look.
+    assert sum(raw.count == max_faces for raw in followed) >= len(two_faces) - LOOK_EVERY - 1
     with _runner(max_faces) as new:
         fresh = _through(new, two_faces[seam:])
     with _runner(max_faces) as used:
@@ -76,20 +86,42 @@ def test_starting_over_gives_what_a_new_landmarker_gives(two_faces, max_faces):
     assert not any(same_faces(a, b) for a, b in zip(fresh[1:], followed[seam + 1:]))
 
 
+def test_with_one_face_in_view_looking_for_two_follows_it_as_looking_for_one(one_face):
+    """Looks for a second face change nothing while there is none: the face is followed from
+    frame to frame, not found afresh by the detector on every frame as MediaPipe does while it
+    follows fewer faces than it looks for."""
+    with _runner(2) as two, _runner(1) as one:
+        assert _all_same(_through(two, one_face), _through(one, one_face))
+
+
+def test_a_face_coming_into_view_is_seen_within_the_frames_between_looks(one_face, two_faces):
+    from poise_common.inference.faces import LOOK_EVERY
+
+    arrives, leaves = 12, 36
+    frames = []
+    for n, (t_ms, jpeg, rgb) in enumerate(two_faces):
+        rgb = rgb.copy()
+        if n < arrives or n >= leaves:
+            rgb[:, 360:] = 0  # only the left face in view
+        frames.append((t_ms, jpeg, rgb))
+    with _runner() as runner:
+        counts = [raw.count for raw in _through(runner, frames)]
+    assert counts[:arrives] == [1] * arrives
+    # The next look sees it (frames 15 and 20 here), and the landmarker's own detector finds it then or
+    # within a few frames: this small face scores around its threshold.
+    seen = arrives + counts[arrives:].index(2)
+    assert seen < arrives + 2 * LOOK_EVERY and counts[seen:leaves] == [2] * (leaves - seen), counts
+    assert counts[leaves:] == [1] * (len(frames) - leaves), counts
+
+
 def _stream(frames, lanes: int, span: int, pause_every: int = 0):
     """The frames through a local face stream, submitted as the vision service does (all ahead);
     ``pause_every``: a pause after that many frames, as frames arriving from a slower gateway.
-    The faces, and how the lanes' checks went (as the service's metrics count them)."""
+    The faces, or each frame's exception."""
     settings = PoiseSettings(vision={"face_lanes": lanes, "face_span_frames": span})
-    registry = CollectorRegistry()
-
-    def counted() -> dict[str, int]:
-        return {outcome: int(registry.get_sample_value("poise_vision_face_lane_checks_total", {"outcome": outcome})
-                             or 0) for outcome in ("agreed", "differed")}
 
     async def scenario():
         backend = LocalBackend(settings, whole_pipeline=True)
-        backend.metrics = InferenceMetrics(registry, "vision")
         await backend.start({FACE})
         stream = backend.face_stream("a")
         assert stream.depth == 4 + (lanes - 1) * span  # room for a span on every lane
@@ -99,9 +131,7 @@ def _stream(frames, lanes: int, span: int, pause_every: int = 0):
                 futures.append(stream.submit(jpeg, t_ms))
                 if pause_every and n % pause_every == pause_every - 1:
                     await asyncio.sleep(0.05)
-            faces = await asyncio.gather(*futures)
-            assert counted() == stream._lanes.checks
-            return faces, counted()
+            return await asyncio.gather(*futures, return_exceptions=True)
         finally:
             await stream.close()
             await backend.stop()
@@ -109,49 +139,30 @@ def _stream(frames, lanes: int, span: int, pause_every: int = 0):
     return asyncio.run(scenario())
 
 
-# Bursts of 9 frames, spans of 6: a lane ahead waits for frames mid-span, and in every other burst
-# it starts its span 6 frames before the chain can get there (a race a span at a burst's start loses).
-@pytest.mark.parametrize(("lanes", "span", "pause_every"), [(2, 7, 0), (3, 5, 0), (2, 6, 9)])
-def test_with_one_face_in_view_lanes_run_ahead_and_give_the_chains_faces(one_face, lanes, span, pause_every):
+@pytest.mark.parametrize(("lanes", "span", "pause_every"), [(1, 7, 0), (2, 7, 0), (3, 5, 0), (2, 6, 9)])
+def test_lanes_give_one_runners_faces_started_over_at_every_span(one_face, lanes, span, pause_every):
     with _runner() as runner:
-        chain = _through(runner, one_face)
-    assert all(raw.count == 1 for raw in chain)
-    faces, checks = _stream(one_face, lanes, span, pause_every)
-    assert _all_same(faces, chain)
-    assert checks["differed"] == 0 and checks["agreed"] >= 2, checks  # lanes did run ahead
+        expected = _through_spans(runner, one_face, span)
+    assert all(raw.count == 1 for raw in expected)
+    assert _all_same(_stream(one_face, lanes, span, pause_every), expected)
 
 
-def test_with_two_faces_followed_the_chain_takes_over_and_the_faces_stay_exact(two_faces):
+def test_with_two_faces_in_view_lanes_give_one_runners_faces(two_faces):
     with _runner() as runner:
-        chain = _through(runner, two_faces)
-    faces, checks = _stream(two_faces, lanes=3, span=9)
-    assert _all_same(faces, chain)
-    assert checks["differed"] == 1, checks  # and then nothing ran ahead again
-    one_lane, checks = _stream(two_faces, lanes=1, span=9)
-    assert _all_same(one_lane, chain) and checks == {"agreed": 0, "differed": 0}
+        expected = _through_spans(runner, two_faces, 9)
+    assert sum(raw.count == 2 for raw in expected) >= len(two_faces) // 2
+    assert _all_same(_stream(two_faces, lanes=3, span=9), expected)
+    assert _all_same(_stream(two_faces, lanes=1, span=9), expected)
 
 
-def test_a_bad_frame_fails_alone_in_a_lane_that_ran_ahead(one_face):
+def test_a_bad_frame_fails_alone_in_its_lane(one_face):
     frames = list(one_face[:30])
     frames[17] = (frames[17][0], b"not a jpeg", None)  # inside the second span of 10
-    good = [f for n, f in enumerate(frames) if n != 17]
     with _runner() as runner:
-        chain = _through(runner, good)
-    settings = PoiseSettings(vision={"face_lanes": 2, "face_span_frames": 10})
-
-    async def scenario():
-        backend = LocalBackend(settings)
-        await backend.start({FACE})
-        stream = backend.face_stream("a")
-        futures = [stream.submit(jpeg, t_ms) for t_ms, jpeg, _ in frames]
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        await stream.close()
-        await backend.stop()
-        return results
-
-    results = asyncio.run(scenario())
+        expected = _through_spans(runner, frames, 10)
+    results = _stream(frames, lanes=2, span=10)
     assert isinstance(results[17], ValueError) and "not a decodable JPEG" in str(results[17])
-    assert _all_same([r for n, r in enumerate(results) if n != 17], chain)
+    assert _all_same([r for n, r in enumerate(results) if n != 17], [r for n, r in enumerate(expected) if n != 17])
 
 
 def test_closing_with_frames_in_flight_stops_every_lane():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from poise_common.bus.memory import MemoryBus
-from poise_common.inference.faces import FaceLandmarkerRunner, decode_jpeg_rgb
+from poise_common.inference.faces import FaceLandmarkerRunner, MediaPipeLandmarker, decode_jpeg_rgb
 from poise_common.inference.local import LocalBackend
 from poise_common.messages import Envelope, Frame, FrameFeaturesBatch, FramesEnd, FrameSeen, Topics, VisionEnd
 from poise_common.settings import PoiseSettings
@@ -85,19 +85,25 @@ async def through_service(frames: list[Frame], home: Path, batch_frames: int = 5
 def test_direct_result_reading_equals_mediapipes_objects(media_dir: Path):
     # A face, then a cartoon with none: both kinds of result.
     frames = [(t, rgb) for t, rgb in iter_frames(media_dir / "face_noface.mov", 10.0, 640)]
-    settings = PoiseSettings()
+    import mediapipe as mp
+
+    path = PoiseSettings().vision.face_model_path
     counts = set()
-    with FaceLandmarkerRunner(settings.vision.face_model_path, 2) as direct, \
-            FaceLandmarkerRunner(settings.vision.face_model_path, 2) as public:
+    direct, public = MediaPipeLandmarker(path, 2), MediaPipeLandmarker(path, 2)
+    try:
         assert direct._direct is not None, "this MediaPipe no longer exposes its C call: the slow path is in use"
         public._direct = None
         for t, rgb in frames:
-            a, b = direct.detect(rgb, int(t * 1000)), public.detect(rgb, int(t * 1000))
+            image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+            a, b = direct.detect(image, int(t * 1000)), public.detect(image, int(t * 1000))
             counts.add(a.count)
             for name in ("landmarks", "blendshapes", "matrices"):
                 x, y = getattr(a, name), getattr(b, name)
                 assert x.dtype == y.dtype == np.float32 and x.shape == y.shape
                 assert np.array_equal(x, y), name
+    finally:
+        direct.close()
+        public.close()
     assert counts == {0, 1}
 
 
@@ -109,7 +115,7 @@ def test_a_failed_direct_call_raises_mediapipes_error(media_dir: Path):
         image = runner._mp.Image(image_format=runner._mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
         # VIDEO mode refuses a timestamp that does not move forward; the call must say so.
         with pytest.raises(ValueError, match="monotonically increasing"):
-            runner._direct(image, 1000)
+            runner._one._direct(image, 1000)
         assert runner.detect(rgb, 1100).count == 1  # and the runner carries on
 
 

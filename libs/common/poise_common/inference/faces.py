@@ -64,59 +64,143 @@ def decode_jpeg_rgb(data: bytes) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-class FaceLandmarkerRunner:
-    """One MediaPipe FaceLandmarker in VIDEO mode: one per stream, frames in time order."""
+# Frames between two looks for another face while one face is followed (0.5 s at 10 frames a second).
+LOOK_EVERY = 5
+# A look's detector score for another face. Below the landmarker's own 0.5: a look only hands the
+# frames to the landmarker for all faces, whose detector then decides, and a small face in the
+# background scores 0.37-0.63 from frame to frame (a second face in a single-face recording, at most 0.39).
+LOOK_SCORE = 0.4
 
-    def __init__(self, model_path: Path, max_faces: int = 2) -> None:
+
+class FaceLandmarkerRunner:
+    """The face model on one stream (frames in time order): the main face followed from frame
+    to frame, with a regular look for others.
+
+    MediaPipe's landmarker follows the faces it found into the next frame and runs its face
+    detector only while it follows fewer than it looks for. Looking for two faces with one in
+    view therefore ran the detector on every frame, and each frame's landmarks came from the
+    detector's coarse box: 1.5 ms a frame more, and 25 % more frame-to-frame jitter of the
+    landmarks than following the face. So one landmarker follows one face, and every
+    ``look_every`` frames (and after a frame with none) the detector alone looks at the whole
+    frame. Where it sees more than one face, a landmarker looking for ``max_faces`` takes over,
+    from a fresh start, until it has seen at most one face for ``look_every`` frames in a row.
+
+    A frame with no face leaves nothing followed: what comes after is bit for bit what a new
+    runner gives (``start_over``, and a model server's black frame, rely on it).
+    """
+
+    def __init__(self, model_path: Path, max_faces: int = 2, look_every: int = LOOK_EVERY) -> None:
         if max_faces < 1:
             raise ValueError(f"max_faces must be at least 1, got {max_faces}")
+        if look_every < 1:
+            raise ValueError(f"look_every must be at least 1, got {look_every}")
         model_path = Path(model_path)
         if not model_path.is_file():
             raise FileNotFoundError(f"FaceLandmarker model not found: {model_path}")
         # Imported here: loading MediaPipe costs about a second and only face workers need it.
         os.environ.setdefault("GLOG_minloglevel", "2")
         import mediapipe as mp
+
+        self._mp = mp
+        self._model_path, self._max_faces, self._look_every = model_path, max_faces, look_every
+        self._one = MediaPipeLandmarker(model_path, 1)
+        self._all: MediaPipeLandmarker | None = None  # made the first time a look sees more than one face
+        self._detector = _face_detector(model_path) if max_faces > 1 else None
+        self._all_following = False
+        self._until_look = 0  # frames before the next look; 0: look at this frame
+        self._few_in_a_row = 0  # frames in a row the landmarker for all faces saw at most one
+        self._last_ms = -1
+        self._last_shape: tuple[int, ...] | None = None
+
+    def detect(self, rgb: np.ndarray, t_ms: int) -> RawFaces:
+        if self._one is None:
+            raise RuntimeError("the face landmarker is closed")
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an H x W x 3 uint8 RGB frame, got {rgb.shape} {rgb.dtype}")
+        self._last_shape = rgb.shape
+        # Padded frames (PyAV at widths such as 590 px) make MediaPipe silently find no face.
+        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+        if self._detector is None:
+            return self._one.detect(image, self._next_ms(t_ms))
+        if not self._all_following and self._until_look == 0:
+            self._until_look = self._look_every
+            if len(self._detector.detect(image).detections) > 1:
+                self._all_following, self._few_in_a_row = True, 0
+                self._start_over(self._landmarker_for_all())
+        if self._all_following:
+            faces = self._landmarker_for_all().detect(image, self._next_ms(t_ms))
+            self._few_in_a_row = self._few_in_a_row + 1 if faces.count <= 1 else 0
+            if faces.count == 0 or self._few_in_a_row >= self._look_every:
+                # Back to following one face, found afresh by the next frame.
+                self._all_following = False
+                self._start_over(self._one)
+                self._until_look = 0 if faces.count == 0 else self._look_every
+            return faces
+        faces = self._one.detect(image, self._next_ms(t_ms))
+        # With no face followed, the next frame is looked at whole, as on a new runner.
+        self._until_look = 0 if faces.count == 0 else self._until_look - 1
+        return faces
+
+    def start_over(self) -> None:
+        """Forget the faces followed so far: the next frame's faces come from fresh detections,
+        exactly as on a new runner.
+
+        A black frame leaves no face to follow. It costs one detector pass (about 2 ms) where a
+        new landmarker costs 20 ms; tests check that what comes after is bit for bit what a new
+        runner gives.
+        """
+        if self._last_shape is not None:
+            self.detect(np.zeros(self._last_shape, np.uint8), self._last_ms + 1)
+
+    def _next_ms(self, t_ms: int) -> int:
+        # Two frames can round to the same millisecond; VIDEO mode rejects that.
+        self._last_ms = max(int(t_ms), self._last_ms + 1, 0)
+        return self._last_ms
+
+    def _start_over(self, landmarker: "MediaPipeLandmarker") -> None:
+        if self._last_shape is not None:
+            black = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.zeros(self._last_shape, np.uint8))
+            landmarker.detect(black, self._next_ms(self._last_ms + 1))
+
+    def _landmarker_for_all(self) -> "MediaPipeLandmarker":
+        if self._all is None:
+            self._all = MediaPipeLandmarker(self._model_path, self._max_faces)
+        return self._all
+
+    def close(self) -> None:
+        """Release the landmarkers (MediaPipe 1.2 raises at exit for ones left open)."""
+        for model in (self._one, self._all, self._detector):
+            if model is not None:
+                model.close()
+        self._one = self._all = self._detector = None
+
+    def __enter__(self) -> "FaceLandmarkerRunner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class MediaPipeLandmarker:
+    """One MediaPipe FaceLandmarker in VIDEO mode, looking for up to ``num_faces``."""
+
+    def __init__(self, model_path: Path, num_faces: int) -> None:
         from mediapipe.tasks.python import BaseOptions, vision
 
         options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(model_path)),
             running_mode=vision.RunningMode.VIDEO,
-            num_faces=max_faces,
+            num_faces=num_faces,
             output_face_blendshapes=True,
             output_facial_transformation_matrixes=True,
         )
-        self._mp = mp
         self._landmarker = vision.FaceLandmarker.create_from_options(options)
-        self._last_ms = -1
-        self._last_shape: tuple[int, ...] | None = None
         self._direct = _direct_call(self._landmarker)
 
-    def detect(self, rgb: np.ndarray, t_ms: int) -> RawFaces:
-        if self._landmarker is None:
-            raise RuntimeError("the face landmarker is closed")
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ValueError(f"expected an H x W x 3 uint8 RGB frame, got {rgb.shape} {rgb.dtype}")
-        # Two frames can round to the same millisecond; VIDEO mode rejects that.
-        t_ms = max(int(t_ms), self._last_ms + 1, 0)
-        self._last_ms = t_ms
-        self._last_shape = rgb.shape
-        # Padded frames (PyAV at widths such as 590 px) make MediaPipe silently find no face.
-        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+    def detect(self, image, t_ms: int) -> RawFaces:
         if self._direct is not None:
             return self._direct(image, t_ms)
         return self._via_python_objects(image, t_ms)
-
-    def start_over(self) -> None:
-        """Forget the faces tracked so far: the next frame's faces come from fresh detections,
-        exactly as on a new landmarker.
-
-        MediaPipe follows the previous frame's faces into the next one (and runs its detector
-        only while fewer than ``max_faces`` are followed). A black frame leaves none to follow.
-        It costs one detector pass (about 2 ms) where a new landmarker costs 20 ms; tests check
-        that what comes after is bit for bit what a new landmarker gives.
-        """
-        if self._last_shape is not None:
-            self.detect(np.zeros(self._last_shape, np.uint8), self._last_ms + 1)
 
     def _via_python_objects(self, image, t_ms: int) -> RawFaces:
         """MediaPipe's public result: one Python object per landmark (about 1.5 ms a frame)."""
@@ -132,17 +216,24 @@ class FaceLandmarkerRunner:
         return RawFaces(landmarks, blendshapes, matrices)
 
     def close(self) -> None:
-        """Release the landmarker (MediaPipe 1.2 raises at exit for ones left open)."""
-        if self._landmarker is not None:
-            self._direct = None
-            self._landmarker.close()
-            self._landmarker = None
+        self._direct = None
+        self._landmarker.close()
 
-    def __enter__(self) -> "FaceLandmarkerRunner":
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+def _face_detector(model_path: Path):
+    """MediaPipe's face detector (IMAGE mode: no state) with the landmarker bundle's own detector
+    model, so that a look sees the faces the landmarker's detector would."""
+    import zipfile
+
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    with zipfile.ZipFile(model_path) as bundle:
+        model = bundle.read("face_detector.tflite")
+    options = vision.FaceDetectorOptions(
+        base_options=BaseOptions(model_asset_buffer=model), running_mode=vision.RunningMode.IMAGE,
+        min_detection_confidence=LOOK_SCORE,
+    )
+    return vision.FaceDetector.create_from_options(options)
 
 
 def _direct_call(landmarker):

@@ -56,13 +56,13 @@ def _lower_thread_priority(nice: int) -> None:
 
 class _LocalFaceStream(LanedFaceStream):
     """An answer's frames through ``backend.face_lanes`` landmarkers (``FaceLanes``): the faces
-    are exactly what one landmarker following the whole answer finds."""
+    are exactly what one landmarker started over at every span finds."""
 
     def __init__(self, backend: "LocalBackend", settings: PoiseSettings) -> None:
         self._backend = backend
         self._vision = settings.vision
         self._runners: list[FaceLandmarkerRunner | None] = [None] * backend.face_lanes
-        super().__init__(backend.face_lanes, self._vision.face_span_frames, decode_jpeg_rgb, backend.metrics)
+        super().__init__(backend.face_lanes, self._vision.face_span_frames, decode_jpeg_rgb)
         backend.cpus.opened(self)
 
     def _detect(self, lane: int, rgb: np.ndarray, t_ms: int, start_over: bool) -> RawFaces:

@@ -44,14 +44,31 @@ def _bytes_input(name: str, value: bytes) -> grpcclient.InferInput:
 
 
 class _TritonFaceStream(FaceStream):
+    """One answer's frames in one Triton sequence, one at a time. As in-process (``FaceLanes``),
+    each span of ``vision.face_span_frames`` frames starts over: a black frame first leaves the
+    server's landmarker following no face, exactly as a new one."""
+
     def __init__(self, backend: "TritonBackend", stream_id: str) -> None:
         self.backend = backend
         self.stream_id = stream_id
         self.started = False
+        self._span = backend.settings.vision.face_span_frames
+        self._frames = 0  # frames done: a frame the bus brings again (server unreachable) counts once
 
     async def detect(self, jpeg: bytes, t_ms: int) -> RawFaces:
-        faces = await self.backend.detect_frame(self.stream_id, jpeg, t_ms, start=not self.started)
+        start = not self.started
+        if not start and self._frames % self._span == 0 and (size := jpeg_size(jpeg)) is not None:
+            # The model makes its frame times increasing: the black frame's is only a hint.
+            await self.backend.detect_frame(self.stream_id, black_jpeg(*size), t_ms - 1, start=False)
+        try:
+            faces = await self.backend.detect_frame(self.stream_id, jpeg, t_ms, start=start)
+        except (InferenceUnavailable, StreamLost):
+            raise
+        except Exception:
+            self._frames += 1  # the frame's own failure: it will not come again
+            raise
         self.started = True
+        self._frames += 1
         return faces
 
     async def close(self) -> None:
@@ -88,10 +105,10 @@ def black_jpeg(width: int, height: int) -> bytes:
 
 class _TritonLaneStream(LanedFaceStream):
     """One answer's frames in several Triton sequences at once (``FaceLanes``), with exactly the
-    faces one sequence following them all would give.
+    faces one sequence gives (``_TritonFaceStream``).
 
     Each lane is a thread with a sequence of its own, ``<answer>/<lane>``, on whichever instance
-    the batcher gives it. A lane that starts a span ahead first sends a black frame: the
+    the batcher gives it. A lane that starts a span first sends a black frame: the
     server's landmarker then follows no face, exactly as a new one (what the in-process lanes do,
     ``FaceLandmarkerRunner.start_over``, 1.7 ms); a new sequence a span would have the server
     build a new landmarker each time (22 ms). The lanes' calls go through this backend's client
@@ -104,7 +121,7 @@ class _TritonLaneStream(LanedFaceStream):
         self._loop = asyncio.get_running_loop()
         self._open = [False] * lanes  # whether each lane's sequence has started
         # No decoding here: the server decodes the JPEG.
-        super().__init__(lanes, backend.settings.vision.face_span_frames, None, backend.metrics)
+        super().__init__(lanes, backend.settings.vision.face_span_frames, None)
 
     def _call(self, coroutine):
         """Run ``coroutine`` on the event loop and wait for it (on a lane's thread), no longer than

@@ -7,7 +7,8 @@ a model reload), closed on END, on an empty JPEG, or after the sequence idle tim
 sequence batcher hands ``execute`` frames of several answers at once; they run in order.
 
 The raw arrays are exactly what ``FaceLandmarkerRunner.detect`` returns in-process, so the
-vision service turns them into behaviour the same way for either backend.
+vision service turns them into behaviour the same way for either backend. A client starts the
+faces over within a sequence with a black frame (after which the runner follows no face).
 """
 
 from __future__ import annotations
