@@ -6,7 +6,8 @@ MediaPipe's detector on every frame (what looking for 2 faces with 1 in view doe
 default until 2026-11-27: each frame's landmarks then come from the detector's coarse box), and
 sampling 5 frames per second. For each: the face model's CPU seconds, how every vision signal
 moved, and the landmarks' frame-to-frame jitter (median second difference of 8 points that move
-with the head alone: eye corners, nose, between the eyes; pixels). Prints and saves
+with the head alone: eye corners, nose, between the eyes; pixels) and the blendshapes' mean step
+from frame to frame. Prints and saves
 bench/results/face_levers.json.
 
     python bench/face_levers.py [--repeats 4]
@@ -64,7 +65,9 @@ def run(path: Path, fps: float, mode: str) -> dict:
     size = np.array([frames[0][1].shape[1], frames[0][1].shape[0]])
     points = np.stack([raw.landmarks[0][list(RIGID_POINTS), :2] * size for raw in raws if raw.count == 1])
     jitter = np.abs(points[2:] - 2 * points[1:-1] + points[:-2])
+    shapes = np.stack([raw.blendshapes[0] for raw in raws if raw.count == 1])
     return {"frames": len(frames), "face_model_cpu_s": round(cpu, 3), "jitter_px_median": round(float(np.median(jitter)), 3),
+            "blendshape_step_mean": round(float(np.abs(np.diff(shapes, axis=0)).mean()), 4),
             "signals": {name: getattr(signals, name) for name in SIGNALS}}
 
 
@@ -81,7 +84,7 @@ def main() -> None:
             if value is not None and base["signals"][key] is not None and value != base["signals"][key]
         }
         print(f"{name:<26} {figures['frames']:>4} frames, face model {figures['face_model_cpu_s']:.2f} CPU s "
-              f"({figures['cpu_vs_default']:.2f}x), jitter {figures['jitter_px_median']:.2f} px; signal changes: {figures['signal_changes'] or 'none'}")
+              f"({figures['cpu_vs_default']:.2f}x), jitter {figures['jitter_px_median']:.2f} px, blendshape step {figures['blendshape_step_mean']:.4f}; signal changes: {figures['signal_changes'] or 'none'}")
     saved = save("face_levers", {"benchmark": "face_levers", "when": now_utc(), "machine": started, "runs": runs})
     print(f"saved {saved}")
 
