@@ -79,8 +79,9 @@ class FaceLandmarkerRunner:
     MediaPipe's landmarker follows the faces it found into the next frame and runs its face
     detector only while it follows fewer than it looks for. Looking for two faces with one in
     view therefore ran the detector on every frame, and each frame's landmarks came from the
-    detector's coarse box: 1.5 ms a frame more, and 25 % more frame-to-frame jitter of the
-    landmarks than following the face. So one landmarker follows one face, and every
+    detector's coarse box: the detector's 1.5 ms on every frame, and 27 % more frame-to-frame
+    jitter of the landmarks than following the face (bench/face_levers.py). So one landmarker
+    follows one face, and every
     ``look_every`` frames (and after a frame with none) the detector alone looks at the whole
     frame. Where it sees more than one face, a landmarker looking for ``max_faces`` takes over,
     from a fresh start, until it has seen at most one face for ``look_every`` frames in a row.
