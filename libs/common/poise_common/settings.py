@@ -78,7 +78,10 @@ class VisionSettings(BaseModel):
         default_factory=lambda: default_models_dir() / "face_landmarker.task",
         description="MediaPipe FaceLandmarker bundle (face_landmarker.task).",
     )
-    max_faces: int = Field(2, description="Faces looked for per frame; more than one raises a warning.")
+    max_faces: int = Field(
+        2, description="Faces followed at most. While one is followed, the whole frame is looked at for others "
+        "every 5 frames; more than one raises a warning.",
+    )
     face_model_cpu: Literal["auto", "on", "off"] = Field(
         "auto",
         description="In-process face model: while one answer's frames are analysed, run the model (which the "
