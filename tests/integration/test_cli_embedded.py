@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from media_factory import silence, write_video
+from poise_common.inference.faces import FACE_METHOD
 
 REPO = Path(__file__).resolve().parents[2]
 POISE = [sys.executable, "-m", "poise"]
@@ -65,6 +66,7 @@ def test_sample_scorecard_has_every_promised_field(sample_card):
     text = " ".join(seg["text"] for seg in answer["transcript"]).lower()
     assert "ask not what your country can do for you" in text.replace(",", "")
     assert words and all(w["start_s"] <= w["end_s"] for w in words)
+    assert answer["face_method"] == f"{FACE_METHOD}/span-32"  # how the face signals were measured
     vision, audio, nlp = (answer["signals"][k] for k in ("vision", "audio", "nlp"))
     assert vision["face_presence"] > 0.9
     assert 0 <= vision["eye_contact_ratio"] <= 1

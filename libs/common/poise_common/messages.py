@@ -174,6 +174,10 @@ class VisionEnd(BaseModel):
 
     kind: Literal["vision.end"] = "vision.end"
     count: int
+    face_method: str | None = Field(
+        None, description="How the faces were measured (``InferenceBackend.face_method``); None from a vision "
+        "worker of an earlier release.",
+    )
 
 
 class AudioFeatures(BaseModel):

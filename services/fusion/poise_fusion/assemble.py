@@ -78,6 +78,8 @@ def build_answer(
         "question": question,
         "duration_s": round(media["duration_s"], 3),
         "media": {k: media.get(k) for k in ("width", "height", "source_fps", "sample_fps", "frame_count", "audio_count")},
+        # How the face signals were measured, for audits and calibrations (None: an earlier vision worker).
+        "face_method": parts["vision_end"].get("face_method"),
         "transcript": transcript,
         "signals": inputs.signals,
         "star_parts": nlp.star_parts,

@@ -106,7 +106,8 @@ class VisionService:
                 self._answers.pop(env.answer_id, None)
                 await answer.stream.close()
             await self.bus.publish(
-                Topics.FEATURES_VISION, env.follow("vision", payload.count, VisionEnd(count=payload.count))
+                Topics.FEATURES_VISION,
+                env.follow("vision", payload.count, VisionEnd(count=payload.count, face_method=self.backend.face_method())),
             )
             if answer is not None:
                 answer.hold.release()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from poise_common.bus.memory import MemoryBus
-from poise_common.inference.faces import FaceLandmarkerRunner, MediaPipeLandmarker, decode_jpeg_rgb
+from poise_common.inference.faces import FACE_METHOD, FaceLandmarkerRunner, MediaPipeLandmarker, decode_jpeg_rgb
 from poise_common.inference.local import LocalBackend
 from poise_common.messages import Envelope, Frame, FrameFeaturesBatch, FramesEnd, FrameSeen, Topics, VisionEnd
 from poise_common.settings import PoiseSettings
@@ -133,6 +133,7 @@ def test_pipelined_service_publishes_the_features_of_one_frame_at_a_time(media_d
     sizes = [len(env.payload.frames) for env in out if isinstance(env.payload, FrameFeaturesBatch)]
     assert sizes == [16] * (len(frames) // 16) + ([len(frames) % 16] if len(frames) % 16 else [])
     assert isinstance(out[-1].payload, VisionEnd) and out[-1].payload.count == len(frames)
+    assert out[-1].payload.face_method == f"{FACE_METHOD}/span-{PoiseSettings().vision.face_span_frames}"
 
 
 def test_a_frame_that_fails_in_flight_is_dead_lettered_and_the_rest_go_on(media_dir: Path, tmp_path: Path):

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from poise_common.bus.errors import TransportUnavailable
-from poise_common.inference.faces import RawFaces
+from poise_common.inference.faces import FACE_METHOD, RawFaces
 from poise_common.inference.speech import RawSegment
 from poise_common.metrics import InferenceMetrics, NullMetrics
 from poise_common.settings import PoiseSettings
@@ -55,7 +55,13 @@ class FaceStream(abc.ABC):
 
 class InferenceBackend(abc.ABC):
     name: str
+    settings: PoiseSettings
     metrics: InferenceMetrics | NullMetrics = NullMetrics()
+
+    def face_method(self) -> str:
+        """How this backend's face streams measure faces (``FACE_METHOD``, and the span after which
+        they start over): recorded with every answer's features."""
+        return f"{FACE_METHOD}/span-{self.settings.vision.face_span_frames}"
 
     @contextmanager
     def timed(self, model: str):

@@ -64,6 +64,11 @@ def decode_jpeg_rgb(data: bytes) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
+# How FaceLandmarkerRunner measures faces. It changes whenever the runner's output would, and is
+# recorded with every answer's features, so that audits and calibrations can tell features measured
+# one way from another (scorecards from before it was recorded measured faces with MediaPipe's
+# detector on every frame).
+FACE_METHOD = "mediapipe-face-landmarker/follow-main-face/look-every-5"
 # Frames between two looks for another face while one face is followed (0.5 s at 10 frames a second).
 LOOK_EVERY = 5
 # A look's detector score for another face. Below the landmarker's own 0.5: a look only hands the
