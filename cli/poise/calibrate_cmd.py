@@ -213,6 +213,11 @@ def render_report(report: dict, console: Console) -> None:
         if c["status"] == "calibrated":
             parts = " + ".join(f"{w:.1f} x {f}" for f, w in c["weights"].items())
             console.print(f"{name} = {c['intercept']:.1f} + {parts}", highlight=False)
+    methods = report.get("face_methods") or {}
+    if len(methods) > 1:
+        counted = ", ".join(f"{method} ({n} answers)" for method, n in methods.items())
+        console.print(f"warning: the rated answers' face signals were measured in different ways: {counted}",
+                      highlight=False)
     if "active" in report:
         state = "active" + (" (forced below the bar)" if report["forced"] else "") if report["active"] else "not active"
         console.print(f"{report['version']}: {state}; bar {report['bar']}", highlight=False)

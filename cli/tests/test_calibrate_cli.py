@@ -56,6 +56,7 @@ def test_calibrate_saves_and_activates_a_model_above_the_bar(home):
     report = json.loads(result.stdout)
     assert report["version"] == "generic@1.0+cal.1" and report["active"] is True and report["forced"] is False
     assert report["failing"] == [] and report["tenant"] == "local" and report["n_rated_interviews"] == 300
+    assert list(report["face_methods"]) == ["unrecorded"]  # synthetic scorecards name no face method
     for name, figures in report["competencies"].items():
         assert figures["status"] == "calibrated", name
         assert figures["blind"]["pearson"]["r"] >= 0.6
@@ -119,3 +120,20 @@ def test_bad_labels_exit_2_naming_every_row(home):
     assert "row 905: structured_thinking: 6 is outside the scale 1-5" in result.stderr
     assert listed(home) == {}
     assert poise(home, "calibrate", "--labels", str(bad), "--scale", "5-1").returncode == 2
+
+
+def test_a_report_whose_answers_were_measured_in_different_ways_says_so():
+    import io
+
+    from rich.console import Console
+
+    from poise.calibrate_cmd import render_report
+
+    report = {"version": "generic@1.0+cal.1", "holdout": 0.2, "seed": 7, "competencies": {},
+              "face_methods": {"a/span-32": 40, "unrecorded": 12}}
+    out = io.StringIO()
+    render_report(report, Console(file=out, width=200))
+    assert "measured in different ways: a/span-32 (40 answers), unrecorded (12 answers)" in out.getvalue()
+    out = io.StringIO()
+    render_report({**report, "face_methods": {"a/span-32": 40}}, Console(file=out, width=200))
+    assert "different ways" not in out.getvalue()

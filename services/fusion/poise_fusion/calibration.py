@@ -45,6 +45,21 @@ ICC_METHOD = (
 
 
 # -- features ------------------------------------------------------------------------------
+UNRECORDED = "unrecorded"
+
+
+def face_methods(documents: list[dict]) -> dict[str, int]:
+    """Answers per way their face signals were measured (``face_method``; ``UNRECORDED`` on
+    scorecards from before it was recorded). More than one: the model learns from face features
+    measured in different ways, which a report must say."""
+    counts: dict[str, int] = {}
+    for document in documents:
+        for answer in document.get("answers", []):
+            method = answer.get("face_method") or UNRECORDED
+            counts[method] = counts.get(method, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def stored_features(framework: Framework, document: dict) -> dict[str, dict[str, float]]:
     """competency -> feature -> the norm's 0..1 value, averaged over the scorecard's answers.
 
@@ -295,6 +310,7 @@ def calibrate(
         "policy": settings.policy, "scale": list(ratings.scale), "holdout": settings.holdout, "seed": settings.seed,
         "folds": settings.folds, "lambdas": list(settings.lambdas), "resamples": settings.resamples,
         "min_labelled": settings.min_labelled, "n_rated_interviews": len(ratings.interviews & set(documents)),
+        "face_methods": face_methods([documents[i] for i in sorted(ratings.interviews & set(documents))]),
         "agreement_method": ICC_METHOD, "competencies": {},
     }
     fitted: dict[str, CompetencyModel] = {}

@@ -14,7 +14,7 @@ from poise_common.messages import (
 from poise_common.settings import PoiseSettings
 from poise_common.signals import AudioSignals, NlpSignals
 from poise_fusion.calibration import (
-    calibrate, failing, fit_nonneg_ridge, icc, is_blind, pearson, predict, rater_agreement,
+    UNRECORDED, calibrate, face_methods, failing, fit_nonneg_ridge, icc, is_blind, pearson, predict, rater_agreement,
 )
 from poise_fusion.framework import get_framework
 from poise_fusion.labels import LabelsError, read_labels, to_points
@@ -74,6 +74,15 @@ def test_the_reported_blind_r_brackets_the_models_r_on_a_large_fresh_sample(cali
         assert low <= true_r <= high, (name, true_r, low, high)
         spearman_low, spearman_high = report["competencies"][name]["blind"]["spearman"]["ci"]
         assert spearman_low < spearman_high
+
+
+def test_the_report_counts_how_the_rated_answers_faces_were_measured(calibrated):
+    _, _, report = calibrated
+    # Synthetic scorecards, like stored ones from before it was recorded, name no face method.
+    assert set(report["face_methods"]) == {UNRECORDED} and report["face_methods"][UNRECORDED] >= LABELLED
+    documents = [{"answers": [{"face_method": "a/span-32"}, {"face_method": "a/span-32"}]},
+                 {"answers": [{"face_method": None}, {"face_method": "b/span-32"}]}, {"answers": []}]
+    assert face_methods(documents) == {"a/span-32": 2, "b/span-32": 1, UNRECORDED: 1}
 
 
 def test_the_blind_split_is_stable_and_never_trained_on():
