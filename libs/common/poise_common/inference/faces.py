@@ -86,9 +86,8 @@ class FaceLandmarkerRunner:
     view therefore ran the detector on every frame, and each frame's landmarks came from the
     detector's coarse box: the detector's 1.5 ms on every frame, and 27 % more frame-to-frame
     jitter of the landmarks than following the face (bench/face_levers.py). So one landmarker
-    follows one face, and every
-    ``look_every`` frames (and after a frame with none) the detector alone looks at the whole
-    frame. Where it sees more than one face, a landmarker looking for ``max_faces`` takes over,
+    follows one face, and every ``look_every`` frames (and after a frame with none) the detector
+    alone looks at the whole frame. Where it sees more than one face, a landmarker looking for ``max_faces`` takes over,
     from a fresh start, until it has seen at most one face for ``look_every`` frames in a row.
 
     A frame with no face leaves nothing followed: what comes after is bit for bit what a new
@@ -151,12 +150,14 @@ class FaceLandmarkerRunner:
         """Forget the faces followed so far: the next frame's faces come from fresh detections,
         exactly as on a new runner.
 
-        A black frame leaves no face to follow. It costs one detector pass (about 2 ms) where a
-        new landmarker costs 20 ms; tests check that what comes after is bit for bit what a new
-        runner gives.
+        What a black frame through ``detect`` leaves (a model server's start-over), without its
+        look: the landmarker that follows one face gets the black frame (one detector pass, about
+        2 ms, where a new landmarker costs 20 ms), and the next frame is looked at whole. The one
+        for all faces starts over whenever it takes over. Tests check that what comes after is
+        bit for bit what a new runner gives, and what a black frame through a model server gives.
         """
-        if self._last_shape is not None:
-            self.detect(np.zeros(self._last_shape, np.uint8), self._last_ms + 1)
+        self._all_following, self._until_look = False, 0
+        self._start_over(self._one)
 
     def _next_ms(self, t_ms: int) -> int:
         # Two frames can round to the same millisecond; VIDEO mode rejects that.

@@ -57,9 +57,8 @@ class _TritonFaceStream(FaceStream):
 
     async def detect(self, jpeg: bytes, t_ms: int) -> RawFaces:
         start = not self.started
-        if not start and self._frames % self._span == 0 and (size := jpeg_size(jpeg)) is not None:
-            # The model makes its frame times increasing: the black frame's is only a hint.
-            await self.backend.detect_frame(self.stream_id, black_jpeg(*size), t_ms - 1, start=False)
+        if not start and self._frames % self._span == 0:
+            await self.backend.start_over(self.stream_id, jpeg, t_ms)
         try:
             faces = await self.backend.detect_frame(self.stream_id, jpeg, t_ms, start=start)
         except (InferenceUnavailable, StreamLost):
@@ -135,9 +134,8 @@ class _TritonLaneStream(LanedFaceStream):
         if not self._open[lane]:
             self._open[lane] = True
             return self._call(self.backend.detect_frame(sequence, jpeg, t_ms, start=True))
-        if start_over and (size := jpeg_size(jpeg)) is not None:
-            # The model makes its frame times increasing: the black frame's is only a hint.
-            self._call(self.backend.detect_frame(sequence, black_jpeg(*size), t_ms - 1, start=False))
+        if start_over:
+            self._call(self.backend.start_over(sequence, jpeg, t_ms))
         return self._call(self.backend.detect_frame(sequence, jpeg, t_ms, start=False))
 
     def _close_lane(self, lane: int) -> None:
@@ -223,6 +221,13 @@ class TritonBackend(InferenceBackend):
     def face_stream(self, stream_id: str) -> FaceStream:
         lanes = self.settings.inference.face_lanes
         return _TritonLaneStream(self, stream_id, lanes) if lanes > 1 else _TritonFaceStream(self, stream_id)
+
+    async def start_over(self, sequence: str, jpeg: bytes, t_ms: int) -> None:
+        """Before ``jpeg``: a black frame of its size, which leaves ``sequence``'s landmarker
+        following no face, exactly as a new one."""
+        if (size := jpeg_size(jpeg)) is not None:
+            # The model makes its frame times increasing: the black frame's is only a hint.
+            await self.detect_frame(sequence, black_jpeg(*size), t_ms - 1, start=False)
 
     async def detect_frame(self, sequence: str, jpeg: bytes, t_ms: int, *, start: bool) -> RawFaces:
         """One frame of ``sequence`` (``start``: its first, a fresh landmarker) through the face model."""
