@@ -98,7 +98,8 @@ def _every_frame_sampled(path: Path, sample_fps: float) -> tuple[list[tuple[floa
 @pytest.mark.parametrize("sample_fps", [5.0, 10.0, 15.0])
 def test_passing_over_frames_samples_the_same_pixels(media_dir, name, sample_fps):
     """The decoder skips frames that sampling passes over and nothing refers to; what is sampled
-    is the same frames, pixel for pixel, as decoding every frame gives."""
+    is the same frames, pixel for pixel, as decoding every frame gives (and converting each with
+    swscale's default threads, where iter_frames converts on one)."""
     import av
 
     from poise_gateway.decode import _decoded, _PassedOver
