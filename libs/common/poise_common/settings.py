@@ -205,8 +205,8 @@ class InferenceSettings(BaseModel):
         1, ge=1, le=16,
         description="Triton sequences one answer's frames run in at once (face lanes: spans of "
         "vision.face_span_frames, each from a fresh start, a sequence each), so that one answer uses several "
-        "of the face model's instances; the faces are the same as with one. 1: one sequence an answer. "
-        "Under load it has crashed Triton 2.51 (deploy/triton/README.md).",
+        "of the face model's instances; the faces are the same as with one. 1: one sequence an answer (with many "
+        "answers at once every instance is busy anyway).",
     )
 
 

@@ -28,13 +28,45 @@ from poise_common.inference.backend import (
     StreamLost,
 )
 from poise_common.inference.face_lanes import LanedFaceStream
-from poise_common.inference.faces import RawFaces
+from poise_common.inference.faces import BLENDSHAPE_NAMES, LANDMARKS, RawFaces
 from poise_common.inference.speech import RawSegment
 from poise_common.settings import PoiseSettings
 
 log = logging.getLogger(__name__)
 
 _RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "CANCELLED")
+
+
+def checked_result(result, model: str, outputs: list[str], *, in_sequence: bool):
+    """``result`` if it holds every output asked for.
+
+    A Python-backend server whose shared memory is damaged (Triton 2.51 under heavy load, before
+    it crashed: deploy/triton/README.md) answered requests without their outputs. Within a
+    sequence the server's state for it cannot be trusted after that (StreamLost: the stream
+    starts over from its first frame); a stateless call is simply unavailable this time.
+    """
+    missing = [name for name in outputs if result.as_numpy(name) is None]
+    if not missing:
+        return result
+    message = f"Triton's {model!r} answered without {', '.join(missing)}"
+    log.warning("triton answer lacks outputs", extra={"model": model, "missing": len(missing)})
+    raise StreamLost(message) if in_sequence else InferenceUnavailable(message)
+
+
+def faces_from_result(result) -> RawFaces:
+    """The face model's answer for one frame, its arrays checked against its face count."""
+    count = int(result.as_numpy("FACE_COUNT").reshape(-1)[0])
+    if count == 0:
+        return RawFaces.empty()
+    faces = RawFaces(
+        result.as_numpy("LANDMARKS")[0].astype(np.float32),
+        result.as_numpy("BLENDSHAPES")[0].astype(np.float32),
+        result.as_numpy("MATRICES")[0].astype(np.float32),
+    )
+    shapes = (faces.landmarks.shape, faces.blendshapes.shape, faces.matrices.shape)
+    if shapes != ((count, LANDMARKS, 3), (count, len(BLENDSHAPE_NAMES)), (count, 4, 4)):
+        raise StreamLost(f"the face model answered {count} faces with arrays of shapes {shapes}")
+    return faces
 
 
 def _bytes_input(name: str, value: bytes) -> grpcclient.InferInput:
@@ -202,9 +234,10 @@ class TritonBackend(InferenceBackend):
         for attempt in range(config.retries + 1):
             try:
                 with self.timed(model):
-                    return await self.client.infer(
+                    result = await self.client.infer(
                         model, inputs, outputs=requested, client_timeout=config.timeout_s, **sequence
                     )
+                return checked_result(result, model, outputs, in_sequence="sequence_id" in sequence)
             except InferenceServerException as exc:
                 message = exc.message() or ""
                 status = str(exc.status() or "")
@@ -240,13 +273,7 @@ class TritonBackend(InferenceBackend):
             sequence_id=sequence,
             sequence_start=start,
         )
-        if int(result.as_numpy("FACE_COUNT").reshape(-1)[0]) == 0:
-            return RawFaces.empty()
-        return RawFaces(
-            result.as_numpy("LANDMARKS")[0].astype(np.float32),
-            result.as_numpy("BLENDSHAPES")[0].astype(np.float32),
-            result.as_numpy("MATRICES")[0].astype(np.float32),
-        )
+        return faces_from_result(result)
 
     async def end_sequence(self, sequence: str) -> None:
         """End ``sequence``, freeing its landmarker on the server."""
