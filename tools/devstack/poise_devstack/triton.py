@@ -9,6 +9,7 @@ only the models it needs. See shared/notes/TRITON.md for the facts this relies o
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import logging
 import os
@@ -41,6 +42,9 @@ _PROTO_ERROR = re.compile(r"^\[libprotobuf ERROR [^\]]*\] ")
 # Logged as errors on every start without a GPU; never the reason a start failed.
 _HARMLESS = re.compile(r"CudaDriverHelper|NVML|DCGM|pinned memory|CUDA driver", re.IGNORECASE)
 _SHM = Path("/dev/shm")
+# The Python backend's folder for packed environments: always /tmp/python_env_XXXXXX (not
+# TMPDIR), made when the backend loads and removed only when a server stops cleanly.
+_PYTHON_ENVS = "/tmp/python_env_*"
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,7 @@ class TritonServer(LocalServer):
         # the regions it leaves in /dev/shm can be removed without touching another server's.
         self._shm_prefix = f"poise_triton_{uuid.uuid4().hex[:12]}_"
         self._process: ManagedProcess | None = None
+        self._python_envs: set[str] = set()  # the backend's folders this server made
 
     # -- properties ------------------------------------------------------------------------------
 
@@ -247,6 +252,7 @@ class TritonServer(LocalServer):
             f"--exit-timeout-secs={self.exit_timeout}",
             *self.extra_args,
         ]
+        envs_before = set(glob.glob(_PYTHON_ENVS))
         self._process = ManagedProcess(
             args,
             log_path=self.log_path,
@@ -269,11 +275,14 @@ class TritonServer(LocalServer):
             self._process.kill()
             self._remove_shm()
             raise
+        # Ready means the backend has loaded: a folder that appeared since the launch is this server's.
+        self._python_envs |= set(glob.glob(_PYTHON_ENVS)) - envs_before
         log.info("tritonserver ready on grpc %s (pid %s) with %s", self.grpc_url, self.pid, models)
         return self
 
     def _after_stop(self) -> None:
         self._remove_shm()
+        self._remove_python_envs()
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -365,6 +374,20 @@ class TritonServer(LocalServer):
         headline = (named or errors)[0]
         details = [e for e in errors if e != headline][:10]
         return "\n".join([f"tritonserver could not start: {headline}", *details, message])
+
+    def _remove_python_envs(self) -> None:
+        # A server that stopped cleanly removed its folder; one killed or crashed left it behind.
+        # Only empty folders go (nothing here packs environments). The folder's name is the
+        # backend's, not ours to choose: another program's server started in the same seconds
+        # could have its folder counted here, and would then find it gone when it stops.
+        for folder in self._python_envs:
+            try:
+                os.rmdir(folder)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                continue
+        self._python_envs.clear()
 
     def _remove_shm(self) -> None:
         # Triton unlinks its regions on a clean stop; after SIGKILL they would stay in /dev/shm.

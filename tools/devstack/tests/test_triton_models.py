@@ -438,12 +438,16 @@ def test_restart_keeps_ports_and_stop_or_kill_leave_nothing(tmp_path: Path) -> N
         assert server.pid != first_pid
         assert echo(server).tolist() == [2, 4, 6]
 
+        envs = set(server._python_envs)
+        assert len(envs) == 1 and all(Path(e).is_dir() for e in envs), envs  # the Python backend's own folder
         server.kill()
         assert server.pid is None
         assert not _processes_mentioning(marker), "kill() left the server or a stub running"
         assert not list(Path("/dev/shm").glob(f"{server._shm_prefix}*")), "kill() left shared memory"
+        assert not any(Path(e).exists() for e in envs), "kill() left the Python backend's folder in /tmp"
 
         server.start()
         assert echo(server).tolist() == [2, 4, 6]
     assert not _processes_mentioning(marker), "close() left the server or a stub running"
     assert not list(Path("/dev/shm").glob(f"{server._shm_prefix}*"))
+    assert not server._python_envs

@@ -7,6 +7,7 @@ observable behaviour happens in the vision service, the same way for every backe
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,6 +291,21 @@ def _raw_from_c(result) -> RawFaces:
     return RawFaces(landmarks, blendshapes, matrices)
 
 
+@functools.lru_cache(maxsize=16)
+def _fields_dtype(struct, names: tuple[str, ...]) -> np.dtype:
+    """A numpy view of ``names`` in a ctypes struct (built once: twice a frame otherwise)."""
+    import ctypes
+
+    types = dict(struct._fields_)
+    # Described field by field: numpy cannot read the structs' string pointers from ctypes itself.
+    return np.dtype({
+        "names": list(names),
+        "formats": [np.dtype(types[name]) for name in names],
+        "offsets": [getattr(struct, name).offset for name in names],
+        "itemsize": ctypes.sizeof(struct),
+    })
+
+
 def _struct_fields(pointer, count: int, names: tuple[str, ...]) -> np.ndarray:
     """(count, len(names)) float32 copy of the named numeric fields of a C array of structs."""
     import ctypes
@@ -297,15 +313,7 @@ def _struct_fields(pointer, count: int, names: tuple[str, ...]) -> np.ndarray:
     count = int(count)
     if count == 0 or not pointer:
         return np.zeros((0, len(names)), np.float32)
-    struct = pointer._type_
-    types = dict(struct._fields_)
-    # Described field by field: numpy cannot read the structs' string pointers from ctypes itself.
-    dtype = np.dtype({
-        "names": list(names),
-        "formats": [np.dtype(types[name]) for name in names],
-        "offsets": [getattr(struct, name).offset for name in names],
-        "itemsize": ctypes.sizeof(struct),
-    })
+    dtype = _fields_dtype(pointer._type_, names)
     memory = (ctypes.c_char * (count * dtype.itemsize)).from_address(ctypes.addressof(pointer.contents))
     records = np.frombuffer(memory, dtype, count)
     return np.stack([records[name].astype(np.float32) for name in names], axis=1)
