@@ -125,9 +125,10 @@ class AudioSettings(BaseModel):
     )
     asr_nice: int = Field(
         10, ge=0, le=19,
-        description="Scheduling niceness of in-process speech recognition and of the prosody process. An "
-        "answer's transcript is ready long before its last frame, so where both share the CPU it yields to "
-        "the face model; 0 runs it as the process runs.",
+        description="Scheduling niceness of in-process speech recognition and of the prosody process: where they "
+        "share the CPU with the face model, they yield to it (with one face lane the model's frames are what an "
+        "answer waits for; with lanes the transcript then comes last, and 0 measured the same wall time). 0 runs "
+        "them as the process runs.",
     )
     prosody_process: bool = Field(
         True,
