@@ -383,10 +383,8 @@ class TritonServer(LocalServer):
         for folder in self._python_envs:
             try:
                 os.rmdir(folder)
-            except FileNotFoundError:
-                pass
             except OSError:
-                continue
+                pass  # gone already (a clean stop), or not empty: not ours to empty
         self._python_envs.clear()
 
     def _remove_shm(self) -> None:
