@@ -85,6 +85,8 @@ def test_triton_on_gpu_nodes_with_shared_memory_and_metrics(render):
     assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
     assert "--model-config-name=gpu" in container["args"]
     assert {"--load-model=face_landmarker", "--load-model=speech_recognizer"} <= set(container["args"])
+    # Regions that never grow: grown ones crashed Triton 2.51 under load (deploy/triton/README.md).
+    assert f"--backend-config=python,shm-default-byte-size={256 * 2**20}" in container["args"]
     assert triton["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "8002"
     monitor = next(iter(by_kind(docs, "ServiceMonitor").values()))
     service_ports = {p["name"]: p["port"] for p in by_kind(docs, "Service")["poise-triton"]["spec"]["ports"]}

@@ -42,6 +42,11 @@ _PROTO_ERROR = re.compile(r"^\[libprotobuf ERROR [^\]]*\] ")
 # Logged as errors on every start without a GPU; never the reason a start failed.
 _HARMLESS = re.compile(r"CudaDriverHelper|NVML|DCGM|pinned memory|CUDA driver", re.IGNORECASE)
 _SHM = Path("/dev/shm")
+# Each model stub's shared-memory region starts this large, so that it never grows: under heavy load
+# (16 interviews at once on 2 CPUs) regions grown from Triton's default 1 MiB crashed the 2.51 server
+# twice of twice, and at this size the same runs went through twice (deploy/triton/README.md). Each
+# region takes its whole size in /dev/shm from the start: 256 MiB a model instance.
+SHM_REGION_BYTES = 256 * 2**20
 # The Python backend's folder for packed environments: always /tmp/python_env_XXXXXX (not
 # TMPDIR), made when the backend loads and removed only when a server stops cleanly.
 _PYTHON_ENVS = "/tmp/python_env_*"
@@ -249,6 +254,7 @@ class TritonServer(LocalServer):
             "--model-control-mode=explicit",
             *(f"--load-model={m}" for m in models),
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
+            f"--backend-config=python,shm-default-byte-size={SHM_REGION_BYTES}",
             f"--exit-timeout-secs={self.exit_timeout}",
             *self.extra_args,
         ]
