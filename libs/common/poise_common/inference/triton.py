@@ -45,7 +45,7 @@ def checked_result(result, model: str, outputs: list[str], *, in_sequence: bool)
     sequence the server's state for it cannot be trusted after that (StreamLost: the stream
     starts over from its first frame); a stateless call is simply unavailable this time.
     """
-    missing = [name for name in outputs if result.as_numpy(name) is None]
+    missing = [name for name in outputs if result.get_output(name) is None]
     if not missing:
         return result
     message = f"Triton's {model!r} answered without {', '.join(missing)}"
