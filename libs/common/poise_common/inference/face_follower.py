@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from poise_common.inference.face_pose import METADATA_MEMBER, FacePose
+from poise_common.inference.faces import LANDMARKS, RawFaces
 
 LANDMARKS_MODEL = "face_landmarks_detector.tflite"
 BLENDSHAPES_MODEL = "face_blendshapes.tflite"
@@ -71,8 +72,12 @@ class FaceFollower:
         self._blendshapes = Interpreter(model_content=blendshapes_model, num_threads=1)
         for model in (self._landmarks, self._blendshapes):
             model.allocate_tensors()
+        outputs = self._landmarks.get_output_details()
+        # MediaPipe reads the first output as the landmarks and the second as the presence score.
+        if len(outputs) < 2 or [int(np.prod(o["shape"])) for o in outputs[:2]] != [LANDMARKS * 3, 1]:
+            raise ValueError(f"{model_path}: {LANDMARKS_MODEL} does not give {LANDMARKS} landmarks and a presence score")
         self._landmarks_in = self._landmarks.get_input_details()[0]["index"]
-        self._landmarks_out = [d["index"] for d in self._landmarks.get_output_details()[:2]]
+        self._landmarks_out = [o["index"] for o in outputs[:2]]
         self._blendshapes_in = self._blendshapes.get_input_details()[0]["index"]
         self._blendshapes_out = self._blendshapes.get_output_details()[0]["index"]
         self._raw: np.ndarray | None = None  # the last frame's landmarks before smoothing
@@ -94,11 +99,9 @@ class FaceFollower:
     def stop(self) -> None:
         self._raw = None
 
-    def follow(self, rgb: np.ndarray, t_ms: int):
+    def follow(self, rgb: np.ndarray, t_ms: int) -> RawFaces:
         """The face on this frame (``RawFaces`` of one face), or none when it is lost, which
         stops following."""
-        from poise_common.inference.faces import RawFaces
-
         if self._raw is None:
             raise RuntimeError("no face to follow: start() first")
         if rgb.shape != self._shape:

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from poise_common.inference.face_follower import FaceFollower
-
 # MediaPipe's 52 blendshapes in the order the model emits them (index 0 is "_neutral").
 BLENDSHAPE_NAMES = (
     "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
@@ -125,7 +123,12 @@ class FaceLandmarkerRunner:
         # Frames of the one face followed go through FaceFollower (the same models outside
         # MediaPipe's graph); MediaPipe's landmarker then only finds faces afresh, and is started
         # over before its next find, since it still follows the face where the follower took it.
-        self._follower = FaceFollower(model_path) if follower else None
+        if follower:
+            from poise_common.inference.face_follower import FaceFollower
+
+            self._follower: FaceFollower | None = FaceFollower(model_path)
+        else:
+            self._follower = None
         self._one_started_over = True
         self._all_following = False
         self._until_look = 0  # frames before the next look; 0: look at this frame
