@@ -2,7 +2,7 @@
 
 ``MainFace`` turns a model's raw faces into the main face's observable behaviour, the same
 way whichever backend ran the model. ``FaceTracker`` is the in-process convenience that
-pairs it with a MediaPipe runner (tests, benchmarks, tools).
+pairs it with an in-process face model runner (tests, benchmarks, tools).
 """
 
 from __future__ import annotations

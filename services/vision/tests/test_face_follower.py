@@ -1,5 +1,5 @@
-"""The face followed outside MediaPipe's graph measures what MediaPipe's own graph measures
-(real recordings, see ../shared/media/SOURCES.md)."""
+"""The face found and followed outside MediaPipe's graph measures what MediaPipe's own graph
+measures (real recordings, see ../shared/media/SOURCES.md)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from poise_common.inference.face_finder import FaceFinder, region
 from poise_common.inference.face_follower import FaceFollower, _OneEuro
 from poise_common.inference.face_pose import METADATA_MEMBER, FacePose
-from poise_common.inference.faces import FaceLandmarkerRunner, MediaPipeLandmarker
+from poise_common.inference.faces import FIND_SCORE, LOOK_EVERY, LOOK_SCORE, FaceLandmarkerRunner, MediaPipeLandmarker
 from poise_common.settings import PoiseSettings
+from poise_devstack.face_checks import two_faces_side_by_side
 from poise_vision.face_geometry import head_pose_deg
 from test_face_media import sample_frames
 
@@ -59,6 +61,16 @@ def test_the_follower_measures_what_mediapipe_measures(media_dir: Path, clip: st
     assert max(pose_offsets) < 0.5
 
 
+def test_with_two_faces_in_view_both_ways_give_mediapipes_faces(media_dir: Path):
+    """Several faces are MediaPipe's graph's either way: the same faces, bit for bit."""
+    from poise_common.inference.face_lanes import same_faces
+
+    frames = [(t_ms / 1000, rgb) for t_ms, rgb in two_faces_side_by_side(media_dir)]
+    mediapipe, followed = both_ways(frames)
+    assert sum(faces.count == 2 for faces in mediapipe) >= len(frames) - LOOK_EVERY - 1
+    assert all(same_faces(a, b) for a, b in zip(mediapipe, followed))
+
+
 def test_face_pose_fits_mediapipes_matrix_to_mediapipes_landmarks(media_dir: Path):
     with zipfile.ZipFile(MODEL) as bundle:
         pose = FacePose.from_metadata(bundle.read(METADATA_MEMBER))
@@ -80,26 +92,59 @@ def test_face_pose_fits_mediapipes_matrix_to_mediapipes_landmarks(media_dir: Pat
 
 
 def test_the_follower_lets_go_of_a_lost_face_and_of_another_frame_size(media_dir: Path):
-    frames = list(sample_frames(media_dir / "single_face.mp4", 10.0))[:3]
-    landmarker = MediaPipeLandmarker(MODEL, 1)
+    frames = [rgb for _, rgb in list(sample_frames(media_dir / "single_face.mp4", 10.0))[:3]]
+    finder, follower = FaceFinder(MODEL), FaceFollower(MODEL)
+    with pytest.raises(RuntimeError):
+        follower.follow(frames[0], 0)
+    (found,) = finder.find(frames[0], FIND_SCORE)
+    where = region(found[0], frames[0].shape[1], frames[0].shape[0])
+
+    assert follower.start_from(frames[0], where, 0).count == 1 and follower.following
+    assert follower.follow(frames[1], 100).count == 1
+    assert follower.follow(np.zeros_like(frames[2]), 200).count == 0
+    assert not follower.following
+
+    assert follower.start_from(frames[0], where, 300).count == 1
+    assert follower.follow(np.ascontiguousarray(frames[1][:, :-2]), 400).count == 0
+    assert not follower.following
+    # Where the region holds no face, nothing is followed.
+    assert follower.start_from(np.zeros_like(frames[0]), where, 500).count == 0
+    assert not follower.following
+
+
+def test_the_finder_sees_the_faces_mediapipes_detector_and_landmarker_see(media_dir: Path):
+    """A look counts the faces MediaPipe's detector counts, and a fresh find's landmarks are
+    MediaPipe's landmarker's on the same frame (one face, on a frame it has never seen)."""
     import mediapipe as mp
 
+    from poise_common.inference.faces import _face_detector
+
+    clips = {name: [rgb for _, rgb in sample_frames(media_dir / name, 2.0)]
+             for name in ("pexels_face_20s.mp4", "talking_head_3.mp4", "face_noface.mov", "no_face.mp4")}
+    clips["two faces"] = [rgb for _, rgb in two_faces_side_by_side(media_dir)][::3]
+    finder, follower, detector = FaceFinder(MODEL), FaceFollower(MODEL), _face_detector(MODEL)
+    counts, offsets = {0: 0, 1: 0, 2: 0}, []
     try:
-        found = landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=frames[0][1]), 0)
+        for frames in clips.values():
+            for rgb in frames:
+                image = mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)
+                looked, found = finder.find(rgb, LOOK_SCORE, FIND_SCORE)
+                assert len(looked) == len(detector.detect(image).detections)
+                counts[min(len(looked), 2)] += 1
+                landmarker = MediaPipeLandmarker(MODEL, 1)
+                try:
+                    expected = landmarker.detect(image, 0)
+                finally:
+                    landmarker.close()
+                faces = follower.start_from(rgb, region(found[0], rgb.shape[1], rgb.shape[0]), 0) if found else None
+                assert (faces.count if faces else 0) == expected.count
+                if expected.count:
+                    offsets.append((np.abs(faces.landmarks - expected.landmarks)[..., :2] * rgb.shape[1::-1]).max())
     finally:
-        landmarker.close()
-    follower = FaceFollower(MODEL)
-    with pytest.raises(RuntimeError):
-        follower.follow(frames[0][1], 0)
-
-    follower.start(found.landmarks[0], frames[0][1].shape, 0)
-    assert follower.follow(frames[1][1], 100).count == 1
-    assert follower.follow(np.zeros_like(frames[2][1]), 200).count == 0
-    assert not follower.following
-
-    follower.start(found.landmarks[0], frames[0][1].shape, 300)
-    assert follower.follow(np.ascontiguousarray(frames[1][1][:, :-2]), 400).count == 0
-    assert not follower.following
+        finder.close()
+        detector.close()
+    assert min(counts.values()) >= 5, counts  # frames with no face, one, and two were all seen
+    assert np.median(offsets) < 0.1 and max(offsets) < 0.5
 
 
 def test_one_euro_passes_the_first_value_and_out_of_order_times_through():

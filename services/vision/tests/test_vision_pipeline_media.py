@@ -110,7 +110,7 @@ def test_direct_result_reading_equals_mediapipes_objects(media_dir: Path):
 def test_a_failed_direct_call_raises_mediapipes_error(media_dir: Path):
     _t, rgb = next(iter_frames(media_dir / "face_noface.mov", 10.0, 640))
     settings = PoiseSettings()
-    with FaceLandmarkerRunner(settings.vision.face_model_path, 2) as runner:
+    with FaceLandmarkerRunner(settings.vision.face_model_path, 2, follower=False) as runner:
         assert runner.detect(rgb, 1000).count == 1
         image = runner._mp.Image(image_format=runner._mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
         # VIDEO mode refuses a timestamp that does not move forward; the call must say so.

@@ -5,8 +5,9 @@ tracker per answer, frames in order): that is the critical path. Everything else
 (the event loop, JPEG decoding, speech recognition) and its worker processes (decoding, prosody)
 has slack. Lower priority alone did not keep that work off the model: MediaPipe hands every
 frame between three threads of its own, and each hand-off could land on a CPU busy with other
-work and wait for it. So while exactly one face stream is open, the stream's model thread, and
-the threads MediaPipe starts from it, run on one CPU, and every other thread of the process and
+work and wait for it. So while exactly one face stream is open, the stream's model thread (where the
+face found and followed outside MediaPipe's graph runs), and the threads MediaPipe starts from it
+(for several faces), run on one CPU, and every other thread of the process and
 of its child processes on the others. A second stream gives every thread every CPU back: two
 models need two CPUs. Linux only (per-thread affinity), and only with two CPUs or more.
 

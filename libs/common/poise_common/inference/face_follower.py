@@ -19,8 +19,8 @@ VIDEO mode:
 - the blendshapes come from 146 of the smoothed landmarks in pixels, the matrix from all of them
   (``face_pose``).
 
-It starts from a face MediaPipe found (``start``): on that frame MediaPipe's smoothing has
-nothing to smooth against, so its landmarks are the model's own. On recordings, landmarks agree
+It starts from a face the detector found (``start_from``, with ``face_finder``): on that frame
+the landmarks are the model's own, as MediaPipe's smoothing has nothing to smooth them against. On recordings, landmarks agree
 with MediaPipe's to a few hundredths of a pixel on average (1.5 px at most), blendshapes to 0.0005
 on average (0.07 at most), head pose to 0.4 degrees (test:
 ``services/vision/tests/test_face_follower.py``); they are not bit for bit MediaPipe's (another
@@ -88,16 +88,31 @@ class FaceFollower:
     def following(self) -> bool:
         return self._raw is not None
 
-    def start(self, landmarks: np.ndarray, shape: tuple[int, ...], t_ms: int) -> None:
-        """Follow the face whose landmarks MediaPipe just found, fresh, on a frame of ``shape``
-        at ``t_ms`` (its smoothing passes a first frame through as it is)."""
-        self._raw, self._shape = landmarks.astype(np.float64), tuple(shape)
-        height, width = self._shape[:2]
-        self._smoothing = _OneEuro()
-        self._smoothing.apply(t_ms, *_absolute(self._raw, width, height))
-
     def stop(self) -> None:
         self._raw = None
+
+    def start_from(self, rgb: np.ndarray, region: tuple[float, float, float, float, float], t_ms: int) -> RawFaces:
+        """The face in a detector's ``region`` of this frame (``face_finder.region``), followed
+        from here on (a fresh start); none where the landmark model sees no face there.
+
+        As MediaPipe's landmarker does with a region that is not square: the crop is the square
+        around it, and the landmarks are taken back out of the padding before they are projected.
+        """
+        self._shape = tuple(rgb.shape)
+        height, width = self._shape[:2]
+        x, y, w, h, rotation = region
+        side = max(w * width, h * height)
+        padding = ((1 - w * width / side) / 2, (1 - h * height / side) / 2)
+        points = self._landmarks_in_crop(rgb, (x, y, side / width, side / height, rotation))
+        if points is None:
+            self.stop()
+            return RawFaces.empty()
+        points[:, 0] = (points[:, 0] - padding[0]) / (1 - 2 * padding[0])
+        points[:, 1] = (points[:, 1] - padding[1]) / (1 - 2 * padding[1])
+        points[:, 2] /= 1 - 2 * padding[0]
+        self._raw = _projected(points, region)
+        self._smoothing = _OneEuro()
+        return self._measured(self._raw, t_ms)
 
     def follow(self, rgb: np.ndarray, t_ms: int) -> RawFaces:
         """The face on this frame (``RawFaces`` of one face), or none when it is lost, which
@@ -109,14 +124,27 @@ class FaceFollower:
             return RawFaces.empty()
         height, width = self._shape[:2]
         region = _region(self._raw, width, height)
+        points = self._landmarks_in_crop(rgb, region)
+        if points is None:
+            self.stop()
+            return RawFaces.empty()
+        self._raw = _projected(points, region)
+        return self._measured(self._raw, t_ms)
+
+    def _landmarks_in_crop(self, rgb: np.ndarray, region) -> np.ndarray | None:
+        """The landmark model's (478, 3) landmarks in the crop (0..1), or None below presence."""
+        height, width = rgb.shape[:2]
         self._landmarks.set_tensor(self._landmarks_in, _crop(rgb, region, width, height))
         self._landmarks.invoke()
         points, presence = (self._landmarks.get_tensor(i) for i in self._landmarks_out)
         if _sigmoid(float(presence.ravel()[0])) < _PRESENCE:
-            self.stop()
-            return RawFaces.empty()
-        self._raw = _projected(points.reshape(-1, 3).astype(np.float64) / _CROP, region)
-        smoothed = self._smoothing.apply(t_ms, *_absolute(self._raw, width, height))
+            return None
+        return points.reshape(-1, 3).astype(np.float64) / _CROP
+
+    def _measured(self, raw: np.ndarray, t_ms: int) -> RawFaces:
+        """Smoothed landmarks, blendshapes and head pose from this frame's landmarks."""
+        height, width = self._shape[:2]
+        smoothed = self._smoothing.apply(t_ms, *_absolute(raw, width, height))
         landmarks = (smoothed / (width, height, width)).astype(np.float32)
         self._blendshapes.set_tensor(
             self._blendshapes_in, (landmarks[BLENDSHAPE_LANDMARKS, :2] * np.float32((width, height)))[None])

@@ -1,7 +1,7 @@
 """One answer's frames through several landmarkers at once, with the faces one gives.
 
-MediaPipe follows faces from each frame into the next, so what a landmarker finds in a frame can
-depend on the frames before. An answer is therefore cut into spans of ``span_frames`` frames and
+The face model follows faces from each frame into the next, so what a landmarker finds in a frame
+can depend on the frames before. An answer is therefore cut into spans of ``span_frames`` frames and
 each span is followed from a fresh start (its first frame's faces come from the detector alone):
 whichever lane (a landmarker each, on a thread of its own) runs a span, and however many lanes
 there are, every frame's faces are those of one landmarker started over at each span. A free

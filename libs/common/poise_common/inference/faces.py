@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from poise_common.inference.face_finder import region as face_region
+
 # MediaPipe's 52 blendshapes in the order the model emits them (index 0 is "_neutral").
 BLENDSHAPE_NAMES = (
     "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
@@ -69,13 +71,15 @@ def decode_jpeg_rgb(data: bytes) -> np.ndarray:
 # recorded with every answer's features, so that audits and calibrations can tell features measured
 # one way from another (scorecards from before it was recorded measured faces with MediaPipe's
 # detector on every frame).
-FACE_METHOD = "mediapipe-face-landmarker/follow-main-face-outside-graph/look-every-5"
+FACE_METHOD = "face-landmarker-models-on-litert/follow-main-face/look-every-5"
 # Frames between two looks for another face while one face is followed (0.5 s at 10 frames a second).
 LOOK_EVERY = 5
 # A look's detector score for another face. Below the landmarker's own 0.5: a look only hands the
 # frames to the landmarker for all faces, whose detector then decides, and a small face in the
 # background scores 0.37-0.63 from frame to frame (a second face in a single-face recording, at most 0.39).
 LOOK_SCORE = 0.4
+# A fresh find's detector score: MediaPipe's landmarker's own.
+FIND_SCORE = 0.5
 
 
 class FaceLandmarkerRunner:
@@ -86,16 +90,18 @@ class FaceLandmarkerRunner:
     detector only while it follows fewer than it looks for. Looking for two faces with one in
     view therefore ran the detector on every frame, and each frame's landmarks came from the
     detector's coarse box: the detector's 1.5 ms on every frame, and 27 % more frame-to-frame
-    jitter of the landmarks than following the face (bench/face_levers.py). So one landmarker
-    follows one face, and every ``look_every`` frames (and after a frame with none) the detector
-    alone looks at the whole frame. Where it sees more than one face, a landmarker looking for ``max_faces`` takes over,
-    from a fresh start, until it has seen at most one face for ``look_every`` frames in a row.
+    jitter of the landmarks than following the face (bench/face_levers.py). So one face is
+    followed, and every ``look_every`` frames (and after a frame with none) the detector alone
+    looks at the whole frame. Where it sees more than one face, MediaPipe's landmarker looking for
+    ``max_faces`` takes over, from a fresh start, until it has seen at most one face for
+    ``look_every`` frames in a row.
 
-    The one face is followed by ``FaceFollower`` (``follower=True``, the default): MediaPipe's
-    landmarker finds it, and the same models then follow it outside MediaPipe's graph, 8 % less
-    CPU for the face model with landmarks a few hundredths of a pixel from MediaPipe's
-    (bench/face_follower.py). ``follower=False`` leaves every frame to MediaPipe (tests and
-    benchmarks compare the two).
+    The one face is found and followed outside MediaPipe's graph (``follower=True``, the
+    default): the bundle's own detector, landmark and blendshape models on LiteRT, with the
+    graph's steps around them redone (``face_finder``, ``face_follower``): 14 % less CPU for the
+    face model, landmarks a few hundredths of a pixel from MediaPipe's (bench/face_follower.py),
+    and MediaPipe loaded only when a second face comes into view. ``follower=False`` leaves every
+    frame to MediaPipe's graph (tests and benchmarks compare the two).
 
     A frame with no face leaves nothing followed: what comes after is bit for bit what a new
     runner gives (``start_over``, and a model server's black frame, rely on it).
@@ -111,25 +117,22 @@ class FaceLandmarkerRunner:
         model_path = Path(model_path)
         if not model_path.is_file():
             raise FileNotFoundError(f"FaceLandmarker model not found: {model_path}")
-        # Imported here: loading MediaPipe costs about a second and only face workers need it.
-        os.environ.setdefault("GLOG_minloglevel", "2")
-        import mediapipe as mp
-
-        self._mp = mp
         self._model_path, self._max_faces, self._look_every = model_path, max_faces, look_every
-        self._one = MediaPipeLandmarker(model_path, 1)
+        self._mp = None  # MediaPipe, imported where its graph is used
         self._all: MediaPipeLandmarker | None = None  # made the first time a look sees more than one face
-        self._detector = _face_detector(model_path) if max_faces > 1 else None
-        # Frames of the one face followed go through FaceFollower (the same models outside
-        # MediaPipe's graph); MediaPipe's landmarker then only finds faces afresh, and is started
-        # over before its next find, since it still follows the face where the follower took it.
         if follower:
+            from poise_common.inference.face_finder import FaceFinder
             from poise_common.inference.face_follower import FaceFollower
 
+            self._finder: FaceFinder | None = FaceFinder(model_path)
             self._follower: FaceFollower | None = FaceFollower(model_path)
+            self._one: MediaPipeLandmarker | None = None
+            self._detector = None
         else:
-            self._follower = None
-        self._one_started_over = True
+            self._finder = self._follower = None
+            self._one = MediaPipeLandmarker(model_path, 1)
+            self._detector = _face_detector(model_path) if max_faces > 1 else None
+        self._open = True
         self._all_following = False
         self._until_look = 0  # frames before the next look; 0: look at this frame
         self._few_in_a_row = 0  # frames in a row the landmarker for all faces saw at most one
@@ -137,24 +140,25 @@ class FaceLandmarkerRunner:
         self._last_shape: tuple[int, ...] | None = None
 
     def detect(self, rgb: np.ndarray, t_ms: int) -> RawFaces:
-        if self._one is None:
+        if not self._open:
             raise RuntimeError("the face landmarker is closed")
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected an H x W x 3 uint8 RGB frame, got {rgb.shape} {rgb.dtype}")
         self._last_shape = rgb.shape
         # Padded frames (PyAV at widths such as 590 px) make MediaPipe silently find no face.
-        rgb = np.ascontiguousarray(rgb)
-        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb)
-        if self._detector is None:
-            return self._one_face(rgb, image, t_ms)
+        frame = _Frame(np.ascontiguousarray(rgb), self._mediapipe)
+        if self._max_faces == 1:
+            return self._one_face(frame, t_ms, None)
+        found = None
         if not self._all_following and self._until_look == 0:
             self._until_look = self._look_every
-            if len(self._detector.detect(image).detections) > 1:
+            found, several = self._look(frame)
+            if several:
                 self._all_following, self._few_in_a_row = True, 0
                 self._stop_following()
                 self._start_over(self._landmarker_for_all())
         if self._all_following:
-            faces = self._landmarker_for_all().detect(image, self._next_ms(t_ms))
+            faces = self._landmarker_for_all().detect(frame.image, self._next_ms(t_ms))
             self._few_in_a_row = self._few_in_a_row + 1 if faces.count <= 1 else 0
             if faces.count == 0 or self._few_in_a_row >= self._look_every:
                 # Back to following one face, found afresh by the next frame.
@@ -162,7 +166,7 @@ class FaceLandmarkerRunner:
                 self._start_over_one()
                 self._until_look = 0 if faces.count == 0 else self._look_every
             return faces
-        faces = self._one_face(rgb, image, t_ms)
+        faces = self._one_face(frame, t_ms, found)
         # With no face followed, the next frame is looked at whole, as on a new runner.
         self._until_look = 0 if faces.count == 0 else self._until_look - 1
         return faces
@@ -172,26 +176,36 @@ class FaceLandmarkerRunner:
         exactly as on a new runner.
 
         What a black frame through ``detect`` leaves (a model server's start-over), without its
-        look: the landmarker that follows one face gets the black frame (one detector pass, about
-        2 ms, where a new landmarker costs 20 ms), and the next frame is looked at whole. The one
-        for all faces starts over whenever it takes over. Tests check that what comes after is
-        bit for bit what a new runner gives, and what a black frame through a model server gives.
+        look. Outside MediaPipe's graph that is forgetting the face followed; MediaPipe's
+        landmarker for one face (``follower=False``) gets the black frame (one detector pass,
+        about 2 ms, where a new landmarker costs 20 ms). The one for all faces starts over
+        whenever it takes over. Tests check that what comes after is bit for bit what a new
+        runner gives, and what a black frame through a model server gives.
         """
         self._all_following, self._until_look = False, 0
         self._start_over_one()
 
-    def _one_face(self, rgb: np.ndarray, image, t_ms: int) -> RawFaces:
-        """The one face: followed by the follower, or found afresh by MediaPipe's landmarker."""
-        if self._follower is not None and self._follower.following:
-            return self._follower.follow(rgb, self._next_ms(t_ms))
-        if not self._one_started_over:
-            self._start_over_one()
+    def _look(self, frame: "_Frame") -> tuple[list | None, bool]:
+        """The detector on the whole frame: (the faces a fresh find would start from, where the
+        look already has them; whether there is more than one face)."""
+        if self._finder is not None:
+            looked, found = self._finder.find(frame.rgb, LOOK_SCORE, FIND_SCORE)
+            return found, len(looked) > 1
+        return None, len(self._detector.detect(frame.image).detections) > 1
+
+    def _one_face(self, frame: "_Frame", t_ms: int, found: list | None) -> RawFaces:
+        """The one face: followed from the last frame, or found afresh."""
         t = self._next_ms(t_ms)
-        faces = self._one.detect(image, t)
-        if self._follower is not None and faces.count == 1:
-            self._follower.start(faces.landmarks[0], rgb.shape, t)
-            self._one_started_over = False
-        return faces
+        if self._follower is None:
+            return self._one.detect(frame.image, t)
+        if self._follower.following:
+            return self._follower.follow(frame.rgb, t)
+        if found is None:
+            (found,) = self._finder.find(frame.rgb, FIND_SCORE)
+        if not found:
+            return RawFaces.empty()
+        height, width = frame.rgb.shape[:2]
+        return self._follower.start_from(frame.rgb, face_region(found[0], width, height), t)
 
     def _stop_following(self) -> None:
         if self._follower is not None:
@@ -199,8 +213,8 @@ class FaceLandmarkerRunner:
 
     def _start_over_one(self) -> None:
         self._stop_following()
-        self._start_over(self._one)
-        self._one_started_over = True
+        if self._one is not None:
+            self._start_over(self._one)
 
     def _next_ms(self, t_ms: int) -> int:
         # Two frames can round to the same millisecond; VIDEO mode rejects that.
@@ -209,31 +223,52 @@ class FaceLandmarkerRunner:
 
     def _start_over(self, landmarker: "MediaPipeLandmarker") -> None:
         if self._last_shape is not None:
-            black = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.zeros(self._last_shape, np.uint8))
-            # Right after the landmarker's own last frame, which is long past when the follower has
-            # had the face since: the next frame then keeps its time, and with it the follower's
-            # smoothing, whether this start-over came from start_over() or from a black frame.
-            at = landmarker.last_ms + 1
-            self._last_ms = max(self._last_ms, at)
-            landmarker.detect(black, at)
+            mp = self._mediapipe()
+            black = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.zeros(self._last_shape, np.uint8))
+            landmarker.detect(black, self._next_ms(self._last_ms + 1))
 
     def _landmarker_for_all(self) -> "MediaPipeLandmarker":
         if self._all is None:
             self._all = MediaPipeLandmarker(self._model_path, self._max_faces)
         return self._all
 
+    def _mediapipe(self):
+        if self._mp is None:
+            # Imported here: loading MediaPipe costs about a second, and outside its graph it is
+            # only needed once a second face comes into view.
+            os.environ.setdefault("GLOG_minloglevel", "2")
+            import mediapipe as mp
+
+            self._mp = mp
+        return self._mp
+
     def close(self) -> None:
         """Release the landmarkers (MediaPipe 1.2 raises at exit for ones left open)."""
-        for model in (self._one, self._all, self._detector):
+        for model in (self._one, self._all, self._detector, self._finder):
             if model is not None:
                 model.close()
-        self._one = self._all = self._detector = self._follower = None
+        self._one = self._all = self._detector = self._finder = self._follower = None
+        self._open = False
 
     def __enter__(self) -> "FaceLandmarkerRunner":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _Frame:
+    """One frame as an array, and as a MediaPipe image made only if MediaPipe's graph is used."""
+
+    def __init__(self, rgb: np.ndarray, mediapipe) -> None:
+        self.rgb, self._mediapipe, self._image = rgb, mediapipe, None
+
+    @property
+    def image(self):
+        if self._image is None:
+            mp = self._mediapipe()
+            self._image = mp.Image(image_format=mp.ImageFormat.SRGB, data=self.rgb)
+        return self._image
 
 
 class MediaPipeLandmarker:
@@ -251,10 +286,8 @@ class MediaPipeLandmarker:
         )
         self._landmarker = vision.FaceLandmarker.create_from_options(options)
         self._direct = _direct_call(self._landmarker)
-        self.last_ms = -1  # VIDEO mode takes each landmarker's frames at increasing times
 
     def detect(self, image, t_ms: int) -> RawFaces:
-        self.last_ms = t_ms
         if self._direct is not None:
             return self._direct(image, t_ms)
         return self._via_python_objects(image, t_ms)

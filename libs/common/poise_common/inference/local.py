@@ -69,7 +69,8 @@ class _LocalFaceStream(LanedFaceStream):
         with self._backend.timed("face_landmarker"):
             runner = self._runners[lane]
             if runner is None:
-                # Before the model starts: the threads MediaPipe starts here share this thread's CPU.
+                # Before the model starts: the threads MediaPipe starts here (for several faces)
+                # share this thread's CPU.
                 self._backend.cpus.claim(self)
                 runner = self._runners[lane] = FaceLandmarkerRunner(self._vision.face_model_path, self._vision.max_faces)
             elif start_over:
@@ -110,7 +111,7 @@ class LocalBackend(InferenceBackend):
                     f"face model not found at {vision.face_model_path}; run `make setup` "
                     "or set POISE_VISION__FACE_MODEL_PATH"
                 )
-            # Build and drop one landmarker: MediaPipe's import and graph set-up happen now,
+            # Build and drop one runner: the face models load now (and fail now if they cannot),
             # not on the first answer.
             await asyncio.to_thread(lambda: FaceLandmarkerRunner(vision.face_model_path, vision.max_faces).close())
         if SPEECH in needs:
