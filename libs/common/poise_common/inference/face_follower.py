@@ -2,8 +2,9 @@
 MediaPipe's graph.
 
 MediaPipe's face landmarker runs its two models (5.4 ms a frame on one thread here) inside a
-graph of calculators that hands each frame between two threads; the face model took 8.2 ms of
-CPU a frame that way, and 7.6 ms with this follower (bench/face_follower.py, the long answer).
+graph of calculators that hands each frame between two threads; the face model took 9.1 ms of
+CPU a frame that way, and 7.8 ms found and followed outside it (bench/face_follower.py, the long
+answer).
 ``FaceFollower`` runs the same two models (``face_landmarks_detector`` and ``face_blendshapes``
 from the bundle) on LiteRT, one thread, and does what the graph does around them for one face in
 VIDEO mode:
@@ -20,9 +21,9 @@ VIDEO mode:
   (``face_pose``).
 
 It starts from a face the detector found (``start_from``, with ``face_finder``): on that frame
-the landmarks are the model's own, as MediaPipe's smoothing has nothing to smooth them against. On recordings, landmarks agree
-with MediaPipe's to a few hundredths of a pixel on average (1.5 px at most), blendshapes to 0.0005
-on average (0.07 at most), head pose to 0.4 degrees (test:
+the landmarks are the model's own, as MediaPipe's smoothing has nothing to smooth them against.
+On recordings, landmarks agree with MediaPipe's to a few hundredths of a pixel on average (1.5 px
+at most), blendshapes to 0.0006 on average (0.1 at most), head pose to 0.4 degrees (test:
 ``services/vision/tests/test_face_follower.py``); they are not bit for bit MediaPipe's (another
 build of the same kernels, float64 where the graph has float32), so the runner's ``FACE_METHOD``
 names the follower.
