@@ -132,7 +132,13 @@ def region(face: FoundFace, width: int, height: int) -> tuple[float, float, floa
     looks for the landmarks of a face its detector found (turned so that the eyes lie level,
     1.5 times the box)."""
     x, y, w, h = face.box
-    (x0, y0), (x1, y1) = face.keypoints[:2] * (width, height)
-    rotation = -math.atan2(-(y1 - y0), x1 - x0)
-    rotation -= 2 * math.pi * math.floor((rotation + math.pi) / (2 * math.pi))
+    rotation = level_rotation(face.keypoints[0], face.keypoints[1], width, height)
     return x + w / 2, y + h / 2, w * _REGION_SCALE, h * _REGION_SCALE, rotation
+
+
+def level_rotation(start: np.ndarray, end: np.ndarray, width: int, height: int) -> float:
+    """The rotation (radians, in -pi..pi) that lays the line from ``start`` to ``end`` (normalised
+    points) level on a ``width`` x ``height`` frame, as MediaPipe's regions are turned."""
+    (x0, y0), (x1, y1) = start[:2] * (width, height), end[:2] * (width, height)
+    rotation = -math.atan2(-(y1 - y0), x1 - x0)
+    return rotation - 2 * math.pi * math.floor((rotation + math.pi) / (2 * math.pi))

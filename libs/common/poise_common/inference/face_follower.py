@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from poise_common.inference.face_finder import level_rotation
 from poise_common.inference.face_pose import METADATA_MEMBER, FacePose
 from poise_common.inference.faces import LANDMARKS, RawFaces
 
@@ -158,9 +159,7 @@ class FaceFollower:
 def _region(landmarks: np.ndarray, width: int, height: int) -> tuple[float, float, float, float, float]:
     """(x centre, y centre, width, height, rotation) normalised: where to look on the next frame."""
     low, high = landmarks[:, :2].min(axis=0), landmarks[:, :2].max(axis=0)
-    (x0, y0), (x1, y1) = landmarks[[_LEFT_EYE_CORNER, _RIGHT_EYE_CORNER], :2] * (width, height)
-    rotation = -math.atan2(-(y1 - y0), x1 - x0)
-    rotation -= 2 * math.pi * math.floor((rotation + math.pi) / (2 * math.pi))
+    rotation = level_rotation(landmarks[_LEFT_EYE_CORNER], landmarks[_RIGHT_EYE_CORNER], width, height)
     side = max((high[0] - low[0]) * width, (high[1] - low[1]) * height) * _REGION_SCALE
     centre = (low + high) / 2
     return float(centre[0]), float(centre[1]), side / width, side / height, rotation
