@@ -120,7 +120,7 @@ class FaceFollower:
         """The face on this frame (``RawFaces`` of one face), or none when it is lost, which
         stops following."""
         if self._raw is None:
-            raise RuntimeError("no face to follow: start() first")
+            raise RuntimeError("no face to follow: start_from() first")
         if rgb.shape != self._shape:
             self.stop()
             return RawFaces.empty()

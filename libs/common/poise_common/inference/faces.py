@@ -1,7 +1,8 @@
-"""The face model: MediaPipe FaceLandmarker (landmarks, blendshapes, head pose) per frame.
+"""The face model: MediaPipe FaceLandmarker's models (landmarks, blendshapes, head pose) per frame.
 
-``FaceLandmarkerRunner`` tracks faces through one stream (VIDEO mode needs increasing
-timestamps and one landmarker per stream). It returns raw arrays; turning them into
+``FaceLandmarkerRunner`` tracks faces through one stream, in time order: one face on LiteRT
+(``face_finder``, ``face_follower``), several through MediaPipe's graph (VIDEO mode needs
+increasing timestamps and one landmarker per stream). It returns raw arrays; turning them into
 observable behaviour happens in the vision service, the same way for every backend.
 """
 
