@@ -84,7 +84,7 @@ test: setup system-packages tools gpu-env
 	$(GPU_VENV)/bin/python -m pytest docker/gpu/tests
 
 bench: setup system-packages
-	$(VENV)/bin/python bench/embedded_throughput.py
+	$(VENV)/bin/python bench/embedded_throughput.py --runs 3 --gap 10
 	$(VENV)/bin/python bench/distributed_vs_embedded.py
 	$(VENV)/bin/python bench/triton_vs_local.py
 
