@@ -53,8 +53,8 @@ def main() -> None:
     from poise_common.settings import PoiseSettings
 
     args, path = bench_input(__doc__, _options)
-    if args.runs < 1:
-        raise SystemExit("--runs must be at least 1")
+    if args.runs < 1 or args.gap < 0:
+        raise SystemExit("--runs must be at least 1 and --gap at least 0")
     started = machine()
     runs = _runs(path, args.runs, args.gap)
     e2e = sorted(runs, key=lambda run: run["scoring_wall_s"])[(len(runs) - 1) // 2]  # the median run
