@@ -73,9 +73,7 @@ class FaceFinder:
         corners = np.array([[-(side - width) / 2, (height + side) / 2], [-(side - width) / 2, (height - side) / 2],
                             [(width + side) / 2, (height - side) / 2], [(width + side) / 2, (height + side) / 2]],
                            np.float32)
-        target = np.array([[0, _INPUT], [0, 0], [_INPUT, 0], [_INPUT, _INPUT]], np.float32)
-        pixels = cv2.warpPerspective(rgb, cv2.getPerspectiveTransform(corners, target), (_INPUT, _INPUT),
-                                     flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        pixels = quad_to_square(rgb, corners, _INPUT, cv2.BORDER_CONSTANT)
         self._model.set_tensor(self._input, (pixels.astype(np.float32) * np.float32(2 / 255) - 1)[None])
         self._model.invoke()
         raw = self._model.get_tensor(self._boxes).reshape(-1, 16).astype(np.float64)
@@ -125,6 +123,17 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     inter = width * height
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return float(inter / union) if union > 0 else 0.0
+
+
+def quad_to_square(rgb: np.ndarray, corners: np.ndarray, side: int, border: int) -> np.ndarray:
+    """The quadrilateral ``corners`` of ``rgb`` (bottom left, top left, top right, bottom right, in
+    pixels, as ``cv2.boxPoints`` gives them) warped onto a ``side`` x ``side`` square, bilinear,
+    with OpenCV's ``border`` mode outside the frame: how MediaPipe cuts a model's input out."""
+    import cv2
+
+    target = np.array([[0, side], [0, 0], [side, 0], [side, side]], np.float32)
+    warp = cv2.getPerspectiveTransform(np.asarray(corners, np.float32), target)
+    return cv2.warpPerspective(rgb, warp, (side, side), flags=cv2.INTER_LINEAR, borderMode=border)
 
 
 def region(face: FoundFace, width: int, height: int) -> tuple[float, float, float, float, float]:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from poise_common.inference.face_finder import level_rotation
+from poise_common.inference.face_finder import level_rotation, quad_to_square
 from poise_common.inference.face_pose import METADATA_MEMBER, FacePose
 from poise_common.inference.faces import LANDMARKS, RawFaces
 
@@ -171,9 +171,7 @@ def _crop(rgb: np.ndarray, region, width: int, height: int) -> np.ndarray:
 
     x, y, w, h, rotation = region
     corners = cv2.boxPoints(((x * width, y * height), (w * width, h * height), math.degrees(rotation)))
-    target = np.array([[0, _CROP], [0, 0], [_CROP, 0], [_CROP, _CROP]], np.float32)
-    warp = cv2.getPerspectiveTransform(corners.astype(np.float32), target)
-    pixels = cv2.warpPerspective(rgb, warp, (_CROP, _CROP), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    pixels = quad_to_square(rgb, corners, _CROP, cv2.BORDER_REPLICATE)
     return (pixels.astype(np.float32) * np.float32(1 / 255))[None]
 
 
