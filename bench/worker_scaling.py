@@ -5,7 +5,8 @@ PostgreSQL, the services as processes) with N vision and N audio workers. Throug
 seconds scored per wall second. From the CPU that the broker, the database and the analysers
 used per media second, each part's ceiling follows: the media seconds per second at which it
 would fill one core. Triton's ceiling comes from bench/results/triton_vs_local.json (faces
-with 4 streams). Prints and saves bench/results/worker_scaling.json.
+with 4 streams). How evenly the interviews spread is the busiest worker's share of its
+analyser's CPU. Prints and saves bench/results/worker_scaling.json.
 
     python bench/worker_scaling.py [--repeats 4] [--workers 1 2 4] [--interviews 4]
 """
@@ -41,6 +42,17 @@ def ceilings(run: dict, media_s: float) -> dict:
     return out
 
 
+def busiest_worker_share(cpu_s: dict[str, float], workers: int) -> dict[str, float]:
+    """For each analyser, the CPU share of its busiest worker: 1 / workers when the interviews'
+    partitions spread evenly, up to 1.0 when they all landed on one worker."""
+    shares = {}
+    for analyser in ("vision", "audio"):
+        own = [cpu_s.get(analyser if n == 1 else f"{analyser}-{n}", 0.0) for n in range(1, workers + 1)]
+        if sum(own) > 0:
+            shares[analyser] = round(max(own) / sum(own), 2)
+    return shares
+
+
 def main() -> None:
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
@@ -59,10 +71,14 @@ def main() -> None:
             run = score_distributed(broker, postgres, path, Path(work), args.interviews, workers)
             run["media_s_per_wall_s"] = round(media_s / run["scoring_wall_s"], 2)
             run["load_average_1m"] = machine()["load_average_1m"]
+            run["busiest_worker_share"] = busiest_worker_share(run["cpu_s"], workers)
             runs.append(run)
             print(f"{workers} worker(s) per analyser: {run['scoring_wall_s']:.1f} s for {media_s:.0f} media s "
                   f"-> {run['media_s_per_wall_s']} media s / wall s; CPU s "
                   + ", ".join(f"{k} {v}" for k, v in run["cpu_s"].items()))
+            if workers > 1:
+                print(f"  busiest worker's share of its analyser's CPU (even: {1 / workers:.2f}): "
+                      + ", ".join(f"{k} {v}" for k, v in run["busiest_worker_share"].items()))
     result = {
         "benchmark": "worker_scaling",
         "when": now_utc(),

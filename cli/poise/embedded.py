@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from poise_audio.service import AudioService
 from poise_common.bus import Bus, create_bus
+from poise_common.bus.spread_ids import SpreadIds
 from poise_common.crypto import KeyRing
 from poise_common.db.engine import create_db_engine, session_factory, upgrade
 from poise_common.inference.backend import create_backend
@@ -71,6 +72,7 @@ class EmbeddedPoise:
         self.store = FusionStore(sessions, await asyncio.to_thread(KeyRing.from_settings, sessions, settings))
         self.bus = create_bus(settings.bus_url)
         await self.bus.start()
+        self._ids = SpreadIds(self.bus)
         self.gateway = Gateway(self.bus, settings.gateway)
         await asyncio.to_thread(self.gateway.warm_up)
         self._services = [
@@ -134,7 +136,7 @@ class EmbeddedPoise:
         tenant = self.settings.tenant
         await self._check_policy(tenant)
         infos = await asyncio.to_thread(self.gateway.validate, uploads)
-        interview_id = uuid.uuid4().hex
+        interview_id = self._ids.next()
         waiter = asyncio.get_running_loop().create_future()
         self._waiters[interview_id] = waiter
         self._progress[interview_id] = progress or Progress()

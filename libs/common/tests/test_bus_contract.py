@@ -86,6 +86,31 @@ def test_per_key_order_across_partitions(transport):
         assert seqs == list(range(20)), key
 
 
+def test_the_bus_says_which_partition_a_key_lands_on(transport):
+    """New interview ids are drawn to spread over partitions (``SpreadIds``); that only works if
+    ``partition_of`` is where the transport really puts the key."""
+    keys = [f"{k:032x}" for k in range(24)]  # fixed keys: the same partitions every run
+
+    async def scenario():
+        bus = await started(transport)
+        landed: dict[str, int] = {}
+
+        async def handler(env: Envelope) -> None:
+            landed[env.interview_id] = current_delivery().partition
+
+        await bus.subscribe([TOPIC], f"g-{uuid.uuid4().hex[:6]}", handler, FAST)
+        for key in keys:
+            await bus.publish(TOPIC, envelope(key, 0))
+        await wait_for(lambda: len(landed) == len(keys))
+        said = {key: bus.partition_of(key) for key in keys}
+        await bus.stop()
+        return landed, said
+
+    landed, said = run(scenario())
+    assert landed == said
+    assert len(set(landed.values())) == 4  # not all on one partition: these keys use all four
+
+
 def test_failed_handler_is_redelivered_not_committed(transport):
     async def scenario():
         bus = await started(transport)

@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validat
 from poise_common.api_auth import requires
 from poise_common.audit_trail import AuditTrail, record_access
 from poise_common.auth import KeyStore, Principal
+from poise_common.bus.spread_ids import SpreadIds
 from poise_common.messages import Consent, Question
 from poise_common.crypto import StreamEncryptor
 from poise_common.settings import GatewaySettings, PoiseSettings
@@ -253,6 +254,7 @@ class UploadDesk:
         self.vault = vault
         self.candidates = candidates
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._ids = SpreadIds(gateway.bus if gateway is not None else None)
 
     # Blocking helpers; the async methods call them through asyncio.to_thread.
     def prepare(self) -> None:
@@ -333,7 +335,7 @@ class UploadDesk:
     async def create(self, request: NewInterview, tenant: str) -> str:
         """Open an interview; returns its id."""
         manifest = Manifest(
-            interview_id=uuid.uuid4().hex,
+            interview_id=self._ids.next(),
             tenant=tenant,
             role=request.role or self.default_role,
             candidate_ref=request.candidate_ref if self.candidates is None else None,

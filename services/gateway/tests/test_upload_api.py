@@ -133,6 +133,19 @@ def test_create_upload_complete_publishes_every_answer_in_question_order(tmp_pat
     assert again.status_code == 202 and republished == len(control)  # a repeat publishes nothing more
 
 
+def test_interviews_opened_one_after_another_go_to_different_partitions(tmp_path):
+    """A few interviews at once each get a partition (and so a worker) of their own."""
+    async def scenario():
+        async with harness(tmp_path) as h:
+            ids = [await h.create() for _ in range(8)]
+            return ids, [h.bus.partition_of(i) for i in ids], h.bus.partition_count
+
+    ids, landed, partitions = asyncio.run(scenario())
+    assert partitions == 4
+    assert len(set(landed[:4])) == 4 and len(set(landed[4:])) == 4
+    assert len(set(ids)) == 8
+
+
 def test_random_bytes_are_refused_with_a_code_and_leave_nothing(tmp_path):
     async def scenario():
         async with harness(tmp_path) as h:

@@ -122,6 +122,16 @@ class Bus(abc.ABC):
     def topic(self, name: str) -> str:
         return f"{self.prefix}{name}"
 
+    def partition_of(self, key: str) -> int | None:
+        """The partition ``key``'s messages land on in the topics this bus creates; None where
+        the transport cannot say."""
+        return None
+
+    @property
+    def partition_count(self) -> int | None:
+        """Partitions per topic this bus creates; None where the transport cannot say."""
+        return None
+
     @abc.abstractmethod
     async def start(self) -> None: ...
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 
 from poise_common.bus.base import (
     Bus,
@@ -134,6 +135,15 @@ class KafkaBus(Bus):
                 except TopicAlreadyExistsError:
                     pass  # another process created it first
             self._ensured.update(missing)
+
+    def partition_of(self, key: str) -> int:
+        # The producer's default partitioner (Java's murmur2), for a topic with the configured
+        # count; a topic created elsewhere with another count puts the key elsewhere.
+        return (murmur2(key.encode()) & 0x7FFFFFFF) % self.partitions
+
+    @property
+    def partition_count(self) -> int:
+        return self.partitions
 
     async def publish(self, topic: str, envelope: Envelope) -> None:
         await self.publish_raw(topic, envelope.interview_id, envelope.to_bytes())

@@ -208,6 +208,13 @@ class MemoryBus(Bus):
             part.changed = asyncio.Condition(self._lock)
         return part.changed
 
+    def partition_of(self, key: str) -> int:
+        return partition_for(key, self.partitions)
+
+    @property
+    def partition_count(self) -> int:
+        return self.partitions
+
     # -- producing -----------------------------------------------------------------------
     def _partitions(self, topic: str) -> list[_Partition]:
         if topic not in self._topics:
