@@ -15,6 +15,7 @@ import pytest
 
 from poise_common.bus import Bus, DeliveryPolicy, create_bus, current_delivery
 from poise_common.bus.errors import MessageTooLarge, ReplayFromHold
+from poise_common.bus.spread_ids import SpreadIds
 from poise_common.messages import Envelope, Frame, FramesEnd, Topics
 
 FAST = DeliveryPolicy(max_attempts=3, backoff_s=0.01, backoff_max_s=0.05)
@@ -218,6 +219,35 @@ def test_each_group_sees_everything_members_share_partitions(transport):
     assert by_member["a"] and by_member["b"]  # both members got partitions
     assert not {k for k, _ in by_member["a"]} & {k for k, _ in by_member["b"]}  # a key stays on one
     assert sorted(by_member["c"]) == sorted(sent)
+
+
+def test_interviews_opened_one_after_another_go_to_different_members(transport):
+    """Spread ids (``SpreadIds``) give each of a group's members its own share of a few
+    interviews at once, instead of the two or three on one member that hashing often gives."""
+    async def scenario():
+        bus = await started(transport)
+        group = f"g-{uuid.uuid4().hex[:6]}"
+        by_member: dict[int, set[str]] = defaultdict(set)
+
+        def recorder(member: int):
+            async def handler(env: Envelope) -> None:
+                by_member[member].add(env.interview_id)
+            return handler
+
+        for member in range(4):
+            await bus.subscribe([TOPIC], group, recorder(member), FAST)
+        ids = SpreadIds(bus)
+        interviews = [ids.next() for _ in range(8)]
+        for interview in interviews:
+            for seq in range(3):
+                await bus.publish(TOPIC, envelope(interview, seq))
+        await wait_for(lambda: set().union(*by_member.values()) == set(interviews))
+        await bus.stop()
+        return interviews, by_member
+
+    interviews, by_member = run(scenario())
+    assert sorted(len(seen) for seen in by_member.values()) == [2, 2, 2, 2]
+    assert sorted(set().union(*by_member.values())) == sorted(interviews)
 
 
 def test_member_closed_mid_message_leaves_it_uncommitted(transport):
