@@ -63,7 +63,8 @@ def main() -> None:
         "overhead_ms_per_message": round(overhead_ms, 3),
     }
     saved = save("distributed_vs_embedded", result)
-    print(f"input: {embedded['duration_s']:.1f} s answer; load average {started['load_average_1m']} at the start")
+    print(f"input: {embedded['duration_s']:.1f} s answer; {started['cpu_model']}, load average "
+          f"{started['load_average_1m']} at the start")
     print(f"median pair of {len(pairs)}:")
     print(f"embedded scoring:    {embedded_s:.2f} s")
     print(f"distributed scoring: {distributed['scoring_wall_s']:.2f} s "

@@ -85,7 +85,8 @@ def main() -> None:
         "pipeline_stages_cpu_s": stages["pipeline_cpu_s"],
     }
     saved = save("embedded_throughput", result)
-    print(f"input: {duration:.1f} s of 640x360 video; load average {started['load_average_1m']} at the start")
+    print(f"input: {duration:.1f} s of 640x360 video; {started['cpu_model']}, load average "
+          f"{started['load_average_1m']} at the start")
     if len(runs) > 1:
         low, high = result["realtime_factor_range"]
         print(f"{len(runs)} runs: {low}x to {high}x, {result['runs_at_bar']} at or above {BAR:g}x; the median run:")
