@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -33,7 +34,9 @@ def _arguments(parser) -> None:
     parser.add_argument("--runs", type=int, default=2, help="runs of each lane count, interleaved; the best is kept")
 
 
-def through_lanes(frames: list[tuple[int, bytes]], lanes: int) -> tuple[dict, list]:
+def through_lanes(frames: list[tuple[int, bytes]], lanes: int, watch=nullcontext) -> tuple[dict, list]:
+    """The frames through ``lanes`` lanes: wall and CPU seconds, and their faces. ``watch()`` gives
+    a context manager held around the frames' passage alone (``ThreadClock``: which thread spent it)."""
     from poise_common.inference.backend import FACE
     from poise_common.inference.local import LocalBackend
     from poise_common.settings import PoiseSettings
@@ -43,7 +46,8 @@ def through_lanes(frames: list[tuple[int, bytes]], lanes: int) -> tuple[dict, li
         await backend.start({FACE})
         stream = backend.face_stream("bench")
         wall, cpu = time.perf_counter(), time.process_time()
-        faces = await asyncio.gather(*(stream.submit(jpeg, t_ms) for t_ms, jpeg in frames))
+        with watch():
+            faces = await asyncio.gather(*(stream.submit(jpeg, t_ms) for t_ms, jpeg in frames))
         figures = {"wall_s": round(time.perf_counter() - wall, 3), "cpu_s": round(time.process_time() - cpu, 3)}
         await stream.close()
         await backend.stop()

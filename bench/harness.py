@@ -3,7 +3,7 @@ trees, saving results, and one embedded scoring run in a fresh process.
 
 Run as a program it is that fresh process (``score_in_child`` starts it):
 
-    python bench/harness.py ANSWER... --out FIGURES.json [--latency]
+    python bench/harness.py ANSWER... --out FIGURES.json [--latency] [--threads]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -159,22 +159,26 @@ def scorecard_digest(card: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def score_in_child(paths: list[Path], env: dict[str, str] | None = None, latency: bool = False) -> dict:
-    """Score ``paths`` as one interview with ``EmbeddedPoise`` in a fresh process; its figures."""
+def score_in_child(paths: list[Path], env: dict[str, str] | None = None, latency: bool = False,
+                   threads: bool = False) -> dict:
+    """Score ``paths`` as one interview with ``EmbeddedPoise`` in a fresh process; its figures
+    (with ``threads``, also each thread group's CPU and the machine's busy CPUs: ``ThreadClock``)."""
     with tempfile.TemporaryDirectory() as home:
         out = Path(home) / "figures.json"
         command = [sys.executable, str(Path(__file__)), *map(str, paths), "--out", str(out)]
         child_env = {**os.environ, "POISE_HOME": home, **(env or {})}
         started = time.perf_counter()
-        subprocess.run(command + (["--latency"] if latency else []), env=child_env, check=True)
+        options = (["--latency"] if latency else []) + (["--threads"] if threads else [])
+        subprocess.run(command + options, env=child_env, check=True)
         figures = json.loads(out.read_text())
     figures["process_wall_s"] = round(time.perf_counter() - started, 3)
     return figures
 
 
-async def _score(paths: list[Path], latency: bool) -> dict:
+async def _score(paths: list[Path], latency: bool, threads: bool) -> dict:
     from poise.embedded import EmbeddedPoise, uploads_for
     from poise_common.settings import PoiseSettings
+    from thread_clock import ThreadClock
 
     last_media: dict[str, float] = {}
     scored_at: list[float] = []
@@ -192,7 +196,8 @@ async def _score(paths: list[Path], latency: bool) -> dict:
             await poise.bus.subscribe([*MEDIA_DONE_TOPICS, "scorecards.v1"], "bench-latency", watch, from_latest=True)
         ready = time.perf_counter()
         cpu, children = time.process_time(), descendants_cpu_s()
-        card = await poise.score(uploads_for(paths, None))
+        with ThreadClock() if threads else nullcontext() as thread_clock:
+            card = await poise.score(uploads_for(paths, None))
         done = time.perf_counter()
         figures = {
             "startup_s": round(ready - started, 3),
@@ -207,6 +212,9 @@ async def _score(paths: list[Path], latency: bool) -> dict:
             "scores": {c["name"]: c["score"] for c in card["competencies"]},
             "workers_peak_rss_mb": workers_peak_rss_mb(),
         }
+        if thread_clock is not None:
+            figures["threads_cpu_s"] = thread_clock.by_group()
+            figures["busy_cpus"] = thread_clock.busy_summary()
         if latency:
             await asyncio.sleep(0.2)  # the watcher sees the scorecard event after the caller does
             figures["scorecard_after_last_media_s"] = round(scored_at[-1] - max(last_media.values()), 3)
@@ -221,8 +229,9 @@ def main() -> None:
     parser.add_argument("answers", type=Path, nargs="+")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--latency", action="store_true", help="also time the scorecard after the last media")
+    parser.add_argument("--threads", action="store_true", help="also each thread group's CPU (ThreadClock)")
     args = parser.parse_args()
-    figures = asyncio.run(_score(args.answers, args.latency))
+    figures = asyncio.run(_score(args.answers, args.latency, args.threads))
     figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     args.out.write_text(json.dumps(figures))
 
