@@ -31,8 +31,15 @@ from harness import bench_input, machine, now_utc, save, score_in_child  # noqa:
 LANES = "poise-face"
 
 
+def _pairs(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"at least one pair, not {value}")
+    return value
+
+
 def _arguments(parser) -> None:
-    parser.add_argument("--pairs", type=int, default=3, help="run-then-lanes-alone pairs (default: %(default)s)")
+    parser.add_argument("--pairs", type=_pairs, default=3, help="run-then-lanes-alone pairs (default: %(default)s)")
 
 
 def lanes_alone(path: Path) -> dict:
