@@ -8,9 +8,9 @@ sampling 5 frames per second, and the frames as decoded, without the JPEG round 
 on the bus in both modes (what skipping it in embedded mode would save, and change). For each:
 the face model's CPU seconds (and the JPEG round trip's, where frames take it), how every vision
 signal moved, how far the landmarks are from the default's (pixels, mean over the frames where
-both found the one face; same frame rate only), and the landmarks' frame-to-frame jitter (median second difference of 8 points that move
-with the head alone: eye corners, nose, between the eyes; pixels) and the blendshapes' mean step
-from frame to frame. Prints and saves
+both found the one face; same frame rate only), and the landmarks' frame-to-frame jitter (median
+second difference of 8 points that move with the head alone: eye corners, nose, between the
+eyes; pixels) and the blendshapes' mean step from frame to frame. Prints and saves
 bench/results/face_levers.json.
 
     python bench/face_levers.py [--repeats 4]
@@ -28,8 +28,9 @@ sys.path.insert(0, str(BENCH))
 from harness import bench_input, machine, now_utc, save  # noqa: E402
 
 # name: (frames per second, how faces are found, whether frames take the JPEG round trip)
+DEFAULT = "default (10 fps)"
 VARIANTS = {
-    "default (10 fps)": (10.0, "follow", True),
+    DEFAULT: (10.0, "follow", True),
     "detector every frame": (10.0, "detect", True),
     "5 fps": (5.0, "follow", True),
     "no JPEG round trip": (10.0, "follow", False),
@@ -105,10 +106,10 @@ def main() -> None:
     runs, faces = {}, {}
     for name, variant in VARIANTS.items():
         runs[name], faces[name] = run(path, *variant)
-    base = runs["default (10 fps)"]
+    base = runs[DEFAULT]
     for name, figures in runs.items():
         figures["cpu_vs_default"] = round(figures["face_model_cpu_s"] / base["face_model_cpu_s"], 3)
-        figures["landmarks_from_default_px"] = landmarks_apart_px(faces[name], faces["default (10 fps)"])
+        figures["landmarks_from_default_px"] = landmarks_apart_px(faces[name], faces[DEFAULT])
         figures["signal_changes"] = {
             key: round(value - base["signals"][key], 4)
             for key, value in figures["signals"].items()
