@@ -34,6 +34,17 @@ def _arguments(parser) -> None:
     parser.add_argument("--runs", type=int, default=2, help="runs of each lane count, interleaved; the best is kept")
 
 
+def answer_jpegs(path: Path) -> list[tuple[int, bytes]]:
+    """The answer's sampled frames as the gateway puts them on the bus: (ms, JPEG) at the default
+    settings."""
+    from poise_common.settings import PoiseSettings
+    from poise_gateway.decode import encode_jpeg, iter_frames
+
+    gateway = PoiseSettings().gateway
+    return [(int(round(t * 1000)), encode_jpeg(rgb, gateway.jpeg_quality))
+            for t, rgb in iter_frames(path, gateway.sample_fps, gateway.frame_width)]
+
+
 def through_lanes(frames: list[tuple[int, bytes]], lanes: int, watch=nullcontext) -> tuple[dict, list]:
     """The frames through ``lanes`` lanes: wall and CPU seconds, and their faces. ``watch()`` gives
     a context manager held around the frames' passage alone (``ThreadClock``: which thread spent it)."""
@@ -82,11 +93,10 @@ def main() -> None:
     args, path = bench_input(__doc__, _arguments)
     from poise_common.settings import PoiseSettings
     from poise_devstack.face_checks import two_faces_side_by_side
-    from poise_gateway.decode import encode_jpeg, iter_frames
+    from poise_gateway.decode import encode_jpeg
 
     gateway = PoiseSettings().gateway
-    frames = [(int(round(t * 1000)), encode_jpeg(rgb, gateway.jpeg_quality))
-              for t, rgb in iter_frames(path, gateway.sample_fps, gateway.frame_width)]
+    frames = answer_jpegs(path)
     two = [(t_ms, encode_jpeg(rgb, gateway.jpeg_quality)) for t_ms, rgb in two_faces_side_by_side(MEDIA)]
     started = machine()
     result = {

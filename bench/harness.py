@@ -140,16 +140,10 @@ def workers_peak_rss_mb() -> float:
 def tree_cpu_s(pid: int) -> float:
     """CPU seconds used so far by ``pid`` and every live descendant (and the children they reaped)."""
     from poise_common.processes import descendants
+    from thread_clock import stat_cpu_s
 
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for member in (pid, *descendants(pid)):
-        try:
-            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # ended meanwhile
-            continue
-        total += sum(int(v) for v in fields[11:15]) / tick  # utime, stime, cutime, cstime
-    return total
+    readings = (stat_cpu_s(Path(f"/proc/{member}/stat"), reaped_children=True) for member in (pid, *descendants(pid)))
+    return sum(seconds for seconds in readings if seconds is not None)
 
 
 def scorecard_digest(card: dict) -> str:

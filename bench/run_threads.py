@@ -45,17 +45,13 @@ def _arguments(parser) -> None:
 def lanes_alone(path: Path) -> dict:
     """The answer's frames through the default number of face lanes in this process: each thread
     group's CPU while they pass."""
-    from face_lanes import through_lanes
+    from face_lanes import answer_jpegs, through_lanes
     from poise_common.inference.local import LocalBackend
     from poise_common.settings import PoiseSettings
-    from poise_gateway.decode import encode_jpeg, iter_frames
     from thread_clock import ThreadClock
 
-    settings = PoiseSettings()
-    gateway = settings.gateway
-    frames = [(int(round(t * 1000)), encode_jpeg(rgb, gateway.jpeg_quality))
-              for t, rgb in iter_frames(path, gateway.sample_fps, gateway.frame_width)]
-    lanes = LocalBackend(settings).face_lanes
+    frames = answer_jpegs(path)
+    lanes = LocalBackend(PoiseSettings()).face_lanes
     clock = ThreadClock()
     figures, _faces = through_lanes(frames, lanes, watch=lambda: clock)
     return {"lanes": lanes, "frames": len(frames), **figures, "threads_cpu_s": clock.by_group()}

@@ -23,17 +23,23 @@ SAMPLER = "thread-clock"
 _NUMBERED = re.compile(r"[_-]?\d+$")
 
 
-def _thread_cpu_s(tick: int) -> dict[int, float]:
-    """CPU seconds (user + system) of every live thread of this process, by native thread id."""
-    seconds = {}
-    for task in TASKS.iterdir():
-        try:
-            stat = (task / "stat").read_text()
-        except OSError:  # ended while being read
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        seconds[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
-    return seconds
+def stat_cpu_s(stat: Path, reaped_children: bool = False) -> float | None:
+    """CPU seconds (user + system) in a /proc ``stat`` file: a process's or a thread's, with the
+    children it reaped where ``reaped_children``; None when it has ended."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except OSError:  # ended meanwhile
+        return None
+    last = 15 if reaped_children else 13  # utime, stime (, cutime, cstime)
+    return sum(int(v) for v in fields[11:last]) / os.sysconf("SC_CLK_TCK")
+
+
+def _thread_cpu_s() -> dict[int, float]:
+    """CPU seconds of every live thread of this process, by native thread id."""
+    from poise_common.processes import threads
+
+    readings = {tid: stat_cpu_s(TASKS / str(tid) / "stat") for tid in threads(os.getpid())}
+    return {tid: seconds for tid, seconds in readings.items() if seconds is not None}
 
 
 def _machine_busy() -> tuple[int, int]:
@@ -58,20 +64,19 @@ class ThreadClock:
         if not TASKS.is_dir():
             raise RuntimeError("per-thread CPU needs Linux's /proc/self/task")
         self.every = every
-        self._tick = os.sysconf("SC_CLK_TCK")
         self._start: dict[int, float] = {}
         self._last: dict[int, float] = {}
         self._names: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._cpu0 = 0.0
+        self._wall0 = self._cpu0 = 0.0
         self.process_cpu_s = 0.0
         self.wall_s = 0.0
         # (seconds since the start, CPUs busy over the reading before): the whole machine's.
         self.busy_cpus: list[tuple[float, float]] = []
 
     def _read(self) -> None:
-        for tid, seconds in _thread_cpu_s(self._tick).items():
+        for tid, seconds in _thread_cpu_s().items():
             self._last[tid] = seconds
         for thread in threading.enumerate():
             if thread.native_id is not None:
