@@ -42,23 +42,21 @@ SIGNALS = ("face_presence", "multiple_faces_ratio", "eye_contact_ratio", "smile_
 
 def run(path: Path, fps: float, mode: str, jpeg: bool) -> tuple[dict, list]:
     """One variant's figures, and its faces frame by frame."""
-    import cv2
     import mediapipe as mp
     import numpy as np
 
     from poise_common.behaviour.vision_summary import summarise_vision
     from poise_common.inference.faces import FaceLandmarkerRunner, MediaPipeLandmarker, decode_jpeg_rgb
     from poise_common.settings import PoiseSettings
-    from poise_gateway.decode import iter_frames
+    from poise_gateway.decode import encode_jpeg, iter_frames
     from poise_vision.face_tracker import MainFace
 
-    vision = PoiseSettings().vision
-    quality = [int(cv2.IMWRITE_JPEG_QUALITY), 85]
+    settings = PoiseSettings()
+    vision, quality = settings.vision, settings.gateway.jpeg_quality
     frames = list(iter_frames(path, fps, 640))
     round_trip = time.process_time()
     if jpeg:
-        frames = [(t, decode_jpeg_rgb(cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), quality)[1].tobytes()))
-                  for t, rgb in frames]
+        frames = [(t, decode_jpeg_rgb(encode_jpeg(rgb, quality))) for t, rgb in frames]
     round_trip = time.process_time() - round_trip
     main = MainFace()
     cpu = time.process_time()
