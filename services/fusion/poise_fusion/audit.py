@@ -3,7 +3,9 @@
 Scoring rate (the default): the share of a category whose score is strictly above the median
 score of the whole sample, unknown categories included. Selection rate: the share scoring at or
 above a threshold the user gives. Impact ratio: a category's rate over the highest rate among the
-categories kept in the audit; below 0.8 is the EEOC four-fifths rule's sign of adverse impact.
+categories kept in the audit; less than four-fifths is the EEOC four-fifths rule's sign of adverse
+impact (29 CFR 1607.4(D)), decided on the exact fractions of the counts: 2/3 over 5/6 is 4/5, not
+below it, although the floating-point quotient prints 0.7999999999999999.
 A category under ``min_share`` of the sample (2 % by default) may be left out, with its reason.
 """
 
@@ -14,6 +16,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
+from fractions import Fraction
 
 SEX = ("female", "male")
 RACE_ETHNICITY = (
@@ -28,7 +31,9 @@ RACE_ETHNICITY = (
 CATEGORIES = {"sex": SEX, "race_ethnicity": RACE_ETHNICITY}
 MODES = ("scoring_rate", "selection_rate")
 DEFAULT_MIN_SHARE = 0.02
-FOUR_FIFTHS = 0.8
+# The rule's threshold is exact; the float is what reports print.
+FOUR_FIFTHS_EXACT = Fraction(4, 5)
+FOUR_FIFTHS = float(FOUR_FIFTHS_EXACT)
 OVERALL = "overall"
 # What a candidate may answer instead of a category; all of them mean "did not say".
 NOT_SAID = frozenset({"", "unknown", "decline"})
@@ -57,7 +62,7 @@ class CategoryResult:
     passed: int  # above the median (scoring_rate) or at/above the threshold (selection_rate)
     rate: float | None  # None for a category nobody is in
     impact_ratio: float | None  # None when excluded or when no kept category has a positive rate
-    four_fifths: bool  # impact_ratio < 0.8
+    four_fifths: bool  # passed/count over the highest rate is less than 4/5, compared exactly
     excluded: bool
     exclusion_reason: str | None
 
@@ -153,7 +158,7 @@ def _check(records: Sequence[AuditRecord], mode: str, threshold: float | None, m
 
 def _dimension(
     name: str, members: list[tuple[str | None, bool]], categories: Iterable[str], min_share: float,
-    ratio_floor: float, flags: list[dict],
+    ratio_floor: Fraction, flags: list[dict],
 ) -> DimensionResult:
     """Counts, rates and impact ratios for one dimension; ``members`` is (category, passed) per record."""
     size = len(members)
@@ -181,17 +186,23 @@ def _dimension(
         flags.append({"code": "no_positive_rate", "dimension": name, "category": None,
                       "message": f"{name}: no category has a positive rate; impact ratios are undefined"})
     else:
+        highest_exact = max(_exact_rate(row) for row in kept)
         for row in kept:
             row.impact_ratio = row.rate / highest
-            row.four_fifths = row.impact_ratio < ratio_floor
+            row.four_fifths = _exact_rate(row) / highest_exact < ratio_floor
             if row.four_fifths:
                 flags.append({
                     "code": "four_fifths", "dimension": name, "category": row.category,
                     "message": f"{name}: {row.category} has an impact ratio of {row.impact_ratio:.3f}, "
-                               f"below {ratio_floor:g} (four-fifths rule)",
+                               f"below {float(ratio_floor):g} (four-fifths rule)",
                 })
     unknown = sum(1 for c, _ in members if c is None)
     return DimensionResult(unknown=unknown, highest_rate=highest, categories=rows)
+
+
+def _exact_rate(row: CategoryResult) -> Fraction:
+    """The category's rate as the fraction of its counts, free of floating-point rounding."""
+    return Fraction(row.passed, row.count)
 
 
 def run_audit(
@@ -221,7 +232,7 @@ def run_audit(
         "intersectional": ([intersection(r.sex, r.race_ethnicity) for r in records], intersections),
     }
     dimensions = {
-        name: _dimension(name, list(zip(values, passed)), categories, min_share, FOUR_FIFTHS, flags)
+        name: _dimension(name, list(zip(values, passed)), categories, min_share, FOUR_FIFTHS_EXACT, flags)
         for name, (values, categories) in by_dimension.items()
     }
     return AuditResult(

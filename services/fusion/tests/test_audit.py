@@ -92,6 +92,34 @@ def test_selection_rate_passes_at_or_above_the_threshold():
     assert result.threshold == 15 and result.median == 10.5
 
 
+def sex_split(passed: dict[str, tuple[int, int]], below: int = 0) -> list[AuditRecord]:
+    """Per sex, (passed, count) candidates: those who pass score 90, the others 10; ``below``
+    more candidates of unknown sex score 10, to put the sample's median under 90."""
+    records = [AuditRecord(f"{sex}{i}", 90.0 if i < n else 10.0, sex, W)
+               for sex, (n, count) in passed.items() for i in range(count)]
+    return records + [AuditRecord(f"u{i}", 10.0, None, W) for i in range(below)]
+
+
+def test_an_impact_ratio_of_exactly_four_fifths_is_not_flagged():
+    # 2/3 over 5/6 is 4/5, but (2/3) / (5/6) is 0.7999999999999999 in floating point.
+    # 15 candidates, 7 of them at 90: the median is 10 and exactly the 90s are above it.
+    result = run_audit(sex_split({"female": (2, 3), "male": (5, 6)}, below=6), role="generic")
+    female = rows(result, "sex")["female"]
+    assert result.median == 10.0 and (female["passed"], rows(result, "sex")["male"]["passed"]) == (2, 5)
+    assert female["impact_ratio"] == pytest.approx(0.8) and not female["four_fifths"]
+    assert ("sex", "female") not in flagged(result)
+
+
+def test_an_impact_ratio_just_below_four_fifths_is_flagged():
+    # 399/500 over 1 is 0.798: less than four-fifths, although it prints as 0.798 and rounds to 0.8.
+    result = run_audit(sex_split({"female": (399, 500), "male": (50, 50)}), role="generic",
+                       mode="selection_rate", threshold=50)
+    female = rows(result, "sex")["female"]
+    assert female["impact_ratio"] == pytest.approx(0.798) and female["four_fifths"]
+    (flag,) = [f for f in result.flags if f["code"] == "four_fifths" and f["dimension"] == "sex"]
+    assert flag["category"] == "female" and "0.798, below 0.8" in flag["message"]
+
+
 def test_min_share_excludes_small_categories_from_ratios_and_from_the_highest_rate():
     # At 10 %, the one-person intersections (5 %) drop out; male/Asian at exactly 10 % stays.
     result = run_audit(hand_sample(), role="generic", min_share=0.10)
