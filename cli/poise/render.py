@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from rich.console import Console
 from rich.table import Table
 
@@ -14,7 +16,15 @@ def _bar(score: float | None, width: int = 20) -> str:
 
 
 def _time(seconds: float) -> str:
-    return f"{int(seconds // 60)}:{seconds % 60:04.1f}"
+    """m:ss.s. Rounded to tenths before minutes and seconds are split, so 59.97 s reads 1:00.0, never 0:60.0."""
+    minutes, tenths = divmod(round(seconds * 10), 600)
+    return f"{minutes}:{tenths / 10:04.1f}"
+
+
+def _score(score: float | None) -> str:
+    """The score cut (not rounded) to one decimal, so the number shown never reaches the next band
+    while the band shown is the one below it: 79.96 is "strong" and reads 79.9, not 80."""
+    return "—" if score is None else f"{math.floor(score * 10) / 10:.1f}"
 
 
 def render_scorecard(card: dict, console: Console) -> None:
@@ -27,13 +37,13 @@ def render_scorecard(card: dict, console: Console) -> None:
     table.add_column("Band")
     for comp in card["competencies"]:
         score = comp["score"]
-        table.add_row(comp["label"], "—" if score is None else f"{score:.0f}", _bar(score), comp["band"])
+        table.add_row(comp["label"], _score(score), _bar(score), comp["band"])
     console.print(table)
     for comp in card["competencies"]:
         if comp["score"] is None:
             console.print(f"[bold]{comp['label']}[/bold]: insufficient evidence ({comp['reason']})")
             continue
-        console.print(f"[bold]{comp['label']}[/bold] {comp['score']:.0f}")
+        console.print(f"[bold]{comp['label']}[/bold] {_score(comp['score'])}")
         for c in sorted(comp["contributions"], key=lambda c: -c["points"]):
             console.print(f"  +{c['points']:5.1f}  {c['feature']} = {c['value']}  ({c['behaviour']})")
         for ev in comp["evidence"]:
