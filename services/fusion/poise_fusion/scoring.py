@@ -57,12 +57,12 @@ def _evidence_for(inputs: AnswerInputs, spec: FeatureWeight, value: float, episo
                 for q in matches[:MAX_EVIDENCE_PER_FEATURE]
             ]
         else:
-            matches = [e for e in inputs.episodes if e["behaviour"] == name]
+            matches = _strongest([e for e in inputs.episodes if e["behaviour"] == name])
             items += [
                 {"kind": "episode", "feature": spec.feature, "answer_id": inputs.answer_id,
                  "question_id": inputs.question_id, "start_s": _r(e["start_s"], 2),
                  "end_s": _r(e["end_s"], 2), "signal": name, "peak": _r(e.get("peak"))}
-                for e in matches[:MAX_EVIDENCE_PER_FEATURE]
+                for e in matches
             ]
     # The measurement itself is always evidence: which signal, what value, over which time.
     items.append(
@@ -71,6 +71,20 @@ def _evidence_for(inputs: AnswerInputs, spec: FeatureWeight, value: float, episo
          "signal": spec.feature, "value": _r(value)}
     )
     return items
+
+
+def _strength(episode: dict) -> float:
+    """How much of the behaviour an episode shows: its duration times its peak (yes/no
+    behaviours, without a peak, by duration alone)."""
+    peak = episode.get("peak")
+    return (episode["end_s"] - episode["start_s"]) * (1.0 if peak is None else peak)
+
+
+def _strongest(episodes: list[dict]) -> list[dict]:
+    """The strongest few episodes, in time order. The first few by time would show whatever came
+    first (a flicker at the start) and leave out the clearest display later in the answer."""
+    chosen = sorted(episodes, key=lambda e: (-_strength(e), e["start_s"]))[:MAX_EVIDENCE_PER_FEATURE]
+    return sorted(chosen, key=lambda e: e["start_s"])
 
 
 def _insufficient(competency: Competency, reason: str) -> dict:

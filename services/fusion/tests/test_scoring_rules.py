@@ -9,6 +9,10 @@ import pytest
 from poise_fusion.framework import FeatureWeight, FrameworkError, available_frameworks, get_framework, load_framework_file
 from poise_fusion.scoring import AnswerInputs, roll_up, score_answer
 
+# Words that name a feeling or a trait: a behaviour is what the camera or microphone recorded.
+AFFECT_WORDS = {"warm", "warmth", "friendly", "energetic", "happy", "sad", "nervous", "enthusiastic",
+                "expressive", "emotional", "calm", "anxious", "confident", "empathetic", "excited"}
+
 
 def inputs(**signals) -> AnswerInputs:
     groups: dict[str, dict] = {"vision": {}, "audio": {}, "nlp": {}}
@@ -82,6 +86,35 @@ def test_evidence_points_at_quotes_episodes_and_signals():
     assert kinds == {"quote", "episode", "signal"}
     quote = next(e for e in confidence["evidence"] if e["kind"] == "quote")
     assert (quote["text"], quote["start_s"], quote["end_s"]) == ("I think maybe", 3.0, 4.5)
+
+
+def test_episode_evidence_is_the_strongest_episodes_in_time_order():
+    framework = get_framework("generic")
+    answer = inputs(nlp__perspective_taking_rate=1.0, nlp__sentiment=0.2, vision__smile_ratio=0.3)
+    # Four smiles: the long, clear one comes last; the brief one at 6 s is the weakest.
+    answer.episodes = [{"behaviour": "smile", "start_s": start, "end_s": end, "peak": peak}
+                       for start, end, peak in [(0.0, 3.0, 0.94), (4.4, 5.8, 0.74), (6.0, 6.6, 0.9),
+                                                (9.5, 11.5, 0.85), (12.2, 19.7, 0.98)]]
+    empathy = next(c for c in score_answer(framework, answer) if c["name"] == "empathy")
+    smiles = [(e["start_s"], e["end_s"]) for e in empathy["evidence"] if e["kind"] == "episode"]
+    assert smiles == [(0.0, 3.0), (9.5, 11.5), (12.2, 19.7)]
+    # A yes/no behaviour without a peak is ranked by its duration.
+    answer = inputs(nlp__hedge_rate=1.0, vision__eye_contact_ratio=0.5)
+    answer.episodes = [{"behaviour": "gaze_away", "start_s": start, "end_s": end, "peak": None}
+                       for start, end in [(1.0, 2.6), (3.0, 4.6), (5.0, 6.6), (8.0, 12.0)]]
+    confidence = next(c for c in score_answer(framework, answer) if c["name"] == "confidence")
+    away = [e["start_s"] for e in confidence["evidence"] if e["kind"] == "episode"]
+    assert away == [1.0, 3.0, 8.0]
+
+
+def test_behaviours_are_named_for_what_is_measured_not_for_a_feeling_or_trait():
+    for framework in available_frameworks().values():
+        for competency in framework.competencies:
+            for behaviour in competency.behaviours:
+                words = set(behaviour.name.replace(",", " ").split())
+                assert not words & AFFECT_WORDS, (framework.name, behaviour.name)
+                if any(f.feature == "vision.smile_ratio" for f in behaviour.features):
+                    assert behaviour.name == "smiling on camera"
 
 
 def test_roll_up_is_the_mean_of_scored_answers_contribution_by_contribution():
