@@ -130,6 +130,11 @@ _ONE_THREAD_PIXELS = 1024 * 576
 _SWSCALE_THREADS = 1
 
 
+def stream_start_s(stream: av.stream.Stream) -> float:
+    """When ``stream`` begins, in seconds of the container's clock (0 where it does not say)."""
+    return float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+
+
 def decode_threads(width: int, height: int) -> int:
     """Decoder threads for frames of ``width`` x ``height``: more only where one would fall behind."""
     if width * height <= _ONE_THREAD_PIXELS:
@@ -158,7 +163,7 @@ def iter_frames(
         if threads > 1:
             stream.thread_type = "AUTO"  # frame threads: decode uses several cores
         stream.codec_context.thread_count = threads
-        start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+        start = stream_start_s(stream)
         for frame in _decoded(container, stream, _PassedOver(period, stream.time_base, start)):
             if frame.pts is None:
                 continue
@@ -183,29 +188,88 @@ def iter_frames(
 
 
 def iter_audio(path: Path, chunk_s: float) -> Iterator[tuple[float, bytes]]:
-    """Yield ``(t_s, pcm)``: signed 16-bit little-endian mono at 16 kHz, ``chunk_s`` long."""
+    """Yield ``(t_s, pcm)``: signed 16-bit little-endian mono at 16 kHz, ``chunk_s`` long.
+
+    The sound is on the frames' clock (:func:`iter_frames`): its sample at ``t_s`` plays with the
+    frame at ``t_s``, however late or early the audio track starts against the video track.
+    """
     chunk_samples = int(round(chunk_s * SAMPLE_RATE))
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-    pending: list[np.ndarray] = []
-    pending_len = 0
-    emitted = 0
+    if chunk_samples < 1:
+        raise ValueError(f"chunk_s must be at least one sample (1/{SAMPLE_RATE} s), not {chunk_s!r}")
     with refused_on_ffmpeg_error("corrupt", "the audio could not be decoded to the end"), open_media(path) as container:
         if not container.streams.audio:
             raise MediaRejected("no_audio", "the video has no audio track")
-        for frame in _decoded(container, container.streams.audio[0]):
-            for out in resampler.resample(frame):
-                pending.append(out.to_ndarray().reshape(-1))
-                pending_len += out.samples
-            while pending_len >= chunk_samples:
-                joined = np.concatenate(pending)
-                yield emitted / SAMPLE_RATE, joined[:chunk_samples].astype("<i2").tobytes()
-                emitted += chunk_samples
-                rest = joined[chunk_samples:]
-                pending, pending_len = ([rest] if rest.size else []), rest.size
-        for out in resampler.resample(None):
-            pending.append(out.to_ndarray().reshape(-1))
-            pending_len += out.samples
-    if pending_len:
+        yield from _chunked(_on_video_clock(container, container.streams.audio[0]), chunk_samples)
+
+
+def _on_video_clock(container: av.container.InputContainer, audio: av.stream.Stream) -> Iterator[np.ndarray]:
+    """The audio track as 16 kHz mono samples whose first one plays at the video's 0 s.
+
+    The audio service measures every time (speech segments, pauses, word times, the onset of
+    speech) by counting samples from the first one it is given, and chunk times only follow from
+    that count: so the gap before audio that starts late is filled with silence, rather than every
+    chunk's time shifted, and sound from before the first frame is cut, as frames before it are
+    (no picture, no evidence to point at).
+    """
+    video = video_track(container)
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    to_cut = 0
+    first = True
+    for frame in _decoded(container, audio):
+        if first:
+            offset = _offset_samples(frame, audio, video)
+            yield from _silence(offset)
+            to_cut, first = max(0, -offset), False
+        for out in resampler.resample(frame):
+            samples, to_cut = _cut(out.to_ndarray().reshape(-1), to_cut)
+            yield samples
+    for out in resampler.resample(None):
+        samples, to_cut = _cut(out.to_ndarray().reshape(-1), to_cut)
+        yield samples
+
+
+def _offset_samples(first: av.AudioFrame, audio: av.stream.Stream, video: av.stream.Stream | None) -> int:
+    """How many samples after the video's start the audio's ``first`` decoded frame plays
+    (negative: before it); 0 in a file without video, whose sound starts at its own 0 s."""
+    if video is None:
+        return 0
+    # The decoded frame's own time before the stream header's: the header may count packets that
+    # decode to nothing (a refused packet, priming the decoder drops).
+    audio_start = first.time if first.time is not None else stream_start_s(audio)
+    return int(round((audio_start - stream_start_s(video)) * SAMPLE_RATE))
+
+
+def _silence(samples: int) -> Iterator[np.ndarray]:
+    """``samples`` of silence (none if not positive), a second at a time: a gap as long as the
+    answer may be does not sit in memory at once."""
+    for start in range(0, max(0, samples), SAMPLE_RATE):
+        yield np.zeros(min(SAMPLE_RATE, samples - start), dtype=np.int16)
+
+
+def _cut(samples: np.ndarray, to_cut: int) -> tuple[np.ndarray, int]:
+    """``samples`` without their first ``to_cut``, and how many are still to cut after them."""
+    return samples[to_cut:], max(0, to_cut - samples.size)
+
+
+def _chunked(pieces: Iterator[np.ndarray], chunk_samples: int) -> Iterator[tuple[float, bytes]]:
+    """``pieces`` of samples regrouped into chunks of ``chunk_samples`` (the last may be shorter),
+    each with the time of its first sample."""
+    pending: list[np.ndarray] = []
+    pending_len = 0
+    emitted = 0
+    for piece in pieces:
+        if not piece.size:
+            continue
+        pending.append(piece)
+        pending_len += piece.size
+        if pending_len < chunk_samples:
+            continue
         joined = np.concatenate(pending)
-        for start in range(0, joined.size, chunk_samples):
+        whole = pending_len - pending_len % chunk_samples
+        for start in range(0, whole, chunk_samples):
             yield (emitted + start) / SAMPLE_RATE, joined[start : start + chunk_samples].astype("<i2").tobytes()
+        emitted += whole
+        rest = joined[whole:]
+        pending, pending_len = ([rest] if rest.size else []), rest.size
+    if pending_len:
+        yield emitted / SAMPLE_RATE, np.concatenate(pending).astype("<i2").tobytes()
