@@ -4,6 +4,7 @@ the rendered manifests must hold (GPU scheduling, scaling on the right consumer 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -21,6 +22,8 @@ CUSTOM_KINDS = {
 }
 FULL = CHART / "ci" / "full-values.yaml"
 MINIMAL = CHART / "ci" / "minimal-values.yaml"
+# The settings that come from the Secret, never as a value in a manifest.
+SECRET_ENV = ("POISE_DATABASE_URL", "POISE_INVITATION_SECRET", "POISE_SMTP__PASSWORD", "POISE_MASTER_KEYS")
 
 
 def test_ci_has_the_three_values_files():
@@ -182,9 +185,41 @@ def test_secrets_come_only_by_reference(render):
             continue
         for container in containers(doc):
             for entry in container.get("env", []):
-                if entry["name"] in ("POISE_DATABASE_URL", "POISE_INVITATION_SECRET", "POISE_SMTP__PASSWORD"):
+                if entry["name"] in SECRET_ENV:
                     assert "value" not in entry
                     assert entry["valueFrom"]["secretKeyRef"]["name"] == "poise-prod"
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
+def test_gateway_and_fusion_read_the_same_master_keys(render, values):
+    deployments = by_kind(render(values=[values]), "Deployment")
+    gateway, fusion = (
+        next(e for e in containers(deployments[name])[0]["env"] if e["name"] == "POISE_MASTER_KEYS")
+        for name in ("poise-gateway", "poise-fusion")
+    )
+    assert gateway == fusion and gateway["valueFrom"]["secretKeyRef"]["key"]
+
+
+@pytest.mark.parametrize("unset", ["secrets.keys.masterKeys=", "secrets.keys.masterKeys=null"])
+def test_the_chart_refuses_to_render_without_master_keys(render, unset):
+    message = render(values=[FULL], sets=[unset], expect_failure=True)
+    assert "secrets.keys.masterKeys is empty" in message and "Secret poise-prod" in message
+
+
+def test_the_command_the_refusal_names_makes_a_master_key(render):
+    from typer.testing import CliRunner
+
+    from poise.cli import app
+    from poise_common.crypto import MasterKeys
+
+    message = render(sets=["secrets.keys.masterKeys="], expect_failure=True)
+    command = re.search(r"`poise ([^`]+)`", message)
+    assert command, message
+    done = CliRunner().invoke(app, command.group(1).split())
+    assert done.exit_code == 0, done.output
+    # One id:base64 entry, as POISE_MASTER_KEYS reads it (parsing checks the key's length).
+    (key,) = MasterKeys.parse(done.stdout.strip())
+    assert key.key_id == command.group(1).split()[-1]
 
 
 def test_media_topics_get_the_short_retention(render):
