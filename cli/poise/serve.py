@@ -76,7 +76,7 @@ async def build(
     await asyncio.to_thread(desk.prepare)
     metrics = InferenceMetrics(registry, "serve")
     events = EventHub(bus)
-    hooks = WebhookStore(sessions)
+    hooks = WebhookStore(sessions, allow_private=settings.fusion.allow_private_targets)
     greenhouse = GreenhouseStore(sessions)
     public_base_url = settings.public_base_url(settings.serve.port)
     signer = await asyncio.to_thread(InvitationSigner.from_settings, settings)
@@ -86,7 +86,7 @@ async def build(
     services = [
         events,
         WebhookDispatcher(bus, hooks, settings.fusion),
-        GreenhouseNotifier(bus, greenhouse),
+        GreenhouseNotifier(bus, greenhouse, allow_private=settings.fusion.allow_private_targets),
         InvitationMailer(bus, InvitationStore(sessions), settings.smtp),
         FusionService(bus, store, settings, policies, audit=audit),
         NlpService(bus, settings.nlp),
@@ -112,7 +112,8 @@ async def build(
             create_greenhouse_router(greenhouse, store, keys, open_interview,
                                      frameworks_dir=settings.fusion.frameworks_dir, public_base_url=public_base_url,
                                      invitation_link=functools.partial(signer.link, public_base_url),
-                                     email_invitations=bool(settings.smtp.url), audit=audit),
+                                     discard_interview=desk.erase, email_invitations=bool(settings.smtp.url),
+                                     allow_private_targets=settings.fusion.allow_private_targets, audit=audit),
             create_candidate_router(desk, signer, keys, public_base_url, audit),
             create_erasure_router(eraser, keys),
             create_media_router(desk, keys, MediaLinks.from_settings(settings), audit),

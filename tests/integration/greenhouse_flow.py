@@ -1,7 +1,9 @@
 """The Greenhouse Assessment Partner flow, run against any deployment (`poise serve`, distributed).
 
 A local stand-in for Greenhouse records the PATCH it receives (the first one fails with 500, so
-the retry is exercised); the candidate answers through the REST upload API.
+the retry is exercised); the candidate answers through the REST upload API. The stand-in listens
+on 127.0.0.1, which a deployment refuses as a callback target unless it opts in: the deployment
+under test gets :data:`PRIVATE_TARGETS` in its environment.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from poise_fusion.greenhouse import DEFAULT_QUESTIONS
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "sample_interview.mp4"
 CALLBACK_PATH = "/v1/partner_callback/abc123"
+# The opt-in of a single-host install whose receivers run beside it (here: the stand-in).
+PRIVATE_TARGETS = {"POISE_FUSION__ALLOW_PRIVATE_TARGETS": "true"}
 
 
 class StandIn(BaseHTTPRequestHandler):
@@ -111,8 +115,12 @@ def run_greenhouse_flow(deployment: Deployment, callback: str) -> str:
     assert status.status_code == 200, status.text
     result = status.json()
     assert result["partner_status"] == "complete"
-    assert result["partner_profile_url"] == f"{deployment.profile_base}/v1/interviews/{interview}/scorecard"
+    # The interview's page in the dashboard, which a recruiter's browser opens (it asks for a key).
+    assert result["partner_profile_url"] == f"{deployment.profile_base}/dashboard/#/interviews/{interview}"
+    page = httpx.get(f"{deployment.scorecards}/dashboard/", timeout=10)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert abs(result["partner_score"] - sum(numbers) / len(numbers)) < 0.01
+    assert result["metadata"]["outcome"] == "scored"
     assert {k: result["metadata"][k] for k in scores} == scores
     assert result["metadata"]["model_version"] == card.json()["model_version"]
     assert result["metadata"]["policy"] == card.json()["policy"]

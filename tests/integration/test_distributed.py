@@ -166,10 +166,13 @@ def long_answer() -> Path:
 
 def test_greenhouse_flow_on_the_distributed_stack(kafka_broker, postgres, tmp_path):
     """Greenhouse orders through the gateway; fusion scores and sends the callback; links use public_url."""
-    from greenhouse_flow import Deployment, assert_no_candidate_data, greenhouse_stand_in, run_greenhouse_flow
+    from greenhouse_flow import (
+        PRIVATE_TARGETS, Deployment, assert_no_candidate_data, greenhouse_stand_in, run_greenhouse_flow,
+    )
 
     public = "https://poise.example.test"
-    with greenhouse_stand_in() as callback, new_stack(kafka_broker, postgres, tmp_path, POISE_PUBLIC_URL=public) as stack:
+    with greenhouse_stand_in() as callback, new_stack(kafka_broker, postgres, tmp_path, POISE_PUBLIC_URL=public,
+                                                      **PRIVATE_TARGETS) as stack:
         stack.start_all()
         other = create_key(stack.database_url, "globex", "interviews:write,scores:read")
         deployment = Deployment(stack.url("gateway"), stack.url("fusion"), public, stack.key, other)

@@ -5,11 +5,15 @@ The same flow runs on the distributed stack in test_distributed.py.
 
 from __future__ import annotations
 
-from greenhouse_flow import Deployment, assert_no_candidate_data, greenhouse_stand_in, run_greenhouse_flow
+from greenhouse_flow import (
+    PRIVATE_TARGETS, Deployment, assert_no_candidate_data, greenhouse_stand_in, run_greenhouse_flow,
+)
 from serve_process import serve
 
 
-def test_greenhouse_orders_scores_and_calls_back(tmp_path):
+def test_greenhouse_orders_scores_and_calls_back(tmp_path, monkeypatch):
+    for name, value in PRIVATE_TARGETS.items():  # the stand-in runs on 127.0.0.1
+        monkeypatch.setenv(name, value)
     with greenhouse_stand_in() as callback, serve(tmp_path / "home") as served:
         key = served.key("acme", "interviews:write,scores:read")
         other = served.key("globex", "interviews:write,scores:read")

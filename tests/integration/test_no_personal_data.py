@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from greenhouse_flow import SAMPLE, Deployment, greenhouse_stand_in, run_greenhouse_flow
+from greenhouse_flow import PRIVATE_TARGETS, SAMPLE, Deployment, greenhouse_stand_in, run_greenhouse_flow
 from serve_process import serve
 
 CANDIDATE_REF = "cand-Quintessa-Marlowe-4471"
@@ -56,6 +56,8 @@ def wait_scorecard(base: str, interview_id: str, headers: dict) -> dict:
 
 def test_logs_metrics_and_the_audit_log_of_a_full_run_hold_no_candidate_data(tmp_path, monkeypatch):
     monkeypatch.setenv("POISE_LOG_LEVEL", "DEBUG")
+    for name, value in PRIVATE_TARGETS.items():  # the stand-in Greenhouse runs on 127.0.0.1
+        monkeypatch.setenv(name, value)
     with greenhouse_stand_in() as callback, serve(tmp_path / "home") as served:
         key = served.key("acme", "interviews:write,scores:read")
         headers = {"Authorization": f"Bearer {key}"}

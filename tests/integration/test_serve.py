@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "sample_interview.mp4"
 
 
-def test_serve_scores_an_upload_and_lists_it(tmp_path):
+def test_serve_scores_an_upload_and_lists_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("POISE_FUSION__ALLOW_PRIVATE_TARGETS", "true")  # the webhook receiver is on 127.0.0.1
     received: list[tuple[dict, bytes]] = []
 
     class Hook(BaseHTTPRequestHandler):

@@ -166,6 +166,13 @@ class FusionSettings(BaseModel):
     webhook_max_attempts: int = Field(12, description="Deliveries of one event to a webhook before it is marked failed.")
     webhook_backoff_s: float = Field(5.0, description="Delay before the first retry of a webhook; it doubles per attempt.")
     webhook_timeout_s: float = Field(10.0, description="Deadline of one webhook delivery.")
+    allow_private_targets: bool = Field(
+        False,
+        description="Let webhooks and Greenhouse callbacks go to loopback, private, link-local and other non-public "
+        "addresses: for a single-host install whose receivers run beside it. Off, such URLs are refused when they "
+        "are given, and again when each request is sent (the host is resolved then and the request goes to the "
+        "address checked).",
+    )
 
 
 class RetentionSettings(BaseModel):

@@ -51,13 +51,13 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
     events = EventHub(bus)
     keys = KeyStore(sessions)
     audit = AuditTrail(sessions)
-    hooks = WebhookStore(sessions)
+    hooks = WebhookStore(sessions, allow_private=settings.fusion.allow_private_targets)
     policies = TenantPolicyStore(sessions, settings.fusion.default_policy)
     services = [
         events,
         WebhookDispatcher(bus, hooks, settings.fusion),
         # The gateway takes Greenhouse's orders; the callback once scored is sent from here.
-        GreenhouseNotifier(bus, GreenhouseStore(sessions)),
+        GreenhouseNotifier(bus, GreenhouseStore(sessions), allow_private=settings.fusion.allow_private_targets),
         # Invitations the gateway queued at send_test are emailed from here, beside the callbacks.
         InvitationMailer(bus, InvitationStore(sessions), settings.smtp),
         FusionService(bus, store, settings, policies, audit=audit),

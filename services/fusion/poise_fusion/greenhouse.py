@@ -9,25 +9,34 @@ Poise API key as the username and an empty password:
   invitation link (``invitation_link``, the gateway's candidate page) is kept on the row and,
   when the candidate has an email address and email is configured, the invitation is queued
   for :class:`poise_fusion.invitations.InvitationMailer` (status ``pending``, else ``not_sent``).
+  A malformed email address, or a callback ``url`` that is not public (see
+  :mod:`poise_common.outbound_urls`), is a 422 and nothing is created; when the order cannot be
+  kept, the interview just opened is removed again (``discard_interview``).
 - ``GET test_status``: ``complete`` once fusion has scored it, with the mean competency score,
-  the per-competency scores in the flat ``metadata``, and the scorecard as the profile URL.
+  the per-competency scores in the flat ``metadata`` (``outcome`` says when every competency
+  lacked evidence), and the interview's page in the reviewers' dashboard as the profile URL;
+  also ``complete`` once it has failed, with no score and ``outcome``/``reason`` in ``metadata``
+  ("complete" is the only status Greenhouse takes as final).
 - ``POST response_error``: Greenhouse reporting a failed call of ours; only the call's name and
   the number of errors are logged.
 
-When the interview is scored, :class:`GreenhouseNotifier` sends ``PATCH <url>`` (no body) to the
-URL send_test gave, retried with exponential backoff until Greenhouse answers 2xx; Greenhouse
-then calls test_status. Candidates' names and emails never reach a log line.
+When the interview is scored or has failed, :class:`GreenhouseNotifier` sends ``PATCH <url>``
+(no body) to the URL send_test gave, retried with exponential backoff until Greenhouse answers
+2xx; Greenhouse then calls test_status. A URL whose host resolves to a non-public address when
+the PATCH is due is not called: the callback is marked ``failed``. Candidates' names and emails
+never reach a log line.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the Annotated dependencies as objects.
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlparse
+from urllib.parse import quote
 
 import httpx
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -41,8 +50,9 @@ from sqlalchemy.orm import sessionmaker
 from poise_common.audit_trail import AuditTrail, record_access
 from poise_common.auth import KeyStore, Principal
 from poise_common.bus import Bus
-from poise_common.db.models import GreenhouseTest
+from poise_common.db.models import Failure, GreenhouseTest
 from poise_common.messages import Envelope, ScoreEvent
+from poise_common.outbound_urls import UnsafeUrl, check_url, parse_url
 from poise_fusion.framework import available_frameworks
 from poise_fusion.outbox import OutboxSender
 from poise_fusion.store import FusionStore
@@ -64,8 +74,24 @@ MAX_BACKOFF_S = 600.0
 
 # (role, questions [{question_id, text}], tenant) -> interview id; in `poise serve`, UploadDesk.create.
 CreateInterview = Callable[[str, list[dict], str], Awaitable[str]]
+# (interview_id) -> removes what CreateInterview made; in `poise serve`, UploadDesk.erase.
+DiscardInterview = Callable[[str], Awaitable[object]]
 # (interview_id, tenant) -> the candidate's signed link; in `poise serve`, InvitationSigner.link.
 InvitationLink = Callable[[str, str], str]
+# The events after which Greenhouse is owed its PATCH: the test is over either way.
+FINAL_EVENTS = ("interview.scored", "interview.failed")
+# An address the invitation email can carry: a dot-atom local part (RFC 5322 atext) and a domain
+# of at least two DNS labels. Stricter than the RFC (no quoted local parts, no address literals),
+# as no candidate's mailbox needs those and the email package fails on some malformed ones.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*\.[A-Za-z](?:[A-Za-z0-9-]{{0,61}}[A-Za-z0-9])?")
+
+
+def is_email_address(text: str) -> bool:
+    """One plain address (``name@example.com``) that an email header can carry."""
+    local, _, domain = text.rpartition("@")
+    return bool(_EMAIL.fullmatch(text)) and len(local) <= 64 and len(domain) <= 253
 
 
 def questions_for(role: str) -> list[dict]:
@@ -84,10 +110,17 @@ class Candidate(BaseModel):
 
     first_name: str | None = Field(None, max_length=256)
     last_name: str | None = Field(None, max_length=256)
-    email: str | None = Field(None, max_length=320)
+    email: str | None = Field(None, max_length=320, description="Where the invitation is sent: name@domain.example.")
     phone_number: str | None = Field(None, max_length=64)
     resume_url: str | None = Field(None, max_length=2048)
     greenhouse_profile_url: str | None = Field(None, max_length=2048)
+
+    @field_validator("email")
+    @classmethod
+    def _email_address(cls, email: str | None) -> str | None:
+        if email is not None and not is_email_address(email):
+            raise ValueError("email must be one address, like name@example.com")
+        return email
 
 
 class SendTest(BaseModel):
@@ -107,9 +140,10 @@ class SendTest(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        parsed = urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError("url must be http:// or https:// with a host")
+        try:
+            parse_url(url)
+        except UnsafeUrl as exc:
+            raise ValueError(f"url is refused: {exc}") from None
         return url
 
 
@@ -118,12 +152,22 @@ class SentTest(BaseModel):
 
 
 class TestStatus(BaseModel):
-    partner_status: str = Field(description='"complete" once scored, else "in_progress".')
-    partner_profile_url: str | None = Field(description="The scorecard (the evidence); null until complete.")
-    partner_score: float | None = Field(description="Mean of the scored competencies, 0-100; null until complete.")
+    partner_status: str = Field(
+        description='"complete" once scored or failed (the only final status Greenhouse knows), else "in_progress".'
+    )
+    partner_profile_url: str | None = Field(
+        description="The interview's page in the reviewers' dashboard (the scorecard and its evidence, after "
+        "signing in with a Poise key); null until complete."
+    )
+    partner_score: float | None = Field(
+        description="Mean of the scored competencies, 0-100; null until complete, when it failed, or when no "
+        "competency had enough evidence."
+    )
     metadata: dict[str, str | int | float | bool | None] = Field(
-        description="Flat: each competency's final score (a reviewer's override, else the model's; null when "
-        "evidence was insufficient), model_version, policy, reviewed."
+        description="Flat. outcome: scored, insufficient_evidence (no competency could be scored) or not_scored "
+        "(it failed; reason: consent_not_recorded or not_scorable). Once scored also each competency's final "
+        "score (a reviewer's override, else the model's; null when evidence was insufficient), model_version, "
+        "policy, reviewed."
     )
 
 
@@ -177,7 +221,7 @@ class GreenhouseStore:
             return row.tenant if row is not None else None
 
     def mark_complete(self, interview_id: str, tenant: str) -> bool:
-        """Schedule the callback of a Greenhouse interview just scored; False if not one (or a replay)."""
+        """Schedule the callback of a Greenhouse interview just scored or failed; False if not one (or a replay)."""
         now = time.time()
         with self.sessions.begin() as session:
             row = session.get(GreenhouseTest, interview_id)
@@ -196,7 +240,8 @@ class GreenhouseStore:
             ).all()
             return [tuple(r) for r in rows]
 
-    def record(self, interview_id: str, *, ok: bool, error: str | None, retry_at: float) -> None:
+    def record(self, interview_id: str, *, ok: bool, error: str | None, retry_at: float | None) -> None:
+        """One callback attempt's outcome; ``retry_at`` None gives up (``failed``)."""
         with self.sessions.begin() as session:
             row = session.get(GreenhouseTest, interview_id)
             if row is None:
@@ -205,8 +250,25 @@ class GreenhouseStore:
             row.last_error = error
             if ok:
                 row.callback_status, row.delivered_at, row.next_attempt_at = "delivered", time.time(), None
+            elif retry_at is None:
+                row.callback_status, row.next_attempt_at = "failed", None
             else:
                 row.next_attempt_at = retry_at
+
+    def failure_reason(self, interview_id: str) -> str:
+        """Why fusion could not score the interview, as a code Greenhouse may show (see :func:`failure_code`)."""
+        with self.sessions() as session:
+            failure = session.get(Failure, interview_id)
+            return failure_code(failure.reason if failure is not None else None)
+
+
+def failure_code(reason: str | None) -> str:
+    """A stored failure reason as a fixed code: recruiters see it in Greenhouse, so never the text itself."""
+    # The policy's refusal (poise_fusion.policy.TenantPolicy.consent_refusal) is the one failure a
+    # recruiter can act on: the candidate has to consent, or be assessed another way.
+    if reason and "consent" in reason:
+        return "consent_not_recorded"
+    return "not_scorable"
 
 
 # -- auth -----------------------------------------------------------------------------------
@@ -243,18 +305,43 @@ def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 2) if values else None
 
 
+def profile_url(base: str, interview_id: str) -> str:
+    """The interview's page in the reviewers' dashboard (docs/dashboard.md, route ``#/interviews/{id}``).
+
+    A recruiter follows it from Greenhouse in a browser: the dashboard asks for their Poise key,
+    where the REST scorecard would only answer 401 to a browser.
+    """
+    return f"{base}/dashboard/#/interviews/{quote(interview_id, safe='')}"
+
+
 def status_of(document: dict, profile_url: str) -> TestStatus:
     """A served scorecard (overrides applied) as Greenhouse shows it: one number and flat metadata;
     a reviewer's score stands in for the model's."""
     scores = {c["name"]: c["final_score"] for c in document.get("competencies", [])}
+    score = _mean([s for s in scores.values() if isinstance(s, (int, float))])
     metadata: dict[str, Any] = dict(scores)
+    # Without it a null score would read as "not scored yet" rather than "nothing to score on".
+    metadata["outcome"] = "scored" if score is not None else "insufficient_evidence"
     metadata["model_version"] = document.get("model_version")
     metadata["policy"] = document.get("policy")
     metadata["reviewed"] = document.get("reviewed", False)
-    return TestStatus(
-        partner_status="complete", partner_profile_url=profile_url,
-        partner_score=_mean([s for s in scores.values() if isinstance(s, (int, float))]), metadata=metadata,
-    )
+    return TestStatus(partner_status="complete", partner_profile_url=profile_url, partner_score=score,
+                      metadata=metadata)
+
+
+def failed_status(reason: str, profile_url: str) -> TestStatus:
+    """A test whose interview could not be scored: final for Greenhouse, with why as a code."""
+    return TestStatus(partner_status="complete", partner_profile_url=profile_url, partner_score=None,
+                      metadata={"outcome": "not_scored", "reason": reason})
+
+
+def in_progress() -> TestStatus:
+    return TestStatus(partner_status="in_progress", partner_profile_url=None, partner_score=None, metadata={})
+
+
+def _invalid(field: str, value: Any, message: str) -> RequestValidationError:
+    # A validation error like any other, so every 422 has the documented body.
+    return RequestValidationError([{"type": "value_error", "loc": ("body", field), "input": value, "msg": message}])
 
 
 def create_greenhouse_router(
@@ -266,14 +353,39 @@ def create_greenhouse_router(
     frameworks_dir: Path | None = None,
     public_base_url: str = DEFAULT_BASE_URL,
     invitation_link: InvitationLink,
+    discard_interview: DiscardInterview,
     email_invitations: bool = False,
+    allow_private_targets: bool = False,
     audit: AuditTrail | None = None,
 ) -> APIRouter:
-    """The partner routes; ``create_interview(role, questions, tenant)`` opens an interview and
+    """The partner routes; ``create_interview(role, questions, tenant)`` opens an interview,
+    ``discard_interview(interview_id)`` removes it again when its order cannot be kept, and
     ``invitation_link(interview_id, tenant)`` makes its candidate link. With ``email_invitations``
     (an SMTP server is configured) a candidate with an email address is queued an invitation.
-    With ``audit``, each order and each result read is recorded."""
+    ``allow_private_targets`` accepts callback URLs on non-public addresses. With ``audit``, each
+    order and each result read is recorded."""
     base = public_base_url.rstrip("/")
+
+    async def check_callback(url: str) -> None:
+        try:
+            await asyncio.to_thread(check_url, url, allow_private=allow_private_targets)
+        except UnsafeUrl as exc:
+            raise _invalid("url", url, f"url is refused: {exc}") from None
+
+    async def open_order(body: SendTest, role: str, tenant: str) -> tuple[str, str]:
+        """(interview id, invitation status): the interview and its order, both or neither."""
+        interview_id = await create_interview(role, questions_for(role), tenant)
+        try:
+            invitation = await asyncio.to_thread(
+                tests.add, interview_id, tenant, role, body.candidate, body.url,
+                invitation_link(interview_id, tenant), email_invitation=email_invitations,
+            )
+        except Exception:
+            # An interview without its order would wait for answers nobody is invited to give.
+            await discard_interview(interview_id)
+            raise
+        return interview_id, invitation
+
     Anyone = Annotated[Principal, Depends(basic_requires(keys, None))]
     Writer = Annotated[Principal, Depends(basic_requires(keys, "interviews:write"))]
     Reader = Annotated[Principal, Depends(basic_requires(keys, "scores:read"))]
@@ -294,16 +406,9 @@ def create_greenhouse_router(
         frameworks = await asyncio.to_thread(available_frameworks, frameworks_dir)
         role = body.partner_test_id
         if role not in frameworks:
-            # A validation error like any other, so every 422 has the documented body.
-            raise RequestValidationError([{
-                "type": "value_error", "loc": ("body", "partner_test_id"), "input": role,
-                "msg": f"unknown test; list_tests names {', '.join(sorted(frameworks))}",
-            }])
-        interview_id = await create_interview(role, questions_for(role), caller.tenant)
-        invitation = await asyncio.to_thread(
-            tests.add, interview_id, caller.tenant, role, body.candidate, body.url,
-            invitation_link(interview_id, caller.tenant), email_invitation=email_invitations,
-        )
+            raise _invalid("partner_test_id", role, f"unknown test; list_tests names {', '.join(sorted(frameworks))}")
+        await check_callback(body.url)
+        interview_id, invitation = await open_order(body, role, caller.tenant)
         log.info("greenhouse invitation", extra={"interview_id": interview_id, "role": role, "status": invitation})
         await record_access(audit, tenant=caller.tenant, actor=caller.key_id, action="interview.create",
                             interview_id=interview_id, detail={"via": "greenhouse", "role": role})
@@ -319,13 +424,18 @@ def create_greenhouse_router(
         if await asyncio.to_thread(tests.tenant_of, interview_id) != caller.tenant:
             return _error(404, "not_found", "no such partner_interview_id")
         found = await asyncio.to_thread(fusion.interview_status, interview_id)
-        if found is not None and found[0] == caller.tenant and found[1] == "scored":
+        if found is None or found[0] != caller.tenant:
+            return in_progress()
+        if found[1] == "failed":
+            reason = await asyncio.to_thread(tests.failure_reason, interview_id)
+            return failed_status(reason, profile_url(base, interview_id))
+        if found[1] == "scored":
             document = await asyncio.to_thread(fusion.reviewed_scorecard, interview_id)
             if document is not None:
                 await record_access(audit, tenant=caller.tenant, actor=caller.key_id, action="scorecard.read",
                                     interview_id=interview_id, detail={"via": "greenhouse"})
-                return status_of(document, f"{base}/v1/interviews/{interview_id}/scorecard")
-        return TestStatus(partner_status="in_progress", partner_profile_url=None, partner_score=None, metadata={})
+                return status_of(document, profile_url(base, interview_id))
+        return in_progress()
 
     @router.post("/response_error")
     async def response_error(body: ResponseError, caller: Anyone) -> Empty:
@@ -350,27 +460,29 @@ def _label(name: str, description: str) -> str:
 
 # -- the callback -------------------------------------------------------------------------------
 class GreenhouseNotifier(OutboxSender):
-    """Marks Greenhouse tests complete when scored and PATCHes their URL until Greenhouse accepts."""
+    """Marks Greenhouse tests complete when scored or failed and PATCHes their URL until Greenhouse
+    accepts; a URL refused when the PATCH is due (a non-public address) is not called again."""
 
     group = "greenhouse"
 
     def __init__(self, bus: Bus, store: GreenhouseStore, *, backoff_s: float = 5.0, max_backoff_s: float = MAX_BACKOFF_S,
-                 poll_s: float = 0.5, timeout_s: float = 10.0) -> None:
-        super().__init__(bus, timeout_s=timeout_s, poll_s=poll_s)
+                 poll_s: float = 0.5, timeout_s: float = 10.0, allow_private: bool = False) -> None:
+        super().__init__(bus, timeout_s=timeout_s, poll_s=poll_s, allow_private=allow_private)
         self.store = store
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
 
     async def on_event(self, env: Envelope) -> None:
-        if isinstance(env.payload, ScoreEvent) and env.payload.type == "interview.scored":
+        if isinstance(env.payload, ScoreEvent) and env.payload.type in FINAL_EVENTS:
             if await asyncio.to_thread(self.store.mark_complete, env.interview_id, env.tenant):
-                log.info("greenhouse test complete", extra={"interview_id": env.interview_id})
+                log.info("greenhouse test complete", extra={"interview_id": env.interview_id,
+                                                             "event": env.payload.type})
 
     def due(self, now: float) -> list[tuple]:
         return self.store.due(now)
 
     async def send(self, interview_id: str, url: str, attempts: int) -> None:
-        code, error = None, None
+        code, error, retry = None, None, True
         try:
             response = await self.client.patch(url)
             code = response.status_code
@@ -379,7 +491,9 @@ class GreenhouseNotifier(OutboxSender):
                 error = f"HTTP {code}"
         except httpx.HTTPError as exc:
             ok, error = False, type(exc).__name__
-        retry_at = time.time() + self.backoff(attempts + 1)
+        except UnsafeUrl as exc:  # refused before connecting: a retry would be refused again
+            ok, error, retry = False, f"refused: {exc}", False
+        retry_at = time.time() + self.backoff(attempts + 1) if retry else None
         log.info("greenhouse callback", extra={"interview_id": interview_id, "ok": ok, "status_code": code,
                                                "attempt": attempts + 1})
         await asyncio.to_thread(self.store.record, interview_id, ok=ok, error=error, retry_at=retry_at)

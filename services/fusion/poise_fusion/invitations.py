@@ -4,8 +4,9 @@ send_test marks a test's invitation ``pending`` when the candidate has an email 
 SMTP server is configured (``POISE_SMTP__URL``), else ``not_sent``. :class:`InvitationMailer`
 sends the pending ones (plain text and HTML: the role and the candidate's link, nothing else)
 and records each attempt on the row: ``sent``, or a retry with exponential backoff, or
-``failed`` after ``smtp.max_attempts``. An invitation still pending when its interview has
-been scored is ``dropped``. Addresses and links never reach a log line; an error is kept as
+``failed`` after ``smtp.max_attempts``, or at once when no message can be made for its address
+(send_test refuses malformed addresses; this guards rows written before it did). An invitation
+still pending when its interview has been scored is ``dropped``. Addresses and links never reach a log line; an error is kept as
 its kind and SMTP code only (a refusal's text can quote the address).
 """
 
@@ -192,13 +193,16 @@ class InvitationMailer(OutboxSender):
         attempt, error, retry = attempts + 1, None, True
         try:
             message = compose_invitation(self.smtp.from_address, email, role, link)
-        except ValueError:  # an address no header can carry: no retry will fix it
+        except Exception:  # noqa: BLE001 - the email package fails on a malformed address with
+            # ValueError, IndexError or AttributeError alike; no retry will fix any of them.
             error, retry = "malformed address", False
         else:
             try:
                 await asyncio.to_thread(deliver, self.smtp, message)
             except (smtplib.SMTPException, OSError) as exc:
                 error = _error_of(exc)
+            except (ValueError, LookupError, AttributeError) as exc:  # the message itself cannot be sent
+                error, retry = type(exc).__name__, False
         retry_at = time.time() + self.backoff(attempt) if retry and attempt < self.smtp.max_attempts else None
         status = await asyncio.to_thread(
             self.store.record, interview_id, ok=error is None, error=error, retry_at=retry_at

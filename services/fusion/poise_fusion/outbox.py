@@ -2,7 +2,8 @@
 
 A subclass turns score events into rows (its outbox, in the database, so nothing is lost
 when the process dies) and sends the rows that are due; this base owns the subscription,
-the HTTP client and the polling loop.
+the HTTP client and the polling loop. The client sends only to public addresses, checked when
+each request is sent (:mod:`poise_common.outbound_urls`), unless ``allow_private``.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ import abc
 import asyncio
 import logging
 import time
+import traceback
+from pathlib import Path
 
 import httpx
 
 from poise_common.bus import Bus, Subscription
 from poise_common.messages import Envelope, Topics
+from poise_common.outbound_urls import outbound_client
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +30,17 @@ class OutboxSender(abc.ABC):
     backoff_s: float
     max_backoff_s: float
 
-    def __init__(self, bus: Bus, *, timeout_s: float, poll_s: float) -> None:
+    def __init__(self, bus: Bus, *, timeout_s: float, poll_s: float, allow_private: bool = False) -> None:
         self.bus = bus
         self.timeout_s = timeout_s
+        self.allow_private = allow_private
         self.poll_s = poll_s
         self._subscription: Subscription | None = None
         self._loop: asyncio.Task | None = None
         self._client: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False)
+        self._client = outbound_client(timeout_s=self.timeout_s, allow_private=self.allow_private)
         self._subscription = await self.bus.subscribe([Topics.SCORECARDS], self.group, self.on_event)
         self._loop = asyncio.get_running_loop().create_task(self._run())
 
@@ -75,6 +80,14 @@ class OutboxSender(abc.ABC):
             try:
                 due = await asyncio.to_thread(self.due, time.time())
                 await asyncio.gather(*(self.send(*row) for row in due))
-            except Exception:  # noqa: BLE001 - the loop must outlive a database hiccup
-                log.exception("%s round failed", self.group)
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive a database hiccup
+                # The kind and the place only: an exception's text can quote a row (a database
+                # error's parameters, an email address), and rows hold personal data.
+                log.error("%s round failed", self.group, extra={"error": type(exc).__name__, "at": _place(exc)})
             await asyncio.sleep(self.poll_s)
+
+
+def _place(exc: BaseException) -> str:
+    """``file.py:line`` where ``exc`` was raised."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"

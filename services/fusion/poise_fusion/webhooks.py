@@ -5,6 +5,10 @@ event finds its row already there), sent by the dispatcher loop, and updated wit
 attempt's outcome. The signature header is ``Poise-Signature: t=<unix seconds>,v1=<hex>`` where
 ``v1`` is HMAC-SHA256 with the webhook's secret over ``"<t>." + body``; receivers recompute it
 and reject old timestamps to stop replays by third parties.
+
+Webhook URLs go only to public addresses (``fusion.allow_private_targets`` lifts this for a
+single-host install): checked at registration, and again at each delivery, whose host is
+resolved then; a delivery refused at that point fails at once, without a connection.
 """
 
 from __future__ import annotations
@@ -16,8 +20,6 @@ import json
 import logging
 import secrets
 import time
-from urllib.parse import urlparse
-
 import httpx
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +28,7 @@ from sqlalchemy.orm import sessionmaker
 from poise_common.bus import Bus
 from poise_common.db.models import Webhook, WebhookDelivery
 from poise_common.messages import Envelope, ScoreEvent
+from poise_common.outbound_urls import UnsafeUrl, check_url
 from poise_common.settings import FusionSettings
 from poise_fusion.events import event_summary
 from poise_fusion.outbox import OutboxSender
@@ -65,14 +68,22 @@ def _delivery_view(d: WebhookDelivery) -> dict:
 
 
 class WebhookStore:
-    def __init__(self, sessions: sessionmaker) -> None:
+    """The tenants' webhooks and their deliveries; ``allow_private`` accepts non-public targets."""
+
+    def __init__(self, sessions: sessionmaker, *, allow_private: bool = False) -> None:
         self.sessions = sessions
+        self.allow_private = allow_private
 
     def register(self, tenant: str, url: str, events: list[str] | None = None) -> dict:
-        parsed = urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise WebhookError("a webhook URL must be http:// or https:// with a host")
-        events = sorted(set(events or EVENT_TYPES))
+        """Keep a webhook (blocking: the URL's host is resolved to check it); raises :class:`WebhookError`."""
+        try:
+            check_url(url, allow_private=self.allow_private)
+        except UnsafeUrl as exc:
+            raise WebhookError(f"the webhook URL is refused: {exc}") from None
+        if events is not None and not events:
+            # Omitted means every event; an empty list asks for none, which is no webhook at all.
+            raise WebhookError(f"events must name at least one of {', '.join(EVENT_TYPES)} (omit it for all of them)")
+        events = sorted(set(EVENT_TYPES if events is None else events))
         unknown = sorted(set(events) - set(EVENT_TYPES))
         if unknown:
             raise WebhookError(f"unknown event types: {', '.join(unknown)}")
@@ -166,7 +177,8 @@ class WebhookDispatcher(OutboxSender):
     group = "webhooks"
 
     def __init__(self, bus: Bus, store: WebhookStore, settings: FusionSettings, poll_s: float = 0.5) -> None:
-        super().__init__(bus, timeout_s=settings.webhook_timeout_s, poll_s=poll_s)
+        super().__init__(bus, timeout_s=settings.webhook_timeout_s, poll_s=poll_s,
+                         allow_private=settings.allow_private_targets)
         self.store = store
         self.settings = settings
 
@@ -185,7 +197,7 @@ class WebhookDispatcher(OutboxSender):
             "Poise-Event": event_type,
             "Poise-Delivery": delivery_id,
         }
-        code, error = None, None
+        code, error, retry = None, None, True
         try:
             response = await self.client.post(url, content=data, headers=headers)
             code = response.status_code
@@ -194,8 +206,10 @@ class WebhookDispatcher(OutboxSender):
                 error = f"HTTP {code}"
         except httpx.HTTPError as exc:
             ok, error = False, type(exc).__name__
+        except UnsafeUrl as exc:  # refused before connecting: a retry would be refused again
+            ok, error, retry = False, f"refused: {exc}", False
         retry_at = None
-        if not ok and attempts + 1 < self.settings.webhook_max_attempts:
+        if not ok and retry and attempts + 1 < self.settings.webhook_max_attempts:
             retry_at = time.time() + self.settings.webhook_backoff_s * (2 ** attempts)
         log.info("webhook delivery", extra={"delivery": delivery_id, "ok": ok, "status_code": code})
         await asyncio.to_thread(self.store.record, delivery_id, ok=ok, code=code, error=error, retry_at=retry_at)

@@ -65,22 +65,30 @@ def link_of(interview_id: str, tenant: str) -> str:
     return f"https://poise.example.com/candidate/{interview_id}?t=signed-for-{tenant}"
 
 
-async def order(sessions, *, email_invitations: bool, candidate: dict | None = None) -> str:
-    """POST send_test through the real partner routes; the new interview's id."""
+async def send_order(sessions, *, email_invitations: bool, candidate: dict | None = None) -> httpx.Response:
+    """POST send_test through the real partner routes."""
 
     async def open_interview(role: str, questions: list[dict], tenant: str) -> str:
-        return uuid.uuid4().hex
+        return uuid.uuid4().hex  # no folder: these tests look at the order's row only
+
+    async def discard_interview(interview_id: str) -> None:
+        pass
 
     keys = KeyStore(sessions)
     app = FastAPI()
     app.include_router(create_greenhouse_router(
         GreenhouseStore(sessions), FusionStore(sessions), keys, open_interview,
-        invitation_link=link_of, email_invitations=email_invitations,
+        invitation_link=link_of, discard_interview=discard_interview, email_invitations=email_invitations,
     ))
     basic = base64.b64encode(f"{keys.create('acme', ['interviews:write'])}:".encode()).decode()
     body = {**ORDER, "candidate": candidate or ORDER["candidate"]}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://poise") as client:
-        response = await client.post("/ats/greenhouse/send_test", json=body, headers={"Authorization": f"Basic {basic}"})
+        return await client.post("/ats/greenhouse/send_test", json=body, headers={"Authorization": f"Basic {basic}"})
+
+
+async def order(sessions, *, email_invitations: bool, candidate: dict | None = None) -> str:
+    """An order taken; the new interview's id."""
+    response = await send_order(sessions, email_invitations=email_invitations, candidate=candidate)
     assert response.status_code == 200, response.text
     return response.json()["partner_interview_id"]
 
@@ -197,6 +205,44 @@ def test_a_pending_invitation_is_dropped_once_its_interview_is_scored(sessions):
     interview_id, kept = asyncio.run(scenario())
     assert kept == "pending"
     assert row(sessions, interview_id).invitation_status == "dropped"
+
+
+@pytest.mark.parametrize("email", ["janet.q@", "jane@[1.2.3"])
+def test_an_invitation_whose_message_cannot_be_made_is_failed_once_and_never_logged(sessions, caplog, email):
+    # A row from before send_test checked addresses: the email package cannot even parse these.
+    caplog.set_level(logging.DEBUG)
+    with sessions.begin() as session:
+        session.add(GreenhouseTest(id="iv1", tenant="acme", partner_test_id="generic", candidate_email=email,
+                                   candidate_name="Janet Quill", invitation_url=link_of("iv1", "acme"),
+                                   callback_url=ORDER["url"], invitation_status="pending",
+                                   invitation_next_attempt_at=time.time()))
+    with Mailbox() as mailbox:
+        smtp = SmtpSettings(url=mailbox.url, starttls=False, backoff_s=0.05)
+
+        async def scenario():
+            await run_mailer(sessions, smtp, until=lambda: row(sessions, "iv1").invitation_status != "pending")
+            await asyncio.sleep(0.3)  # more rounds: a failed invitation is not tried again
+
+        asyncio.run(scenario())
+
+    failed = row(sessions, "iv1")
+    assert failed.invitation_status == "failed" and failed.invitation_attempts == 1
+    assert failed.invitation_error == "malformed address" and failed.invitation_next_attempt_at is None
+    assert mailbox.attempts == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no round of the mailer broke
+    for record in (r for r in caplog.records if r.name.startswith("poise")):
+        logged = record.getMessage() + repr(vars(record))
+        assert email not in logged and "Quill" not in logged
+
+
+def test_send_test_refuses_a_malformed_address_before_anything_is_queued(sessions):
+    response = asyncio.run(send_order(sessions, email_invitations=True,
+                                      candidate={**ORDER["candidate"], "email": "janet.q@"}))
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "candidate", "email"] and "email must be one address" in error["msg"]
+    with sessions() as session:
+        assert session.query(GreenhouseTest).count() == 0
 
 
 def test_smtp_addresses():

@@ -56,7 +56,7 @@ class Deployment:
         self.greenhouse = GreenhouseStore(sessions)
         self.app = FastAPI()
 
-        async def no_orders(role: str, questions: list[dict], tenant: str) -> str:
+        async def no_orders(*args) -> str:  # opens (and so discards) nothing
             raise AssertionError("these tests order no Greenhouse test")
 
         self.app.include_router(create_router(self.store, PoiseSettings(), self.keys))
@@ -64,6 +64,7 @@ class Deployment:
         self.app.include_router(create_greenhouse_router(
             self.greenhouse, self.store, self.keys, no_orders, public_base_url="http://poise.test",
             invitation_link=lambda interview_id, tenant: f"http://poise.test/candidate/{interview_id}",
+            discard_interview=no_orders,
         ))
 
     def key(self, tenant: str = "local", *scopes: str) -> str:

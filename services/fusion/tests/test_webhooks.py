@@ -1,4 +1,6 @@
-"""Webhooks against a real local HTTP receiver: signatures, retries with backoff, replay, tenants."""
+"""Webhooks against a real local HTTP receiver: signatures, retries with backoff, replay, tenants,
+and the refusal of non-public targets (the receivers here run on 127.0.0.1, so the tests that
+deliver to them opt in with ``allow_private``, as a single-host install would)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from poise_common.db.engine import create_db_engine, session_factory, upgrade
 from poise_common.messages import Envelope, ScoreEvent, Topics
 from poise_common.settings import FusionSettings
 from poise_fusion.webhook_api import create_webhook_router
-from poise_fusion.webhooks import SIGNATURE_HEADER, WebhookDispatcher, WebhookStore, sign, verify
+from poise_fusion.webhooks import EVENT_TYPES, SIGNATURE_HEADER, WebhookDispatcher, WebhookStore, sign, verify
 
 
 class Receiver:
@@ -48,12 +50,16 @@ class Receiver:
         self.server.shutdown()
 
 
+# The receivers listen on 127.0.0.1: a private target, allowed only when a deployment opts in.
+PRIVATE_OK = FusionSettings(allow_private_targets=True)
+
+
 @pytest.fixture()
 def stores(tmp_path):
     engine = create_db_engine(f"sqlite:///{tmp_path / 'poise.db'}")
     upgrade(engine)
     sessions = session_factory(engine)
-    yield WebhookStore(sessions), KeyStore(sessions)
+    yield WebhookStore(sessions, allow_private=True), KeyStore(sessions)
     engine.dispose()
 
 
@@ -85,7 +91,7 @@ def test_signed_delivery_once_per_event_and_only_to_the_tenant(stores):
     event = scored("iv1")
     # The event arrives twice (at-least-once): one delivery.
     asyncio.run(run_dispatcher(
-        hooks, [event, event], lambda: [d["status"] for d in hooks.deliveries("acme")] == ["delivered"], FusionSettings()
+        hooks, [event, event], lambda: [d["status"] for d in hooks.deliveries("acme")] == ["delivered"], PRIVATE_OK
     ))
     time.sleep(0.3)
     mine.close(), theirs.close()
@@ -105,7 +111,7 @@ def test_failing_receiver_gets_retries_with_backoff_then_success(stores):
     hooks, _ = stores
     receiver = Receiver(failures=2)
     hooks.register("acme", receiver.url)
-    settings = FusionSettings(webhook_backoff_s=0.2, webhook_max_attempts=5)
+    settings = FusionSettings(webhook_backoff_s=0.2, webhook_max_attempts=5, allow_private_targets=True)
     # Until the store has the outcome: the receiver sees the third request before the dispatcher
     # has recorded its answer.
     asyncio.run(run_dispatcher(
@@ -124,7 +130,7 @@ def test_gives_up_after_max_attempts_and_replay_sends_again(stores):
     hooks, _ = stores
     receiver = Receiver(failures=100)
     hooks.register("acme", receiver.url)
-    settings = FusionSettings(webhook_backoff_s=0.05, webhook_max_attempts=3)
+    settings = FusionSettings(webhook_backoff_s=0.05, webhook_max_attempts=3, allow_private_targets=True)
     asyncio.run(run_dispatcher(
         hooks, [scored("iv3")], lambda: [d["status"] for d in hooks.deliveries("acme")] == ["failed"], settings
     ))
@@ -168,3 +174,72 @@ def test_webhook_routes_need_admin_and_validate(stores):
     assert [h["url"] for h in listed.json()["items"]] == ["https://ats.example/hook"]
     assert "secret" not in listed.json()["items"][0]
     assert gone.status_code == 204 and again.status_code == 404
+
+
+def admin_client(sessions) -> tuple[FastAPI, dict]:
+    """The webhook routes on a store with the default (public targets only), and an admin's headers."""
+    keys = KeyStore(sessions)
+    app = FastAPI()
+    app.include_router(create_webhook_router(WebhookStore(sessions), keys))
+    return app, {"Authorization": f"Bearer {keys.create('acme', ['admin'])}"}
+
+
+async def post_webhook(app: FastAPI, headers: dict, body: dict) -> httpx.Response:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fusion") as client:
+        return await client.post("/v1/webhooks", json=body, headers=headers)
+
+
+# Each class of non-public address, as the server's own ports, the cloud metadata endpoint and the
+# private network would be named.
+REFUSED_TARGETS = [
+    ("http://127.0.0.1:8765/metrics", "loopback"),
+    ("http://127.0.0.1:1/", "loopback"),
+    ("http://localhost:8000/v1/webhooks", "loopback"),
+    ("http://[::1]:8000/", "loopback"),
+    ("http://169.254.169.254/latest/meta-data/", "link-local"),
+    ("http://10.0.0.7/hook", "private"),
+    ("http://192.168.0.2/hook", "private"),
+    ("http://0.0.0.0:8000/", "unspecified"),
+    ("http://239.1.2.3/hook", "multicast"),
+    ("http://240.0.0.1/hook", "reserved"),
+]
+
+
+@pytest.mark.parametrize(("url", "kind"), REFUSED_TARGETS)
+def test_registering_a_non_public_target_is_a_422_that_stores_nothing(sessions, url, kind):
+    app, admin = admin_client(sessions)
+    response = asyncio.run(post_webhook(app, admin, {"url": url}))
+    assert response.status_code == 422, response.text
+    message = response.json()["error"]["message"]
+    assert message.startswith("the webhook URL is refused: its host") and f"a {kind} address" in message
+    assert WebhookStore(sessions).list("acme") == []
+
+
+def test_an_explicit_empty_event_list_is_a_422_not_every_event(sessions):
+    app, admin = admin_client(sessions)
+    empty = asyncio.run(post_webhook(app, admin, {"url": "https://ats.example/hook", "events": []}))
+    assert empty.status_code == 422 and "at least one of" in empty.json()["error"]["message"]
+    assert WebhookStore(sessions).list("acme") == []
+    omitted = asyncio.run(post_webhook(app, admin, {"url": "https://ats.example/hook"}))
+    assert omitted.status_code == 201 and omitted.json()["events"] == sorted(EVENT_TYPES)
+
+
+@pytest.mark.parametrize(("host", "kind"), [("localhost", "loopback"), ("127.0.0.1", "loopback"),
+                                            ("169.254.169.254", "link-local"), ("10.0.0.7", "private")])
+def test_a_delivery_to_a_non_public_address_is_refused_when_sent_without_a_connection(sessions, host, kind):
+    receiver = Receiver()
+    port = receiver.server.server_address[1]
+    # Registered while allowed (or while the name resolved elsewhere); the check at send time decides.
+    WebhookStore(sessions, allow_private=True).register("acme", f"http://{host}:{port}/hook")
+    hooks = WebhookStore(sessions)
+    settings = FusionSettings(webhook_backoff_s=0.05, webhook_max_attempts=5)
+    finished = (["failed"], ["delivered"])
+    asyncio.run(run_dispatcher(hooks, [scored("iv9")], lambda: [d["status"] for d in hooks.deliveries("acme")] in finished,
+                               settings))
+    receiver.close()
+    [delivery] = hooks.deliveries("acme")
+    # Failed at the first attempt: a retry would be refused again.
+    assert delivery["status"] == "failed" and delivery["attempts"] == 1 and delivery["last_status_code"] is None
+    resolved = "resolves to" if host == "localhost" else "is"
+    assert delivery["last_error"].startswith(f"refused: its host {resolved} a {kind} address")
+    assert receiver.requests == []

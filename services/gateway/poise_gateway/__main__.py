@@ -71,7 +71,8 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
     greenhouse = create_greenhouse_router(
         GreenhouseStore(sessions), FusionStore(sessions, data_keys), keys, open_interview,
         frameworks_dir=settings.fusion.frameworks_dir, public_base_url=public_base_url,
-        invitation_link=functools.partial(signer.link, public_base_url), email_invitations=bool(settings.smtp.url),
+        invitation_link=functools.partial(signer.link, public_base_url), discard_interview=desk.erase,
+        email_invitations=bool(settings.smtp.url), allow_private_targets=settings.fusion.allow_private_targets,
         audit=audit,
     )
     # This gateway's folders: expired, never completed, or erased through another replica.
@@ -105,5 +106,6 @@ if __name__ == "__main__":
         ),
         reads=["home", "database_url", "migrate_on_start", "public_url", "invitation_secret",
                "invitation_valid_days", "smtp.url", "gateway", "fusion.default_role",
-               "fusion.frameworks_dir", "fusion.default_policy", "master_keys", "retention"],
+               "fusion.frameworks_dir", "fusion.default_policy", "fusion.allow_private_targets", "master_keys",
+               "retention"],
     )
