@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
@@ -53,6 +55,30 @@ def chunks(interview_id: str, question_id: str, data: bytes):
         yield pb.UploadAnswerRequest(data=data[start:start + CHUNK])
 
 
+@contextlib.contextmanager
+def watching(server: Server, interview: str) -> Iterator[list[pb.ScoreEvent]]:
+    """The caller's score events from before the block runs until ``interview`` is scored or failed
+    (or the stream ends), gathered by a thread. Subscribed (the initial metadata arrived) before
+    the block runs, so no event of what it does can be missed."""
+    watch = server.stub.WatchScoreEvents(pb.WatchScoreEventsRequest(), metadata=server.auth(), timeout=300)
+    assert ("poise-subscribed", "1") in watch.initial_metadata()
+    events: list[pb.ScoreEvent] = []
+
+    def listen() -> None:
+        for event in watch:
+            events.append(event)
+            if event.interview_id == interview and event.type in ("interview.scored", "interview.failed"):
+                return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    try:
+        yield events
+        listener.join(240)
+    finally:
+        watch.cancel()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     with serve(tmp_path_factory.mktemp("poise-home"), grpc=True) as served:
@@ -75,20 +101,7 @@ def test_grpc_scores_an_upload_like_rest(server):
     assert (upload.interview_id, upload.question_id, upload.size_bytes) == (interview, "q1", SAMPLE.stat().st_size)
     assert upload.duration_s > 1 and upload.width > 0 and upload.height > 0 and upload.codecs.audio
 
-    # Subscribed (initial metadata arrived) before Complete, so no event can be missed.
-    watch = stub.WatchScoreEvents(pb.WatchScoreEventsRequest(), metadata=server.auth(), timeout=300)
-    assert ("poise-subscribed", "1") in watch.initial_metadata()
-    events: list[pb.ScoreEvent] = []
-
-    def listen() -> None:
-        for event in watch:
-            events.append(event)
-            if event.type == "interview.scored" and event.interview_id == interview:
-                return
-
-    listener = threading.Thread(target=listen, daemon=True)
-    listener.start()
-    try:
+    with watching(server, interview) as events:
         done = stub.CompleteInterview(pb.CompleteInterviewRequest(interview_id=interview), metadata=server.auth(),
                                       timeout=120)
         assert (done.interview_id, done.status) == (interview, "processing")
@@ -104,9 +117,6 @@ def test_grpc_scores_an_upload_like_rest(server):
                 assert exc.code() == grpc.StatusCode.NOT_FOUND
             assert time.monotonic() < deadline, "not scored in time"
             time.sleep(0.5)
-        listener.join(60)
-    finally:
-        watch.cancel()
 
     rest = httpx.get(f"{server.base}/v1/interviews/{interview}/scorecard", headers=server.headers(), timeout=10)
     assert rest.status_code == 200
@@ -117,7 +127,8 @@ def test_grpc_scores_an_upload_like_rest(server):
     types = [e.type for e in events if e.interview_id == interview]
     assert "answer.scored" in types and types[-1] == "interview.scored"
     scored = events[-1]
-    assert dict(scored.competencies) == {c["name"]: c["score"] for c in document["competencies"]}
+    scores = {c["name"]: c["score"] for c in document["competencies"] if c["score"] is not None}
+    assert dict(scored.competencies) == scores
     assert scored.model_version == document["model_version"]
     answered = next(e for e in events if e.type == "answer.scored")
     assert answered.question_id == "q1" and answered.answer_id
@@ -130,6 +141,26 @@ def test_grpc_scores_an_upload_like_rest(server):
                                    timeout=10).items
     # The other tenant sees none of it.
     assert not stub.ListScorecards(pb.ListScorecardsRequest(), metadata=server.auth("other"), timeout=10).items
+
+
+def test_competencies_without_evidence_are_named_and_the_event_stream_goes_on(server, media_dir):
+    # The Pexels clip has a face and an all-zero audio track: nothing said, so the competencies
+    # that rest on speech have no score (insufficient evidence), which a map of doubles cannot hold.
+    interview = server.create()
+    clip = (media_dir / "pexels_face_20s.mp4").read_bytes()
+    server.stub.UploadAnswer(chunks(interview, "q1", clip), metadata=server.auth(), timeout=120)
+    with watching(server, interview) as events:
+        server.stub.CompleteInterview(pb.CompleteInterviewRequest(interview_id=interview), metadata=server.auth(),
+                                      timeout=120)
+    scored = [e for e in events if e.interview_id == interview and e.type == "interview.scored"]
+    assert len(scored) == 1, [(e.type, e.interview_id) for e in events]
+    card = server.stub.GetScorecard(pb.GetScorecardRequest(interview_id=interview), metadata=server.auth(),
+                                    timeout=10)
+    competencies = json.loads(card.scorecard_json)["competencies"]
+    unscored = [c["name"] for c in competencies if c["score"] is None]
+    assert unscored, competencies
+    assert list(scored[0].insufficient_evidence) == unscored
+    assert dict(scored[0].competencies) == {c["name"]: c["score"] for c in competencies if c["score"] is not None}
 
 
 def test_health_and_reflection(server):

@@ -117,7 +117,10 @@ def test_an_interview_that_cannot_be_scored_fails_visibly(tmp_path, media_dir):
         failed = json.loads(events[events.index("event: interview.failed") + 1].removeprefix("data: "))
         assert failed["interview_id"] == interview and "unknown role 'astronaut'" in failed["error"]
         status = httpx.get(f"{base}/v1/interviews/{interview}/scorecard", headers=headers, timeout=10)
-        assert status.status_code == 422 and status.json() == {"status": "failed"}
+        assert status.status_code == 422 and status.json() == {
+            "status": "failed", "error": {"code": "not_scorable", "message": failed["error"]}}
+        listed = httpx.get(f"{base}/v1/interviews?status=failed", headers=headers, timeout=10).json()
+        assert [i["interview_id"] for i in listed["items"]] == [interview] and listed["next_cursor"] is None
         time.sleep(1.0)  # late messages of the failed interview must not bring it back
         again = httpx.get(f"{base}/v1/interviews/{interview}/scorecard", headers=headers, timeout=10)
         assert again.status_code == 422

@@ -40,8 +40,10 @@ def decode_cursor(token: str | None) -> Cursor | None:
     return Cursor(when, interview_id)
 
 
-def next_cursor(items: list[dict], limit: int) -> str | None:
-    """The cursor after a full page's last item; None when the page was the last."""
-    if len(items) < limit or not items:
-        return None
-    return Cursor(items[-1]["created_at"], items[-1]["interview_id"]).encode()
+def page_of(rows: list[dict], limit: int) -> tuple[list[dict], str | None]:
+    """The page of at most ``limit`` items from ``rows`` (fetched as ``limit + 1``), and the cursor
+    after its last item; None when nothing follows, so a full last page is not taken for a middle one."""
+    items = rows[:limit]
+    if len(rows) <= limit:
+        return items, None
+    return items, Cursor(items[-1]["created_at"], items[-1]["interview_id"]).encode()

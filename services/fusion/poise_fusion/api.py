@@ -3,8 +3,9 @@
 ``GET /v1/interviews/{interview_id}/scorecard`` answers 200 with the scorecard (the document
 ``poise score --json`` prints, with reviewers' overrides applied: see overrides.py),
 202 ``{"status": "processing"}`` while it is being scored,
-422 ``{"status": "failed"}`` when it could not be scored, and 404 when the interview is unknown
-(including right after the gateway published it, until fusion has seen its first message).
+422 ``{"status": "failed", "error": {"code": ..., "message": ...}}`` when it could not be scored
+(see :func:`failure_error`), and 404 when the interview is unknown (including right after the
+gateway published it, until fusion has seen its first message).
 """
 
 # No `from __future__ import annotations`: FastAPI must see the routes' Annotated
@@ -19,7 +20,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from poise_common.api_auth import requires
 from poise_common.audit_trail import AuditTrail, record_access
 from poise_common.auth import KeyStore, Principal
-from poise_common.paging import BadCursor, decode_cursor, next_cursor
+from poise_common.paging import BadCursor, decode_cursor, page_of
 from poise_common.settings import PoiseSettings
 from poise_fusion.events import EventHub
 from poise_fusion.store import FusionStore
@@ -29,6 +30,16 @@ _RESPONSES = {
     404: {"description": "No such interview: `{\"error\": {\"code\": \"not_found\", ...}}`."},
     422: {"description": "The interview could not be scored: `{\"status\": \"failed\"}`."},
 }
+
+
+def failure_error(reason: str | None) -> dict[str, str]:
+    """Why an interview could not be scored, as the API's error: a code to act on and the stored
+    reason. Every reason is written by fusion itself (a policy's consent refusal, or a role whose
+    competency framework cannot be used) and names no candidate, so it is safe to show."""
+    # The consent refusal is the one failure the caller fixes by asking the candidate; the same
+    # code as the gateway's refusal to complete such an interview.
+    code = "consent_required" if reason and "consent" in reason else "not_scorable"
+    return {"code": code, "message": reason or "the interview could not be scored"}
 
 
 def create_router(
@@ -68,12 +79,13 @@ def create_router(
             after = decode_cursor(cursor)
         except BadCursor as exc:
             return JSONResponse({"error": {"code": "invalid_cursor", "message": str(exc)}}, status_code=422)
-        items = await asyncio.to_thread(
-            store.list_interviews, caller.tenant, status=status, role=role, limit=limit, after=after
+        rows = await asyncio.to_thread(
+            store.list_interviews, caller.tenant, status=status, role=role, limit=limit + 1, after=after
         )
+        items, cursor = page_of(rows, limit)
         await record_access(audit, tenant=caller.tenant, actor=caller.key_id, action="scorecard.list",
                             detail={"via": "rest", "interview_ids": [i["interview_id"] for i in items]})
-        return JSONResponse({"items": items, "next_cursor": next_cursor(items, limit)})
+        return JSONResponse({"items": items, "next_cursor": cursor})
 
     @router.get("/{interview_id}/scorecard", responses=_RESPONSES)
     async def get_scorecard(interview_id: InterviewId, caller: Caller) -> JSONResponse:
@@ -84,7 +96,8 @@ def create_router(
             return JSONResponse({"error": {"code": "not_found", "message": "no such interview"}}, status_code=404)
         status = found[1]
         if status == "failed":
-            return JSONResponse({"status": "failed"}, status_code=422)
+            reason = await asyncio.to_thread(store.failure_reason, interview_id)
+            return JSONResponse({"status": "failed", "error": failure_error(reason)}, status_code=422)
         if status == "scored":
             document = await asyncio.to_thread(store.reviewed_scorecard, interview_id)
             if document is not None:

@@ -34,7 +34,11 @@ def event_summary(env: Envelope) -> dict:
         summary["question_id"] = card.get("question_id")
     if event.type == "interview.scored":
         summary["model_version"] = card.get("model_version")
-        summary["competencies"] = {c["name"]: c["score"] for c in card.get("competencies", [])}
+        competencies = card.get("competencies", [])
+        # null where there was too little evidence to score; also named in a list of their own,
+        # for clients whose maps cannot hold a null (gRPC's map<string, double>).
+        summary["competencies"] = {c["name"]: c["score"] for c in competencies}
+        summary["insufficient_evidence"] = [c["name"] for c in competencies if c["score"] is None]
     if event.type == "interview.failed":
         summary["error"] = event.error
     return summary

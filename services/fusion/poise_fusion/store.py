@@ -10,7 +10,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, delete, func, insert, or_, select
+from sqlalchemy import CompoundSelect, and_, cast, delete, func, insert, literal, null, or_, select, union_all
 from sqlalchemy.orm import Session, sessionmaker
 
 from poise_common.db.models import Answer, AnswerPart, Failure, Interview, Scorecard, VisionFrame
@@ -55,6 +55,28 @@ def _part_aad(answer_id: str, part: str) -> str:
 
 def _scorecard_aad(interview_id: str) -> str:
     return f"scorecard\n{interview_id}"
+
+
+def _listing(tenant: str, status: str | None, role: str | None) -> CompoundSelect:
+    """The rows ``list_interviews`` pages through: the tenant's interviews, and its failed ones
+    (kept as Failure rows only), in the same columns."""
+    interviews = select(
+        Interview.id.label("interview_id"), Interview.role, Interview.status, Interview.answer_count,
+        Interview.created_at, Interview.scored_at,
+    ).where(Interview.tenant == tenant)
+    if status:
+        interviews = interviews.where(Interview.status == status)
+    if role:
+        interviews = interviews.where(Interview.role == role)
+    parts = [interviews]
+    if status in (None, "failed") and not role:
+        parts.append(select(
+            Failure.interview_id, cast(null(), Interview.role.type).label("role"),
+            cast(literal("failed"), Interview.status.type).label("status"),
+            cast(null(), Interview.answer_count.type).label("answer_count"), Failure.created_at,
+            cast(null(), Interview.scored_at.type).label("scored_at"),
+        ).where(Failure.tenant == tenant, Failure.reason != ERASED_REASON))
+    return union_all(*parts)
 
 
 class FusionStore:
@@ -286,28 +308,34 @@ class FusionStore:
             # An erased interview is unknown, as if it had never been.
             return None if failure is None or failure.reason == ERASED_REASON else (failure.tenant, "failed")
 
+    def failure_reason(self, interview_id: str) -> str | None:
+        """Why the interview could not be scored; None when it did not fail (or was erased).
+
+        The reason is written by the code (a policy's refusal, a framework that cannot be
+        used): it names policies and roles, never the candidate."""
+        with self.sessions() as session:
+            failure = session.get(Failure, interview_id)
+            return None if failure is None or failure.reason == ERASED_REASON else failure.reason
+
     def list_interviews(
         self, tenant: str, *, status: str | None = None, role: str | None = None, limit: int = 50,
         after: Cursor | None = None,
     ) -> list[dict]:
-        """A tenant's interviews, newest first (ties by id); ``after`` is the previous page's last row."""
+        """A tenant's interviews, newest first (ties by id); ``after`` is the previous page's last row.
+
+        Failed interviews are listed too (status failed) from what is kept of them, their Failure
+        row: it has no role or answer count (null), so a role filter leaves them out. Erased ones
+        are not listed."""
+        listed = _listing(tenant, status, role).subquery()
+        query = select(listed)
+        if after is not None:
+            query = query.where(or_(
+                listed.c.created_at < after.created_at,
+                and_(listed.c.created_at == after.created_at, listed.c.interview_id > after.interview_id),
+            ))
+        query = query.order_by(listed.c.created_at.desc(), listed.c.interview_id).limit(limit)
         with self.sessions() as session:
-            query = select(Interview).where(Interview.tenant == tenant)
-            if status:
-                query = query.where(Interview.status == status)
-            if role:
-                query = query.where(Interview.role == role)
-            if after is not None:
-                query = query.where(or_(
-                    Interview.created_at < after.created_at,
-                    and_(Interview.created_at == after.created_at, Interview.id > after.interview_id),
-                ))
-            rows = session.scalars(query.order_by(Interview.created_at.desc(), Interview.id).limit(limit))
-            return [
-                {"interview_id": r.id, "role": r.role, "status": r.status, "answer_count": r.answer_count,
-                 "created_at": r.created_at, "scored_at": r.scored_at}
-                for r in rows
-            ]
+            return [dict(row) for row in session.execute(query).mappings()]
 
     def scorecard(self, interview_id: str) -> dict | None:
         with self.sessions() as session:
@@ -326,6 +354,12 @@ class FusionStore:
     def discard_interview(self, interview_id: str, tenant: str, reason: str, record: bool = True) -> None:
         """Remove everything stored for an interview that cannot be scored; keep only why."""
         with self._lock, self.sessions.begin() as session:
+            created_at = session.scalar(select(Interview.created_at).where(Interview.id == interview_id))
             session.execute(delete(Interview).where(Interview.id == interview_id))
             if record and session.get(Failure, interview_id) is None:
-                session.add(Failure(interview_id=interview_id, tenant=tenant, reason=reason))
+                failure = Failure(interview_id=interview_id, tenant=tenant, reason=reason)
+                if created_at is not None:
+                    # Dated as the interview was: its place in a listing (and a cursor naming it)
+                    # stays the same when it fails, and retention ages it from the same day.
+                    failure.created_at = created_at
+                session.add(failure)

@@ -77,11 +77,18 @@ def test_processing_then_scored(store):
     assert scored.status_code == 200 and scored.json() == unreviewed
 
 
-def test_failed_interview_is_422(store):
+def test_failed_interview_is_422_with_why(store):
     store.apply(opened("iv2"))
-    store.discard_interview("iv2", "local", "the audio stage could not process this interview")
-    (response,) = get_all(store, ["/v1/interviews/iv2/scorecard"])
-    assert response.status_code == 422 and response.json() == {"status": "failed"}
+    store.apply(opened("iv2b"))
+    unknown_role = "unknown role 'astronaut'; known roles: generic, sales-development-rep"
+    no_consent = "the us-il policy needs the candidate's consent before analysis, and none was recorded"
+    store.discard_interview("iv2", "local", unknown_role)
+    store.discard_interview("iv2b", "local", no_consent)
+    failed, refused = get_all(store, ["/v1/interviews/iv2/scorecard", "/v1/interviews/iv2b/scorecard"])
+    assert failed.status_code == 422
+    assert failed.json() == {"status": "failed", "error": {"code": "not_scorable", "message": unknown_role}}
+    assert refused.status_code == 422
+    assert refused.json() == {"status": "failed", "error": {"code": "consent_required", "message": no_consent}}
 
 
 def test_another_tenants_interview_does_not_exist(store):
@@ -150,3 +157,61 @@ def test_paging_keeps_interviews_that_share_a_creation_time(store):
     bad, forged = get_all(store, ["/v1/interviews?cursor=nonsense", "/v1/interviews?cursor=djE6MS4wOng="])
     assert bad.status_code == forged.status_code == 422
     assert bad.json()["error"]["code"] == "invalid_cursor"
+
+
+def pages(store: FusionStore, query: str, tenant: str = "local") -> list[dict]:
+    """Every page of ``GET /v1/interviews?{query}``, following next_cursor until it is null."""
+    found, cursor = [], ""
+    while True:
+        (page,) = get_all(store, [f"/v1/interviews?{query}{cursor}"], tenant=tenant)
+        assert page.status_code == 200, page.text
+        found.append(page.json())
+        if page.json()["next_cursor"] is None:
+            return found
+        assert len(found) < 20, "the cursor never ended"
+        cursor = f"&cursor={page.json()['next_cursor']}"
+
+
+def test_a_full_last_page_has_no_next_cursor(store):
+    for n in range(6):
+        store.apply(opened(f"iv{n}"))
+    listed = pages(store, "limit=3")
+    assert [[i["interview_id"] for i in page["items"]] for page in listed] == [["iv5", "iv4", "iv3"],
+                                                                             ["iv2", "iv1", "iv0"]]
+    (exact,) = get_all(store, ["/v1/interviews?limit=6"])
+    assert len(exact.json()["items"]) == 6 and exact.json()["next_cursor"] is None
+    (short,) = get_all(store, ["/v1/interviews?limit=5"])
+    assert len(short.json()["items"]) == 5 and short.json()["next_cursor"] is not None
+
+
+def test_failed_interviews_are_listed_in_place_per_tenant_and_not_once_erased(store):
+    from sqlalchemy import update
+
+    from poise_common.db.models import Interview
+    from poise_fusion.erasure import erase_rows
+
+    for n in range(5):
+        store.apply(opened(f"iv{n}"))
+    store.apply(opened("theirs", tenant="acme"))
+    with store.sessions.begin() as session:  # opened a second apart, oldest first
+        for n in range(5):
+            session.execute(update(Interview).where(Interview.id == f"iv{n}").values(created_at=1_700_000_000.0 + n))
+    store.save_scorecard("iv0", "local", "generic@1.0+norms", SCORECARD)
+    for interview_id in ("iv1", "iv3", "iv4"):
+        store.discard_interview(interview_id, "local", "unknown role 'astronaut'")
+    store.discard_interview("theirs", "acme", "unknown role 'astronaut'")
+    with store.sessions.begin() as session:
+        erase_rows(session, "local", ["iv4"], tombstone=True)
+
+    everything = [i for page in pages(store, "limit=2") for i in page["items"]]
+    # Where they stood when they were opened: failing does not move them.
+    assert [(i["interview_id"], i["status"]) for i in everything] == [
+        ("iv3", "failed"), ("iv2", "processing"), ("iv1", "failed"), ("iv0", "scored")]
+    assert everything[0] == {"interview_id": "iv3", "role": None, "status": "failed", "answer_count": None,
+                             "created_at": 1_700_000_003.0, "scored_at": None}
+    failed = [[i["interview_id"] for i in page["items"]] for page in pages(store, "status=failed&limit=1")]
+    assert failed == [["iv3"], ["iv1"]]
+    assert [i["interview_id"] for i in pages(store, "status=failed", tenant="acme")[0]["items"]] == ["theirs"]
+    # A failed interview keeps no role, so a role filter leaves it out.
+    assert [i["interview_id"] for i in pages(store, "role=generic")[0]["items"]] == ["iv2", "iv0"]
+    assert pages(store, "status=failed&role=generic")[0]["items"] == []

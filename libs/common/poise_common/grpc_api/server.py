@@ -32,7 +32,7 @@ from poise_common.audit_trail import AuditTrail, record_access
 from poise_common.auth import KeyStore, Principal
 from poise_common.grpc_api.poise.v1 import scoring_pb2 as pb
 from poise_common.grpc_api.poise.v1 import scoring_pb2_grpc as pb_grpc
-from poise_common.paging import BadCursor, decode_cursor, next_cursor
+from poise_common.paging import BadCursor, decode_cursor, page_of
 
 if TYPE_CHECKING:  # the service packages depend on poise_common, not the other way round
     from poise_fusion.erasure import Eraser
@@ -229,6 +229,8 @@ class ScoringServicer(pb_grpc.ScoringServiceServicer):
             if found is None or found[0] != principal.tenant:
                 await self._abort(context, grpc.StatusCode.NOT_FOUND, "no such interview", "not_found")
             status = found[1]
+            if status == "failed":
+                return pb.GetScorecardResponse(status="failed", error=await self._failure(store, request.interview_id))
             if status == "scored":
                 document = await asyncio.to_thread(store.reviewed_scorecard, request.interview_id)
                 if document is not None:
@@ -236,6 +238,14 @@ class ScoringServicer(pb_grpc.ScoringServiceServicer):
                     return pb.GetScorecardResponse(status="scored", scorecard_json=_json(document))
                 status = "processing"  # the same answer as REST's for a row without its document
         return pb.GetScorecardResponse(status=status)
+
+    @staticmethod
+    async def _failure(store: FusionStore, interview_id: str) -> pb.Error:
+        """Why the interview failed, as the REST API's 422 body says it."""
+        from poise_fusion.api import failure_error  # present wherever a store is
+
+        reason = await asyncio.to_thread(store.failure_reason, interview_id)
+        return pb.Error(**failure_error(reason))
 
     async def ListScorecards(
         self, request: pb.ListScorecardsRequest, context: grpc.aio.ServicerContext
@@ -257,10 +267,11 @@ class ScoringServicer(pb_grpc.ScoringServiceServicer):
             await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, problem, "invalid_request")
         limit = request.page_size or DEFAULT_PAGE_SIZE
         async with self._errors(context, "ListScorecards"):
-            items = await asyncio.to_thread(
+            rows = await asyncio.to_thread(
                 store.list_interviews, principal.tenant, status=request.status or None,
-                role=request.role or None, limit=limit, after=after,
+                role=request.role or None, limit=limit + 1, after=after,
             )
+            items, cursor = page_of(rows, limit)
             await self._record(principal, "scorecard.list", interview_ids=[i["interview_id"] for i in items])
         return pb.ListScorecardsResponse(
             items=[
@@ -270,7 +281,7 @@ class ScoringServicer(pb_grpc.ScoringServiceServicer):
                 )
                 for i in items
             ],
-            next_page_token=next_cursor(items, limit) or "",
+            next_page_token=cursor or "",
         )
 
     async def WatchScoreEvents(
@@ -286,13 +297,7 @@ class ScoringServicer(pb_grpc.ScoringServiceServicer):
                 if summary is None:  # subscribed: from here on no event is missed
                     await context.send_initial_metadata((("poise-subscribed", "1"),))
                     continue
-                yield pb.ScoreEvent(
-                    type=summary["type"], interview_id=summary["interview_id"],
-                    answer_id=summary.get("answer_id") or "", question_id=summary.get("question_id") or "",
-                    model_version=summary.get("model_version") or "",
-                    competencies=summary.get("competencies") or {}, created_at=summary["created_at"],
-                    error=summary.get("error") or "",
-                )
+                yield _score_event(summary)
 
     # -- erasure (the gateway) -----------------------------------------------------------
     async def EraseCandidate(
@@ -309,6 +314,20 @@ class ScoringServicer(pb_grpc.ScoringServiceServicer):
             erasure_id=receipt.erasure_id, status=receipt.status, requested_at=receipt.requested_at,
             completed_at=receipt.completed_at or 0.0, interviews=receipt.interviews, removed=receipt.removed,
         )
+
+
+def _score_event(summary: dict) -> pb.ScoreEvent:
+    """An event summary (``poise_fusion.events.event_summary``) as the proto message."""
+    # A map<string, double> cannot hold a competency without a score (too little evidence):
+    # those are named in insufficient_evidence instead.
+    scores = {name: score for name, score in (summary.get("competencies") or {}).items() if score is not None}
+    return pb.ScoreEvent(
+        type=summary["type"], interview_id=summary["interview_id"],
+        answer_id=summary.get("answer_id") or "", question_id=summary.get("question_id") or "",
+        model_version=summary.get("model_version") or "", competencies=scores,
+        insufficient_evidence=summary.get("insufficient_evidence") or [], created_at=summary["created_at"],
+        error=summary.get("error") or "",
+    )
 
 
 PORT_ENV = "POISE_GRPC_PORT"

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16poise/v1/scoring.proto\x12\x08poise.v1\"-\n\x08Question\x12\x13\n\x0bquestion_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\x88\x01\n\x16\x43reateInterviewRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\x12%\n\tquestions\x18\x02 \x03(\x0b\x32\x12.poise.v1.Question\x12\x15\n\rcandidate_ref\x18\x03 \x01(\t\x12\"\n\x07\x63onsent\x18\x04 \x01(\x0b\x32\x11.poise.v1.Consent\"3\n\x07\x43onsent\x12\x10\n\x08given_at\x18\x01 \x01(\t\x12\x16\n\x0enotice_version\x18\x02 \x01(\t\"/\n\x17\x43reateInterviewResponse\x12\x14\n\x0cinterview_id\x18\x01 \x01(\t\"c\n\x13UploadAnswerRequest\x12\x14\n\x0cinterview_id\x18\x01 \x01(\t\x12\x13\n\x0bquestion_id\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x03\"&\n\x06\x43odecs\x12\r\n\x05video\x18\x01 \x01(\t\x12\r\n\x05\x61udio\x18\x02 \x01(\t\"\xc0\x01\n\nAnswerInfo\x12\x14\n\x0cinterview_id\x18\x01 \x01(\t\x12\x13\n\x0bquestion_id\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x12\n\nduration_s\x18\x04 \x01(\x01\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x07 \x01(\x01\x12\x11\n\tcontainer\x18\x08 \x01(\t\x12 \n\x06\x63odecs\x18\t \x01(\x0b\x32\x10.poise.v1.Codecs\"0\n\x18\x43ompleteInterviewRequest\x12\x14\n\x0cinterview_id\x18\x01 \x01(\t\"A\n\x19\x43ompleteInterviewResponse\x12\x14\n\x0cinterview_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"+\n\x13GetScorecardRequest\x12\x14\n\x0cinterview_id\x18\x01 \x01(\t\">\n\x14GetScorecardResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x16\n\x0escorecard_json\x18\x02 \x01(\t\"\\\n\x15ListScorecardsRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\x96\x01\n\x10InterviewSummary\x12\x14\n\x0cinterview_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x14\n\x0c\x61nswer_count\x18\x04 \x01(\x05\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\x12\x16\n\tscored_at\x18\x06 \x01(\x01H\x00\x88\x01\x01\x42\x0c\n\n_scored_at\"\\\n\x16ListScorecardsResponse\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.poise.v1.InterviewSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x19\n\x17WatchScoreEventsRequest\"\x85\x02\n\nScoreEvent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x14\n\x0cinterview_id\x18\x02 \x01(\t\x12\x11\n\tanswer_id\x18\x03 \x01(\t\x12\x13\n\x0bquestion_id\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12<\n\x0c\x63ompetencies\x18\x06 \x03(\x0b\x32&.poise.v1.ScoreEvent.CompetenciesEntry\x12\x12\n\ncreated_at\x18\x07 \x01(\x01\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x1a\x33\n\x11\x43ompetenciesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\".\n\x15\x45raseCandidateRequest\x12\x15\n\rcandidate_ref\x18\x01 \x01(\t\"\xdc\x01\n\x0e\x45rasureReceipt\x12\x12\n\nerasure_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x14\n\x0crequested_at\x18\x03 \x01(\x01\x12\x14\n\x0c\x63ompleted_at\x18\x04 \x01(\x01\x12\x12\n\ninterviews\x18\x05 \x01(\x05\x12\x36\n\x07removed\x18\x06 \x03(\x0b\x32%.poise.v1.ErasureReceipt.RemovedEntry\x1a.\n\x0cRemovedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\xcd\x04\n\x0eScoringService\x12V\n\x0f\x43reateInterview\x12 .poise.v1.CreateInterviewRequest\x1a!.poise.v1.CreateInterviewResponse\x12\x45\n\x0cUploadAnswer\x12\x1d.poise.v1.UploadAnswerRequest\x1a\x14.poise.v1.AnswerInfo(\x01\x12\\\n\x11\x43ompleteInterview\x12\".poise.v1.CompleteInterviewRequest\x1a#.poise.v1.CompleteInterviewResponse\x12M\n\x0cGetScorecard\x12\x1d.poise.v1.GetScorecardRequest\x1a\x1e.poise.v1.GetScorecardResponse\x12S\n\x0eListScorecards\x12\x1f.poise.v1.ListScorecardsRequest\x1a .poise.v1.ListScorecardsResponse\x12M\n\x10WatchScoreEvents\x12!.poise.v1.WatchScoreEventsRequest\x1a\x14.poise.v1.ScoreEvent0\x01\x12K\n\x0e\x45raseCandidate\x12\x1f.poise.v1.EraseCandidateRequest\x1a\x18.poise.v1.ErasureReceiptb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16poise/v1/scoring.proto\x12\x08poise.v1\"-\n\x08Question\x12\x13\n\x0bquestion_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\x88\x01\n\x16\x43reateInterviewRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\x12%\n\tquestions\x18\x02 \x03(\x0b\x32\x12.poise.v1.Question\x12\x15\n\rcandidate_ref\x18\x03 \x01(\t\x12\"\n\x07\x63onsent\x18\x04 \x01(\x0b\x32\x11.poise.v1.Consent\"3\n\x07\x43onsent\x12\x10\n\x08given_at\x18\x01 \x01(\t\x12\x16\n\x0enotice_version\x18\x02 \x01(\t\"/\n\x17\x43reateInterviewResponse\x12\x14\n\x0cinterview_id\x18\x01 \x01(\t\"c\n\x13UploadAnswerRequest\x12\x14\n\x0cinterview_id\x18\x01 \x01(\t\x12\x13\n\x0bquestion_id\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x03\"&\n\x06\x43odecs\x12\r\n\x05video\x18\x01 \x01(\t\x12\r\n\x05\x61udio\x18\x02 \x01(\t\"\xc0\x01\n\nAnswerInfo\x12\x14\n\x0cinterview_id\x18\x01 \x01(\t\x12\x13\n\x0bquestion_id\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x12\n\nduration_s\x18\x04 \x01(\x01\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x07 \x01(\x01\x12\x11\n\tcontainer\x18\x08 \x01(\t\x12 \n\x06\x63odecs\x18\t \x01(\x0b\x32\x10.poise.v1.Codecs\"0\n\x18\x43ompleteInterviewRequest\x12\x14\n\x0cinterview_id\x18\x01 \x01(\t\"A\n\x19\x43ompleteInterviewResponse\x12\x14\n\x0cinterview_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"+\n\x13GetScorecardRequest\x12\x14\n\x0cinterview_id\x18\x01 \x01(\t\"^\n\x14GetScorecardResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x16\n\x0escorecard_json\x18\x02 \x01(\t\x12\x1e\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x0f.poise.v1.Error\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\\\n\x15ListScorecardsRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\x96\x01\n\x10InterviewSummary\x12\x14\n\x0cinterview_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x14\n\x0c\x61nswer_count\x18\x04 \x01(\x05\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\x12\x16\n\tscored_at\x18\x06 \x01(\x01H\x00\x88\x01\x01\x42\x0c\n\n_scored_at\"\\\n\x16ListScorecardsResponse\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.poise.v1.InterviewSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x19\n\x17WatchScoreEventsRequest\"\xa4\x02\n\nScoreEvent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x14\n\x0cinterview_id\x18\x02 \x01(\t\x12\x11\n\tanswer_id\x18\x03 \x01(\t\x12\x13\n\x0bquestion_id\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12<\n\x0c\x63ompetencies\x18\x06 \x03(\x0b\x32&.poise.v1.ScoreEvent.CompetenciesEntry\x12\x12\n\ncreated_at\x18\x07 \x01(\x01\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x1d\n\x15insufficient_evidence\x18\t \x03(\t\x1a\x33\n\x11\x43ompetenciesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\".\n\x15\x45raseCandidateRequest\x12\x15\n\rcandidate_ref\x18\x01 \x01(\t\"\xdc\x01\n\x0e\x45rasureReceipt\x12\x12\n\nerasure_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x14\n\x0crequested_at\x18\x03 \x01(\x01\x12\x14\n\x0c\x63ompleted_at\x18\x04 \x01(\x01\x12\x12\n\ninterviews\x18\x05 \x01(\x05\x12\x36\n\x07removed\x18\x06 \x03(\x0b\x32%.poise.v1.ErasureReceipt.RemovedEntry\x1a.\n\x0cRemovedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\xcd\x04\n\x0eScoringService\x12V\n\x0f\x43reateInterview\x12 .poise.v1.CreateInterviewRequest\x1a!.poise.v1.CreateInterviewResponse\x12\x45\n\x0cUploadAnswer\x12\x1d.poise.v1.UploadAnswerRequest\x1a\x14.poise.v1.AnswerInfo(\x01\x12\\\n\x11\x43ompleteInterview\x12\".poise.v1.CompleteInterviewRequest\x1a#.poise.v1.CompleteInterviewResponse\x12M\n\x0cGetScorecard\x12\x1d.poise.v1.GetScorecardRequest\x1a\x1e.poise.v1.GetScorecardResponse\x12S\n\x0eListScorecards\x12\x1f.poise.v1.ListScorecardsRequest\x1a .poise.v1.ListScorecardsResponse\x12M\n\x10WatchScoreEvents\x12!.poise.v1.WatchScoreEventsRequest\x1a\x14.poise.v1.ScoreEvent0\x01\x12K\n\x0e\x45raseCandidate\x12\x1f.poise.v1.EraseCandidateRequest\x1a\x18.poise.v1.ErasureReceiptb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -56,25 +56,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSCORECARDREQUEST']._serialized_start=777
   _globals['_GETSCORECARDREQUEST']._serialized_end=820
   _globals['_GETSCORECARDRESPONSE']._serialized_start=822
-  _globals['_GETSCORECARDRESPONSE']._serialized_end=884
-  _globals['_LISTSCORECARDSREQUEST']._serialized_start=886
-  _globals['_LISTSCORECARDSREQUEST']._serialized_end=978
-  _globals['_INTERVIEWSUMMARY']._serialized_start=981
-  _globals['_INTERVIEWSUMMARY']._serialized_end=1131
-  _globals['_LISTSCORECARDSRESPONSE']._serialized_start=1133
-  _globals['_LISTSCORECARDSRESPONSE']._serialized_end=1225
-  _globals['_WATCHSCOREEVENTSREQUEST']._serialized_start=1227
-  _globals['_WATCHSCOREEVENTSREQUEST']._serialized_end=1252
-  _globals['_SCOREEVENT']._serialized_start=1255
-  _globals['_SCOREEVENT']._serialized_end=1516
-  _globals['_SCOREEVENT_COMPETENCIESENTRY']._serialized_start=1465
-  _globals['_SCOREEVENT_COMPETENCIESENTRY']._serialized_end=1516
-  _globals['_ERASECANDIDATEREQUEST']._serialized_start=1518
-  _globals['_ERASECANDIDATEREQUEST']._serialized_end=1564
-  _globals['_ERASURERECEIPT']._serialized_start=1567
-  _globals['_ERASURERECEIPT']._serialized_end=1787
-  _globals['_ERASURERECEIPT_REMOVEDENTRY']._serialized_start=1741
-  _globals['_ERASURERECEIPT_REMOVEDENTRY']._serialized_end=1787
-  _globals['_SCORINGSERVICE']._serialized_start=1790
-  _globals['_SCORINGSERVICE']._serialized_end=2379
+  _globals['_GETSCORECARDRESPONSE']._serialized_end=916
+  _globals['_ERROR']._serialized_start=918
+  _globals['_ERROR']._serialized_end=956
+  _globals['_LISTSCORECARDSREQUEST']._serialized_start=958
+  _globals['_LISTSCORECARDSREQUEST']._serialized_end=1050
+  _globals['_INTERVIEWSUMMARY']._serialized_start=1053
+  _globals['_INTERVIEWSUMMARY']._serialized_end=1203
+  _globals['_LISTSCORECARDSRESPONSE']._serialized_start=1205
+  _globals['_LISTSCORECARDSRESPONSE']._serialized_end=1297
+  _globals['_WATCHSCOREEVENTSREQUEST']._serialized_start=1299
+  _globals['_WATCHSCOREEVENTSREQUEST']._serialized_end=1324
+  _globals['_SCOREEVENT']._serialized_start=1327
+  _globals['_SCOREEVENT']._serialized_end=1619
+  _globals['_SCOREEVENT_COMPETENCIESENTRY']._serialized_start=1568
+  _globals['_SCOREEVENT_COMPETENCIESENTRY']._serialized_end=1619
+  _globals['_ERASECANDIDATEREQUEST']._serialized_start=1621
+  _globals['_ERASECANDIDATEREQUEST']._serialized_end=1667
+  _globals['_ERASURERECEIPT']._serialized_start=1670
+  _globals['_ERASURERECEIPT']._serialized_end=1890
+  _globals['_ERASURERECEIPT_REMOVEDENTRY']._serialized_start=1844
+  _globals['_ERASURERECEIPT_REMOVEDENTRY']._serialized_end=1890
+  _globals['_SCORINGSERVICE']._serialized_start=1893
+  _globals['_SCORINGSERVICE']._serialized_end=2482
 # @@protoc_insertion_point(module_scope)

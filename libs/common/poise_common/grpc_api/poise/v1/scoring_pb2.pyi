@@ -103,12 +103,22 @@ class GetScorecardRequest(_message.Message):
     def __init__(self, interview_id: _Optional[str] = ...) -> None: ...
 
 class GetScorecardResponse(_message.Message):
-    __slots__ = ("status", "scorecard_json")
+    __slots__ = ("status", "scorecard_json", "error")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     SCORECARD_JSON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     status: str
     scorecard_json: str
-    def __init__(self, status: _Optional[str] = ..., scorecard_json: _Optional[str] = ...) -> None: ...
+    error: Error
+    def __init__(self, status: _Optional[str] = ..., scorecard_json: _Optional[str] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+
+class Error(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ListScorecardsRequest(_message.Message):
     __slots__ = ("status", "role", "page_size", "page_token")
@@ -151,7 +161,7 @@ class WatchScoreEventsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ScoreEvent(_message.Message):
-    __slots__ = ("type", "interview_id", "answer_id", "question_id", "model_version", "competencies", "created_at", "error")
+    __slots__ = ("type", "interview_id", "answer_id", "question_id", "model_version", "competencies", "created_at", "error", "insufficient_evidence")
     class CompetenciesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +177,7 @@ class ScoreEvent(_message.Message):
     COMPETENCIES_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    INSUFFICIENT_EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     type: str
     interview_id: str
     answer_id: str
@@ -175,7 +186,8 @@ class ScoreEvent(_message.Message):
     competencies: _containers.ScalarMap[str, float]
     created_at: float
     error: str
-    def __init__(self, type: _Optional[str] = ..., interview_id: _Optional[str] = ..., answer_id: _Optional[str] = ..., question_id: _Optional[str] = ..., model_version: _Optional[str] = ..., competencies: _Optional[_Mapping[str, float]] = ..., created_at: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
+    insufficient_evidence: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, type: _Optional[str] = ..., interview_id: _Optional[str] = ..., answer_id: _Optional[str] = ..., question_id: _Optional[str] = ..., model_version: _Optional[str] = ..., competencies: _Optional[_Mapping[str, float]] = ..., created_at: _Optional[float] = ..., error: _Optional[str] = ..., insufficient_evidence: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EraseCandidateRequest(_message.Message):
     __slots__ = ("candidate_ref",)
