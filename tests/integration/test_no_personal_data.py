@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 
 import httpx
 
@@ -92,3 +93,22 @@ def test_logs_metrics_and_the_audit_log_of_a_full_run_hold_no_candidate_data(tmp
         line.split('"action":"')[1].split('"')[0] for line in audit_log.text.splitlines()}
     for where, text in (("the server log", log), ("/metrics", metrics), ("the audit log", audit_log.text)):
         assert leaks(text, transcripts) == [], f"candidate data in {where}"
+
+
+def test_a_database_error_on_a_route_logs_its_kind_not_the_candidate(postgres, tmp_path, monkeypatch):
+    """A Greenhouse order whose candidate name is longer than the column holds fails on PostgreSQL
+    (SQLSTATE 22001) inside the insert that also carries the email and the candidate's link: the
+    log names the error, never those values."""
+    monkeypatch.setenv("POISE_DATABASE_URL", postgres.create_database(f"pii_{uuid.uuid4().hex[:8]}"))
+    first, last, email = "Janet", "Quintessa" * 28, "janet.q@example.com"  # joined: 258 characters, column: 256
+    with serve(tmp_path / "home") as served:
+        key = served.key("acme", "interviews:write")
+        response = httpx.post(f"{served.base}/ats/greenhouse/send_test", auth=(key, ""), timeout=60, json={
+            "partner_test_id": "generic", "url": "https://93.184.215.14/greenhouse/callback",
+            "candidate": {"first_name": first, "last_name": last, "email": email},
+        })
+        assert response.status_code == 500, response.text
+    log = served.log.read_text()
+    assert "DataError (22001)" in log, log[-3000:]  # the failure itself is logged, by its kind
+    for value in (first, last[:20], email, "INSERT", "/candidate/"):
+        assert value not in log, f"{value!r} in the server log"

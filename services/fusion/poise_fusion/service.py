@@ -7,7 +7,7 @@ import logging
 
 from poise_common.audit_trail import AuditTrail, record_access
 from poise_common.bus import Bus, Subscription
-from poise_common.messages import Envelope, InterviewOpened, ScoreEvent, Topics
+from poise_common.messages import Envelope, InterviewOpened, InterviewWithdrawn, ScoreEvent, Topics
 from poise_common.settings import PoiseSettings
 from poise_fusion.assemble import build_answer, build_scorecard, model_version
 from poise_fusion.framework import Framework, FrameworkError, get_framework
@@ -75,6 +75,9 @@ class FusionService:
             log.info("message for an erased interview dropped", extra={"interview_id": env.interview_id})
 
     async def _handle(self, env: Envelope) -> None:
+        if isinstance(env.payload, InterviewWithdrawn):
+            await asyncio.to_thread(self.store.withdraw, env)
+            return
         applied, complete_answer = await asyncio.to_thread(self.store.apply, env)
         if complete_answer:
             await self._finish_answer(env, complete_answer)

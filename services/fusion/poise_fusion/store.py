@@ -43,6 +43,8 @@ _PART_OF = {
 }
 # Failure.reason of an erased interview: its id is all that is kept, so late messages are dropped.
 ERASED_REASON = "erased"
+# Answer.status of an answer the gateway withdrew: its id is all that is kept, for the same reason.
+WITHDRAWN = "withdrawn"
 
 
 class InterviewGone(LookupError):
@@ -131,6 +133,24 @@ class FusionStore:
                 session.add(AnswerPart(answer_id=answer.id, part=part, data=data))
             session.flush()
             return True, answer.id if self._complete(session, answer) else None
+
+    def withdraw(self, env: Envelope) -> None:
+        """Forget what arrived for the answers ``env`` withdraws (an ``InterviewWithdrawn``): their
+        parts and frames go, each id stays as a withdrawn answer so that its late messages are
+        dropped, and the interview waits for its next announcement. Safe to repeat."""
+        prefix = f"{env.interview_id}-"
+        # Only the interview's own answers: an id is never another interview's.
+        answer_ids = [a for a in env.payload.answer_ids if a.startswith(prefix)]
+        with self._lock, self.sessions.begin() as session:
+            interview = self._lock_interview(session, env)
+            if interview is None:
+                return  # failed or erased: nothing of it is kept
+            session.execute(delete(AnswerPart).where(AnswerPart.answer_id.in_(answer_ids)))
+            session.execute(delete(VisionFrame).where(VisionFrame.answer_id.in_(answer_ids)))
+            for answer_id in answer_ids:
+                answer = self._answer(session, env.model_copy(update={"answer_id": answer_id}))
+                answer.status, answer.media, answer.question_id = WITHDRAWN, None, None
+            interview.answer_count = None
 
     @staticmethod
     def _add_frames(session: Session, answer_id: str, batch: FrameFeaturesBatch) -> bool:
@@ -268,7 +288,8 @@ class FusionStore:
             if interview is None:
                 raise InterviewGone(interview_id)
             answers = []
-            for answer in session.scalars(select(Answer).where(Answer.interview_id == interview_id)):
+            scored = select(Answer).where(Answer.interview_id == interview_id, Answer.status == "scored")
+            for answer in session.scalars(scored):  # not the withdrawn ones
                 result = session.scalar(
                     select(AnswerPart.data).where(AnswerPart.answer_id == answer.id, AnswerPart.part == "result")
                 )
