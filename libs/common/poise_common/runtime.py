@@ -29,10 +29,13 @@ import os
 import signal
 import socket
 import sys
+import sysconfig
 import threading
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NoReturn, Protocol
 
 import uvicorn
@@ -43,6 +46,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Pro
 from pydantic import BaseModel, ValidationError
 
 from poise_common.bus import Bus, create_bus
+from poise_common.bus.base import failure_label
 from poise_common.metrics import BusMetrics
 from poise_common.native_stderr import filter_native_stderr
 from poise_common.settings import PoiseSettings
@@ -108,10 +112,48 @@ def _field(key: str, value: object) -> str:
     return f"{key}={text}"
 
 
+# Frames of our own code a log line names besides the innermost one: the calls that led there.
+_OWN_FRAMES = 4
+_LIBRARY_FOLDERS = ("site-packages", "dist-packages", sysconfig.get_paths()["stdlib"])
+
+
+def _code_place(frame: traceback.FrameSummary) -> str:
+    path = Path(frame.filename)
+    return f"{path.parent.name}/{path.name}:{frame.lineno}"
+
+
+def _places(tb) -> str:
+    """Where an exception was raised (its innermost frame, often in a library) and the innermost
+    frames of our own code on the way there, innermost first."""
+    frames = traceback.extract_tb(tb)
+    if not frames:
+        return ""
+    own = [f for f in frames[:-1] if not any(folder in f.filename for folder in _LIBRARY_FOLDERS)]
+    return " < ".join(_code_place(f) for f in [frames[-1], *reversed(own[-_OWN_FRAMES:])])
+
+
+def exception_summary(error: BaseException) -> str:
+    """What a log line says of an exception: for it and each exception it came from, its type (with
+    the database's or inference server's error code, see failure_label) and where it was raised
+    (``folder/file.py:line`` of the innermost frame and of our code's calls to it). Never its message, nor a
+    frame's source line: a database error's text can quote the statement and its values, and an
+    exception's message can hold whatever the failing code held (names, emails, candidate links)."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        where = _places(current.__traceback__)
+        parts.append(failure_label(current) + (f" at {where}" if where else ""))
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return "; from ".join(parts)
+
+
 class LineFormatter(logging.Formatter):
     """``<UTC time> <LEVEL> <logger>: <message> key=value ...``, always exactly one line.
 
-    ``extra={...}`` fields are appended as key=value; a traceback is folded into the line.
+    ``extra={...}`` fields are appended as key=value; an exception is summarised as ``exc=`` by
+    :func:`exception_summary` (types, error codes and code locations, never its text).
     """
 
     converter = time.gmtime
@@ -125,8 +167,8 @@ class LineFormatter(logging.Formatter):
             for key, value in vars(record).items()
             if key not in _RECORD_FIELDS and not key.startswith("_")
         ]
-        if record.exc_info:
-            parts.append(_field("exc", self.formatException(record.exc_info)))
+        if record.exc_info and record.exc_info[1] is not None:
+            parts.append(_field("exc", exception_summary(record.exc_info[1])))
         return " ".join(parts).replace("\r", "\\r").replace("\n", "\\n")
 
 

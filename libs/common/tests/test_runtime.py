@@ -216,3 +216,43 @@ def test_log_lines_are_single_lines_with_fields_and_private_fields_redacted():
     assert "\n" not in line
     assert " ERROR poise.x: answer a1 failed interview_id=abc path=[redacted] note=\"two words\" exc=" in line
     assert "jane-doe" not in line
+
+
+def test_a_database_error_is_logged_by_type_code_and_place_never_by_its_values(tmp_path):
+    from sqlalchemy import text
+
+    from poise_common.db.engine import create_db_engine
+
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'poise.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE people (email TEXT UNIQUE)"))
+        connection.execute(text("INSERT INTO people VALUES (:email)"), {"email": "janet@example.com"})
+    try:
+        with engine.begin() as connection:  # a second row with the same email breaks the unique index
+            connection.execute(text("INSERT INTO people VALUES (:email)"), {"email": "janet@example.com"})
+    except Exception:  # noqa: BLE001 - the record is what is tested
+        record = logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "Exception in ASGI application",
+                                   (), sys.exc_info())
+    finally:
+        engine.dispose()
+    line = LineFormatter().format(record)
+    assert "janet" not in line and "INSERT" not in line, line
+    assert "exc=\"IntegrityError (SQLITE_CONSTRAINT_UNIQUE) at " in line, line
+    assert "tests/test_runtime.py:" in line  # where it was raised from this test
+    assert "; from IntegrityError (SQLITE_CONSTRAINT_UNIQUE) at " in line  # the driver's own, chained
+    # The engine's own message no longer quotes the values either (they reach other places too).
+    assert "janet" not in str(record.exc_info[1])
+
+
+def test_an_exception_message_never_reaches_the_line_but_its_chain_does():
+    try:
+        try:
+            raise KeyError("Janet Q <janet@example.com>")
+        except KeyError as inner:
+            raise RuntimeError("could not invite Janet Q") from inner
+    except RuntimeError:
+        record = logging.LogRecord("poise.x", logging.ERROR, __file__, 1, "invite failed", (), sys.exc_info())
+    line = LineFormatter().format(record)
+    assert "Janet" not in line and "janet" not in line
+    assert "exc=\"RuntimeError at tests/test_runtime.py:" in line
+    assert "; from KeyError at tests/test_runtime.py:" in line
