@@ -97,6 +97,16 @@ class AnswerMediaDone(BaseModel):
     warnings: list[str] = Field(default_factory=list)
 
 
+class InterviewWithdrawn(BaseModel):
+    """media.control: the gateway takes back what it published of an interview, because one of
+    its answers could not be decoded in full. Fusion drops what it holds for ``answer_ids`` and
+    every later message for them; the interview is announced again, with new answer ids, once
+    the candidate's answers are complete again."""
+
+    kind: Literal["interview.withdrawn"] = "interview.withdrawn"
+    answer_ids: list[str]
+
+
 _BINARY = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
 
 
@@ -218,6 +228,7 @@ Payload = Annotated[
     Union[
         InterviewOpened,
         AnswerMediaDone,
+        InterviewWithdrawn,
         Frame,
         FramesEnd,
         AudioChunk,

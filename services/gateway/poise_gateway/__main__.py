@@ -56,6 +56,7 @@ async def build(settings: PoiseSettings, bus: Bus, registry: CollectorRegistry) 
         settings.media_dir, Gateway(bus, settings.gateway), settings.gateway,
         default_role=settings.fusion.default_role, policies=policies,
         vault=MediaVault(data_keys, settings.media_dir / ".clear", audit), candidates=candidates,
+        frameworks_dir=settings.fusion.frameworks_dir,
     )
     eraser = Eraser(sessions, candidates, desk, audit)
     await asyncio.to_thread(desk.prepare)  # an unwritable media folder fails the start

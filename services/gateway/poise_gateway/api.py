@@ -16,6 +16,18 @@ calling ``complete`` again publishes everything again, and consumers are idempot
 answer sooner, but it would need its own recovery at start and would turn a failure the
 client sees (and retries) into one that only logs show. Published media stays, as stored, for
 reviewers to play back (poise_gateway.media_api) until retention or an erasure removes the folder.
+
+An answer that passed the probe can still fail its full decode while it is published (the
+decoding limits are per second of media). Then what was published of the interview is
+withdrawn (fusion drops it), the refused answer leaves the manifest and the interview is open
+again: the client hears which question's answer to upload again, and completes once more.
+The next publication uses new answer ids (``Manifest.attempt``), so nothing of the withdrawn
+one that is still on its way can be mixed into it.
+
+A bus that keeps no messages (the in-memory bus of ``poise serve``) loses what a killed
+process had published. So a completed interview that fusion has not scored (nor failed) is
+published again: by ``complete`` when this process did not publish it, and at start
+(``prepare``) for every such interview.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the routes' Annotated
@@ -31,7 +43,7 @@ import shutil
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -48,7 +60,7 @@ from poise_common.bus.spread_ids import SpreadIds
 from poise_common.messages import Consent, Question
 from poise_common.crypto import StreamEncryptor
 from poise_common.settings import GatewaySettings, PoiseSettings
-from poise_gateway.errors import MediaRejected
+from poise_gateway.errors import MediaJobKilled, MediaRejected
 from poise_gateway.probe import MediaInfo
 from poise_gateway.sandbox import isolated_probe
 from poise_gateway.service import AnswerUpload, Gateway
@@ -141,7 +153,7 @@ class NewInterview(BaseModel):
 
     role: str | None = Field(
         None, pattern=ROLE_PATTERN,
-        description="Competency profile; unset means the default. Fusion checks that it exists.",
+        description="Competency profile; unset means the default. An unknown one is refused (422 unknown_role).",
     )
     questions: list[QuestionIn] = Field(min_length=1, max_length=MAX_QUESTIONS)
     candidate_ref: str | None = Field(
@@ -214,6 +226,7 @@ class Manifest(BaseModel):
     consent: Consent | None = None
     answers: dict[str, StoredAnswer] = Field(default_factory=dict)
     status: Literal["open", "publishing", "completed"] = "open"
+    attempt: int = Field(0, ge=0, description="How many publications were withdrawn: the next one's answer ids say it.")
     created_at: float
     completed_at: float | None = None
 
@@ -238,15 +251,18 @@ class UploadDesk:
     One gateway process owns a folder; a per-interview lock orders the manifest's changes.
     With ``policies``, a tenant whose policy needs consent cannot complete an interview without it;
     with ``vault``, answers are encrypted on disk; with ``candidates``, a candidate_ref is kept
-    only as a keyed hash in the database (for erasure requests), not in the manifest.
+    only as a keyed hash in the database (for erasure requests), not in the manifest, and that
+    database (fusion's too) says which completed interviews were scored. Roles are checked
+    against the frameworks in ``frameworks_dir`` (None: the bundled ones).
     """
 
     def __init__(
         self, root: Path, gateway: Gateway | None, limits: GatewaySettings, default_role: str,
         policies: "TenantPolicyStore | None" = None, vault: "MediaVault | None" = None,
-        candidates: "CandidateIndex | None" = None,
+        candidates: "CandidateIndex | None" = None, frameworks_dir: Path | None = None,
     ) -> None:
         self.root = root
+        self.frameworks_dir = frameworks_dir
         self.gateway = gateway  # None: a desk that only looks after its folders (`poise purge`)
         self.limits = limits
         self.default_role = default_role
@@ -255,11 +271,19 @@ class UploadDesk:
         self.candidates = candidates
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._ids = SpreadIds(gateway.bus if gateway is not None else None)
+        # Interviews this process published: what a bus that keeps no messages still has.
+        self._published_here: set[str] = set()
+        self._resuming: asyncio.Task | None = None
+        try:  # the loop that prepare(), run in a thread, hands interviews to publish again
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
 
     # Blocking helpers; the async methods call them through asyncio.to_thread.
     def prepare(self) -> None:
         """Create the media folder; delete what a dead process left (stale partial uploads, media of
-        published interviews that no answer names, half-written manifests)."""
+        published interviews that no answer names, half-written manifests); on a bus that keeps no
+        messages, publish again (in the background) the completed interviews never scored."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.vault is not None:
             self.vault.prepare()
@@ -280,6 +304,57 @@ class UploadDesk:
                         leftover.unlink()
                     elif published and leftover.name.endswith(".media") and leftover.name not in kept:
                         leftover.unlink()
+        self._resume_lost()
+
+    def _resume_lost(self) -> None:
+        """Hand the completed interviews whose messages died with an earlier process to a task
+        on the desk's loop, which publishes them again once the service runs."""
+        if self.gateway is None or self.gateway.bus.keeps_messages or self._loop is None or self.candidates is None:
+            return  # nothing was lost, or no loop to publish on, or no database that says what was scored
+        lost = [m.interview_id for m in self._manifests() if self._messages_lost(m)]
+        if lost:
+            log.warning("completed interviews were never scored; publishing them again", extra={"interviews": len(lost)})
+            self._loop.call_soon_threadsafe(self._start_resuming, lost)
+
+    def _manifests(self) -> Iterator[Manifest]:
+        for interview_id in self.folder_ids():
+            with contextlib.suppress(ValueError, OSError):  # unreadable: left to an operator
+                if (manifest := self._load(self.root / interview_id)) is not None:
+                    yield manifest
+
+    def _start_resuming(self, interview_ids: list[str]) -> None:
+        self._resuming = asyncio.get_running_loop().create_task(self._publish_again(interview_ids))
+
+    async def _publish_again(self, interview_ids: list[str]) -> None:
+        for interview_id in interview_ids:
+            async with self._lock(interview_id):
+                manifest = await asyncio.to_thread(self._load, self.root / interview_id)
+                if manifest is None or not await asyncio.to_thread(self._messages_lost, manifest):
+                    continue  # erased, or completed again through the API meanwhile
+                try:
+                    await self._publish_completed(manifest)
+                except ApiError as exc:  # logged where it happened; the client's next complete retries
+                    log.warning("publishing again failed", extra={"interview_id": interview_id, "code": exc.code})
+
+    def _messages_lost(self, manifest: Manifest) -> bool:
+        """Whether the completed ``manifest``'s messages are gone before fusion finished with them:
+        published by an earlier process, on a bus that keeps no messages, and neither scored nor
+        failed. (Blocking: it reads the database.)"""
+        if manifest.status != "completed" or manifest.interview_id in self._published_here:
+            return False
+        if self.gateway is None or self.gateway.bus.keeps_messages:
+            return False
+        return self._scoring_status(manifest.interview_id) not in ("scored", "failed")
+
+    def _scoring_status(self, interview_id: str) -> str | None:
+        """Fusion's status of the interview (processing, scored, failed); None when it holds nothing
+        or this desk has no database. Fusion's tables are in the database the candidate index uses."""
+        if self.candidates is None:
+            return None
+        from poise_fusion.store import FusionStore  # fusion's reading of its own tables
+
+        found = FusionStore(self.candidates.sessions).interview_status(interview_id)
+        return None if found is None else found[1]
 
     def _load(self, folder: Path) -> Manifest | None:
         try:
@@ -333,11 +408,13 @@ class UploadDesk:
 
     # The three operations of the API.
     async def create(self, request: NewInterview, tenant: str) -> str:
-        """Open an interview; returns its id."""
+        """Open an interview; returns its id. 422 (unknown_role) for a role no framework defines."""
+        role = request.role or self.default_role
+        await self._require_known_role(role)
         manifest = Manifest(
             interview_id=self._ids.next(),
             tenant=tenant,
-            role=request.role or self.default_role,
+            role=role,
             candidate_ref=request.candidate_ref if self.candidates is None else None,
             questions=[Question(question_id=q.question_id, text=q.text) for q in request.questions],
             consent=Consent.model_validate(request.consent.model_dump()) if request.consent else None,
@@ -355,6 +432,15 @@ class UploadDesk:
             "interview opened", extra={"interview_id": manifest.interview_id, "questions": len(manifest.questions)}
         )
         return manifest.interview_id
+
+    async def _require_known_role(self, role: str) -> None:
+        # Here rather than in fusion: an interview with an unknown role could never be scored.
+        from poise_fusion.framework import available_frameworks
+
+        known = sorted(await asyncio.to_thread(available_frameworks, self.frameworks_dir))
+        if role not in known:
+            raise ApiError(422, "unknown_role", f"unknown role {role!r}; known roles: {', '.join(known)}",
+                           known_roles=known)
 
     async def receive(
         self,
@@ -385,6 +471,9 @@ class UploadDesk:
             except MediaRejected as exc:
                 log.info("answer refused", extra={"interview_id": interview_id, "answer": index + 1, "code": exc.code})
                 raise ApiError(422, exc.code, exc.message) from exc
+            except MediaJobKilled as exc:
+                log.warning("probing stopped from outside", extra={"interview_id": interview_id, "answer": index + 1})
+                raise ApiError(exc.status, exc.code, exc.message) from exc
             async with self._lock(interview_id):
                 manifest = await asyncio.to_thread(self.read, interview_id, tenant)
                 manifest.require_open()  # completed while this answer was uploading
@@ -412,10 +501,14 @@ class UploadDesk:
             await asyncio.to_thread(self._write, manifest)
 
     async def complete(self, interview_id: str, tenant: str) -> None:
-        """Publish the interview and its answers (their media is kept for playback). Safe to repeat."""
+        """Publish the interview and its answers (their media is kept for playback). Safe to repeat;
+        a completed interview is published again only when its messages were lost (``_messages_lost``).
+        422 naming the question when an answer's full decode fails: the interview is open again."""
         async with self._lock(interview_id):
             manifest = await asyncio.to_thread(self.read, interview_id, tenant)
             if manifest.status == "completed":
+                if await asyncio.to_thread(self._messages_lost, manifest):
+                    await self._publish_completed(manifest)
                 return  # published already: a repeated call changes nothing
             await self._require_consent(manifest)
             missing = manifest.missing()
@@ -427,22 +520,59 @@ class UploadDesk:
             if manifest.status == "open":
                 manifest.status = "publishing"  # from here on answers cannot change, even across a crash
                 await asyncio.to_thread(self._write, manifest)
-            try:
-                await self._publish(manifest)
-            except MediaRejected as exc:  # an accepted file whose full decode its sandbox stopped
-                log.warning("publishing refused", extra={"interview_id": interview_id, "code": exc.code})
-                raise ApiError(422, exc.code, f"an answer could not be decoded: {exc.message}") from exc
-            except Exception as exc:  # noqa: BLE001 - becomes an answer the client can retry
-                log.error(
-                    "publishing failed", extra={"interview_id": interview_id, "error": type(exc).__name__}
-                )
-                status = 503 if isinstance(exc, ConnectionError) else 500
-                raise ApiError(
-                    status, "publish_failed", "publishing the interview failed; calling complete again is safe"
-                ) from exc
+            await self._publish_or_refuse(manifest)
             manifest.status, manifest.completed_at = "completed", time.time()
             await asyncio.to_thread(self._write, manifest)
         log.info("interview published", extra={"interview_id": interview_id, "answers": len(manifest.answers)})
+
+    async def _publish_completed(self, manifest: Manifest) -> None:
+        """Publish a completed interview again, its messages having died with an earlier process."""
+        await self._publish_or_refuse(manifest)
+        log.info("interview published again", extra={"interview_id": manifest.interview_id})
+
+    async def _publish_or_refuse(self, manifest: Manifest) -> None:
+        """Publish ``manifest``'s interview; its failures as the answers the client should hear."""
+        interview_id = manifest.interview_id
+        try:
+            await self._publish(manifest)
+        except MediaRejected as exc:  # an accepted file whose full decode its sandbox stopped
+            await self._refuse(manifest, exc)
+        except Exception as exc:  # noqa: BLE001 - becomes an answer the client can retry
+            log.error(
+                "publishing failed", extra={"interview_id": interview_id, "error": type(exc).__name__}
+            )
+            status = 503 if isinstance(exc, (ConnectionError, MediaJobKilled)) else 500
+            raise ApiError(
+                status, "publish_failed", "publishing the interview failed; calling complete again is safe"
+            ) from exc
+        self._published_here.add(interview_id)
+
+    async def _refuse(self, manifest: Manifest, exc: MediaRejected) -> None:
+        """Withdraw what was published of the interview, take the refused answer out of it and open
+        it again, then raise the 422 that names the question whose answer must be uploaded again."""
+        interview_id, question = manifest.interview_id, manifest.questions[exc.answer_index]
+        log.warning("publishing refused", extra={"interview_id": interview_id, "answer": exc.answer_index + 1,
+                                                 "code": exc.code})
+        try:
+            await self.gateway.withdraw_interview(interview_id, manifest.tenant, len(manifest.questions),
+                                                  manifest.attempt)
+        except Exception as failure:  # noqa: BLE001 - left "publishing": a repeated complete withdraws again
+            log.error("withdrawing failed", extra={"interview_id": interview_id, "error": type(failure).__name__})
+            raise ApiError(
+                503, "publish_failed", "publishing the interview failed; calling complete again is safe"
+            ) from failure
+        refused = manifest.answers.pop(question.question_id)
+        manifest.status, manifest.completed_at, manifest.attempt = "open", None, manifest.attempt + 1
+        await asyncio.to_thread(self._write, manifest)
+        self._published_here.discard(interview_id)
+        if refused.file:
+            (self.root / interview_id / refused.file).unlink(missing_ok=True)
+        raise ApiError(
+            422, exc.code,
+            f"the answer to question {question.question_id!r} could not be decoded: {exc.message}. "
+            "The interview is open again: upload that answer again, then complete it.",
+            question_id=question.question_id,
+        ) from exc
 
     async def _require_consent(self, manifest: Manifest) -> None:
         """409 consent_required when the tenant's policy needs consent and none was recorded."""
@@ -456,6 +586,7 @@ class UploadDesk:
                            "or the candidate gives it on the candidate page")
 
     async def _publish(self, manifest: Manifest) -> None:
+        """Publish the interview's announcement and answers; a ``MediaRejected`` says which answer."""
         folder = self.root / manifest.interview_id
         await self.gateway.open_interview(
             manifest.interview_id, manifest.tenant, manifest.role, manifest.questions, manifest.consent
@@ -465,10 +596,14 @@ class UploadDesk:
             async with self._readable(
                 folder / stored.file, manifest.tenant, manifest.interview_id, stored.encrypted, "publish"
             ) as media:
-                await self.gateway.publish_answer(
-                    manifest.interview_id, manifest.tenant, index, AnswerUpload(question=question, path=media),
-                    MediaInfo(**stored.media),
-                )
+                try:
+                    await self.gateway.publish_answer(
+                        manifest.interview_id, manifest.tenant, index, AnswerUpload(question=question, path=media),
+                        MediaInfo(**stored.media), manifest.attempt,
+                    )
+                except MediaRejected as exc:
+                    exc.answer_index = index
+                    raise
 
     def _encryptor(self, tenant: str, interview_id: str, name: str) -> "StreamEncryptor | None":
         return None if self.vault is None else self.vault.encryptor(tenant, interview_id, name)
@@ -594,6 +729,8 @@ def create_router(desk: UploadDesk, settings: PoiseSettings, keys: KeyStore, aud
     each interview created, answer accepted and interview completed is recorded before the answer is sent."""
     Caller = Annotated[Principal, Depends(requires(keys, "interviews:write"))]
     router = APIRouter(prefix="/v1/interviews", tags=["interviews"], route_class=ErrorRoute)
+    if desk.frameworks_dir is None:  # a desk built without the folder checks roles against these settings'
+        desk.frameworks_dir = settings.fusion.frameworks_dir
 
     async def record(caller: Principal, action: str, interview_id: str, **detail: Any) -> None:
         await record_access(audit, tenant=caller.tenant, actor=caller.key_id, action=action,

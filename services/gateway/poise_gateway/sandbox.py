@@ -1,7 +1,8 @@
 """Probe and decode untrusted uploads in child processes held to limits.
 
 FFmpeg parses whatever bytes a client sends. A crash, an endless loop or a huge allocation in
-there must cost one child process and give the client a clear 422, never take the service down.
+there must cost one child process and give the client a clear 422, never take the service down;
+a child stopped from outside (the OOM killer, an operator) is the server's failure, a 503 to retry.
 So every probe and every decode runs in a child of its own: one file per process, so nothing a
 file does reaches the next one. On Linux the children are forked by a fork server that has
 imported the decoders once (``poise_gateway.fork_server``): starting Python and importing PyAV
@@ -47,7 +48,7 @@ from poise_common.priority import run_nicer
 from poise_common.settings import GatewaySettings
 from poise_gateway import fork_server
 from poise_gateway.decode import SAMPLE_RATE, JpegFrame, encode_jpeg_bgr, iter_audio, iter_frames
-from poise_gateway.errors import MediaRejected
+from poise_gateway.errors import MediaJobKilled, MediaRejected
 from poise_gateway.probe import MediaInfo, open_options, probe
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,12 @@ _MAX_MESSAGE_CHARS = 600
 # Environment of a child: glibc would reserve 64 MiB of address space per decoding thread for
 # its own heaps, which the address-space limit would count against a file that needs no more.
 _CHILD_ENV = {"MALLOC_ARENA_MAX": "2", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+# Signals no file makes its reader send itself: the kernel's OOM killer, an operator or a shutdown
+# sent them (a lost fork server reports its children as SIGKILLed too). The limits a child sets
+# end it otherwise: SIGXCPU past its CPU seconds, an allocation failure (an error message, or a
+# crash: SIGSEGV, SIGABRT) past its address space. SIGKILL at RLIMIT_CPU's hard limit would only
+# follow a SIGXCPU that the child survived, and Python does not catch SIGXCPU.
+_STOPPED_FROM_OUTSIDE = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 T = TypeVar("T")
 
 
@@ -183,7 +190,8 @@ class MediaSandbox:
         """Give ``request`` to a fresh child; yield its ``item`` messages, parsed, until it ends.
 
         Each message must come within ``limits.media_timeout_s`` of the previous one (the time a
-        consumer takes between them does not count). Every failure becomes ``MediaRejected``.
+        consumer takes between them does not count). Every failure becomes ``MediaRejected``,
+        except a child stopped from outside, which is ``MediaJobKilled`` (the server's fault).
         """
         request = {**request, "memory_bytes": limits.media_memory_mb << 20, "cpu_s": cpu_s}
         job = request["job"]
@@ -330,7 +338,9 @@ def _undecodable() -> MediaRejected:
     return MediaRejected("undecodable", "the file could not be decoded; it is damaged or not a normal video")
 
 
-def _verdict(child: subprocess.Popen, job: str, cpu_s: float, limits: GatewaySettings) -> MediaRejected:
+def _verdict(
+    child: subprocess.Popen, job: str, cpu_s: float, limits: GatewaySettings
+) -> MediaRejected | MediaJobKilled:
     """Why a child ended without its result, as the client should hear it."""
     code = child.wait()
     cause = signal.Signals(-code).name if code < 0 and -code in signal.valid_signals() else f"exit {code}"
@@ -340,6 +350,12 @@ def _verdict(child: subprocess.Popen, job: str, cpu_s: float, limits: GatewaySet
             "decode_timeout",
             f"reading the file needed more than the {cpu_s:g} CPU seconds allowed; "
             "it is damaged or not a normal video",
+        )
+    if code < 0 and -code in _STOPPED_FROM_OUTSIDE:
+        return MediaJobKilled(
+            "decode_interrupted",
+            "the server stopped the process reading the file before it finished (not because of the file); "
+            "try again",
         )
     return _undecodable()
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel
 
 from poise_common.bus import Bus
 from poise_common.messages import (
@@ -25,11 +26,12 @@ from poise_common.messages import (
     Frame,
     FramesEnd,
     InterviewOpened,
+    InterviewWithdrawn,
     Question,
     Topics,
 )
 from poise_common.settings import GatewaySettings
-from poise_gateway.errors import MediaRejected
+from poise_gateway.errors import MediaJobKilled, MediaRejected
 from poise_gateway.probe import MediaInfo
 from poise_gateway.sandbox import isolated_audio, isolated_frames, isolated_probe, shared_sandbox
 
@@ -46,8 +48,11 @@ class AnswerUpload:
     path: Path
 
 
-def answer_id_for(interview_id: str, index: int) -> str:
-    return f"{interview_id}-a{index + 1}"
+def answer_id_for(interview_id: str, index: int, attempt: int = 0) -> str:
+    """The id of an interview's answer on the bus. An interview published again after one of its
+    answers was refused (``attempt`` 1, 2, ...) gets new ids, so that nothing left of the earlier
+    attempt in an analyser or in fusion is taken for part of the new one."""
+    return f"{interview_id}-a{index + 1}" + (f"-r{attempt}" if attempt else "")
 
 
 async def _in_thread(items: Iterator, maxsize: int = 8):
@@ -119,19 +124,40 @@ class Gateway:
             ),
         )
 
+    async def withdraw_interview(self, interview_id: str, tenant: str, answers: int, attempt: int) -> None:
+        """Take back what was published of the interview's ``attempt`` (its ``answers`` answers):
+        fusion drops it, and whatever of it is still on its way (see ``InterviewWithdrawn``)."""
+        await self.bus.publish(
+            Topics.MEDIA_CONTROL,
+            Envelope(
+                interview_id=interview_id, tenant=tenant, stream="withdraw", seq=attempt,
+                payload=InterviewWithdrawn(
+                    answer_ids=[answer_id_for(interview_id, index, attempt) for index in range(answers)]
+                ),
+            ),
+        )
+        await self.bus.flush()
+
     async def publish_answer(
-        self, interview_id: str, tenant: str, index: int, upload: AnswerUpload, info: MediaInfo
+        self, interview_id: str, tenant: str, index: int, upload: AnswerUpload, info: MediaInfo, attempt: int = 0
     ) -> None:
-        """Publish one answer's frames and audio, then announce their counts."""
-        answer_id = answer_id_for(interview_id, index)
+        """Publish one answer's frames and audio, then announce their counts. Raises
+        ``MediaRejected`` (or ``MediaJobKilled``) when either stream cannot be decoded to its end,
+        once both streams have ended, so that nothing is published for the answer after that."""
+        answer_id = answer_id_for(interview_id, index, attempt)
         base = Envelope(
             interview_id=interview_id, answer_id=answer_id, tenant=tenant, stream="control", seq=0,
             payload=FramesEnd(count=0),
         )
-        frame_count, audio_count = await asyncio.gather(
+        counts = await asyncio.gather(
             self._publish_frames(base, upload.path, info.duration_s),
             self._publish_audio(base, upload, info.duration_s),
+            return_exceptions=True,
         )
+        for outcome in counts:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        frame_count, audio_count = counts
         await self.bus.publish(
             Topics.MEDIA_CONTROL,
             base.follow(
@@ -154,24 +180,39 @@ class Gateway:
         await self.bus.flush()
 
     async def _publish_frames(self, base: Envelope, path: Path, duration_s: float) -> int:
-        def encoded() -> Iterator[Frame]:
-            for t_s, width, height, jpeg in isolated_frames(path, self.settings, duration_s):
+        async def encoded() -> AsyncIterator[Frame]:
+            async for t_s, width, height, jpeg in _in_thread(isolated_frames(path, self.settings, duration_s)):
                 yield Frame(t_s=round(t_s, 4), width=width, height=height, jpeg=jpeg)
 
-        seq = 0
-        async for frame in _in_thread(encoded()):
-            await self.bus.publish(Topics.MEDIA_FRAMES, base.follow("frames", seq, frame))
-            seq += 1
-        await self.bus.publish(Topics.MEDIA_FRAMES, base.follow("frames", seq, FramesEnd(count=seq)))
-        return seq
+        def end(count: int) -> FramesEnd:
+            return FramesEnd(count=count)
+
+        return await self._publish_stream(Topics.MEDIA_FRAMES, base, "frames", encoded(), end)
 
     async def _publish_audio(self, base: Envelope, upload: AnswerUpload, duration_s: float) -> int:
+        async def chunks() -> AsyncIterator[AudioChunk]:
+            async for t_s, pcm in _in_thread(isolated_audio(upload.path, self.settings, duration_s)):
+                yield AudioChunk(t_s=t_s, pcm=pcm)
+
+        def end(count: int) -> AudioEnd:
+            return AudioEnd(count=count, question=upload.question.text)
+
+        return await self._publish_stream(Topics.MEDIA_AUDIO, base, "audio", chunks(), end)
+
+    async def _publish_stream(
+        self, topic: str, base: Envelope, stream: str, messages: AsyncIterator[BaseModel],
+        end: Callable[[int], BaseModel],
+    ) -> int:
+        """Publish ``messages`` as ``stream``, numbered from 0, then ``end(count)``; how many."""
         seq = 0
-        async for t_s, pcm in _in_thread(isolated_audio(upload.path, self.settings, duration_s)):
-            await self.bus.publish(Topics.MEDIA_AUDIO, base.follow("audio", seq, AudioChunk(t_s=t_s, pcm=pcm)))
-            seq += 1
-        await self.bus.publish(
-            Topics.MEDIA_AUDIO,
-            base.follow("audio", seq, AudioEnd(count=seq, question=upload.question.text)),
-        )
+        try:
+            async for message in messages:
+                await self.bus.publish(topic, base.follow(stream, seq, message))
+                seq += 1
+        except (MediaRejected, MediaJobKilled):
+            # Ended even so: an analyser holds an open answer's messages (in memory, and on the bus
+            # for a replay) until its end comes. The answer is never announced, so never scored.
+            await self.bus.publish(topic, base.follow(stream, seq, end(seq)))
+            raise
+        await self.bus.publish(topic, base.follow(stream, seq, end(seq)))
         return seq

@@ -13,11 +13,13 @@ import asyncio
 import io
 import json
 import os
+import signal
 import sqlite3
 import struct
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +32,7 @@ import numpy as np
 import pytest
 
 from poise_common.settings import GatewaySettings
-from poise_gateway.errors import MediaRejected
+from poise_gateway.errors import MediaJobKilled, MediaRejected
 from poise_gateway.probe import TRUNCATED_SLACK_RATIO, TRUNCATED_SLACK_S
 from poise_gateway.sandbox import MediaSandbox
 from test_upload_api import harness
@@ -480,6 +482,24 @@ def test_a_hung_child_is_killed(tmp_path, media_dir, stand_in):
     assert refused.value.code == "decode_timeout"
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
+
+
+@pytest.mark.parametrize("sent", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_child_stopped_from_outside_is_the_servers_failure_not_the_files(tmp_path, media_dir, stand_in, sent):
+    # What the OOM killer or an operator does to a child reading a valid file: a retry may succeed.
+    pid_file = tmp_path / "pid"
+    sandbox = stand_in(f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)")
+    with ThreadPoolExecutor(1) as pool:
+        job = pool.submit(sandbox.probe, media_dir / "single_face.mp4", GatewaySettings(media_timeout_s=30.0))
+        deadline = time.monotonic() + 20
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline, "the stand-in never started"
+            time.sleep(0.05)
+        os.kill(int(pid_file.read_text()), sent)
+        with pytest.raises(MediaJobKilled) as stopped:
+            job.result()
+    assert stopped.value.code == "decode_interrupted" and stopped.value.status == 503
+    assert "not because of the file" in stopped.value.message
 
 
 @pytest.mark.parametrize("fork", [True, False], ids=["forked", "started"])

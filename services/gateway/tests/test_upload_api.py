@@ -8,17 +8,31 @@ import os
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from fractions import Fraction
 from pathlib import Path
 
+import av
+import grpc
 import httpx
+import numpy as np
+import pytest
 from fastapi import FastAPI
 
 from poise_common.auth import KeyStore
 from poise_common.bus.memory import MemoryBus
+from poise_common.crypto import KeyRing, LocalMasterKey, MasterKeys
 from poise_common.db.engine import create_db_engine, session_factory, upgrade
+from poise_common.grpc_api.poise.v1 import scoring_pb2 as pb
+from poise_common.grpc_api.poise.v1 import scoring_pb2_grpc as pb_grpc
+from poise_common.grpc_api.server import GrpcServer, ScoringServicer
 from poise_common.messages import AnswerMediaDone, AudioEnd, Envelope, FramesEnd, InterviewOpened, Topics
 from poise_common.settings import GatewaySettings, PoiseSettings
+from poise_fusion.erasure import CandidateIndex
+from poise_fusion.framework import available_frameworks
+from poise_fusion.store import FusionStore
 from poise_gateway.api import UploadDesk, create_router
+from poise_gateway.errors import MediaJobKilled
+from poise_gateway import api as gateway_api
 from poise_gateway.service import Gateway
 
 QUESTIONS = [
@@ -47,15 +61,20 @@ class Harness:
 
 
 @asynccontextmanager
-async def harness(tmp_path: Path, **limits) -> AsyncIterator[Harness]:
+async def harness(tmp_path: Path, candidates: bool = False, **limits) -> AsyncIterator[Harness]:
+    """A gateway on a fresh in-memory bus over ``tmp_path``'s media and database (so a second one
+    is the same gateway after a restart); with ``candidates``, a desk that knows the database."""
     settings = PoiseSettings(home=tmp_path / "home", gateway=GatewaySettings(**limits))
     bus = MemoryBus()
     await bus.start()
-    desk = UploadDesk(settings.media_dir, Gateway(bus, settings.gateway), settings.gateway, default_role="generic")
-    desk.prepare()
     engine = create_db_engine(f"sqlite:///{tmp_path / 'keys.db'}")
     upgrade(engine)
-    keys = KeyStore(session_factory(engine))
+    sessions = session_factory(engine)
+    index = CandidateIndex(sessions, KeyRing(sessions, MasterKeys([LocalMasterKey("test", bytes(32))])))
+    desk = UploadDesk(settings.media_dir, Gateway(bus, settings.gateway), settings.gateway, default_role="generic",
+                      candidates=index if candidates else None)
+    desk.prepare()
+    keys = KeyStore(sessions)
     app = FastAPI()
     app.include_router(create_router(desk, settings, keys))
     transport = httpx.ASGITransport(app=app)
@@ -267,11 +286,11 @@ def test_complete_after_a_failure_half_way_publishes_everything_again(tmp_path, 
             publish = h.desk.gateway.publish_answer
             calls = Counter()
 
-            async def dies_on_the_second_answer(interview_id, tenant, index, upload, info):
+            async def dies_on_the_second_answer(interview_id, tenant, index, upload, info, attempt):
                 calls[index] += 1
                 if index == 1 and calls[index] == 1:
                     raise ConnectionError("broker went away")
-                await publish(interview_id, tenant, index, upload, info)
+                await publish(interview_id, tenant, index, upload, info, attempt)
 
             h.desk.gateway.publish_answer = dies_on_the_second_answer
             failed = await h.client.post(f"/v1/interviews/{interview_id}/complete")
@@ -336,3 +355,171 @@ def test_uploads_need_a_writer_key_and_stay_within_the_tenant(tmp_path):
     assert anonymous.status_code == 401
     assert read_only.status_code == 403
     assert theirs.status_code == 404  # another tenant's interview does not exist for this caller
+
+
+def test_an_unknown_role_is_refused_at_creation_over_rest_and_grpc(tmp_path):
+    async def scenario():
+        async with harness(tmp_path) as h:
+            rest = await h.client.post("/v1/interviews", json={"questions": QUESTIONS, "role": "nonexistent"})
+            server = GrpcServer(ScoringServicer(h.keys, desk=h.desk), "127.0.0.1", 0)
+            await server.start()
+            metadata = (("authorization", f"Bearer {h.keys.create('local', ['interviews:write'])}"),)
+            try:
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                    request = pb.CreateInterviewRequest(
+                        role="nonexistent", questions=[pb.Question(**q) for q in QUESTIONS])
+                    with pytest.raises(grpc.aio.AioRpcError) as refused:
+                        await pb_grpc.ScoringServiceStub(channel).CreateInterview(request, metadata=metadata)
+            finally:
+                await server.stop()
+            known = await h.create(role="sales-development-rep")
+            return rest, refused.value, list(h.desk.root.iterdir()), known
+
+    rest, refused, folders, known = asyncio.run(scenario())
+    roles = sorted(available_frameworks())
+    assert "nonexistent" not in roles and len(roles) >= 2
+    error = rest.json()["error"]
+    assert rest.status_code == 422 and error["code"] == "unknown_role"
+    assert error["known_roles"] == roles and all(role in error["message"] for role in roles)
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT and refused.details() == error["message"]
+    assert ("poise-error-code", "unknown_role") in tuple(refused.trailing_metadata())
+    assert [f.name for f in folders] == [known]  # nothing was written for the refused ones
+
+
+@pytest.fixture(scope="module")
+def costly_video(tmp_path_factory) -> Path:
+    """30 s of 640x360 noise with AAC sound: it probes in a moment, but decoding its frames takes
+    more than a CPU second (noise does not compress), so a tight CPU budget stops it part-way."""
+    path = tmp_path_factory.mktemp("media") / "noise.mp4"
+    rng = np.random.default_rng(3)
+    pictures = [rng.integers(0, 256, (360, 640, 3), dtype=np.uint8) for _ in range(16)]
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=30)
+        video.width, video.height, video.pix_fmt, video.options = 640, 360, "yuv420p", {"preset": "ultrafast"}
+        sound = out.add_stream("aac", rate=16000, layout="mono")
+        for index in range(30 * 30):
+            frame = av.VideoFrame.from_ndarray(pictures[index % len(pictures)], format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, 30)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        for start in range(0, 30 * 16000, 1024):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, start
+            out.mux(sound.encode(frame))
+        out.mux(sound.encode(None))
+    return path
+
+
+def test_an_answer_whose_full_decode_fails_is_withdrawn_and_the_interview_opens_again(tmp_path, media_dir,
+                                                                                        costly_video):
+    async def scenario():
+        # The probe passes; decoding the frames needs more CPU than 0.3 s + 1 ms per second of media.
+        async with harness(tmp_path, media_cpu_s=0.3, media_cpu_per_media_s=0.001) as h:
+            interview_id = await h.create()
+            assert (await h.put(interview_id, "q1", (media_dir / "single_face.mp4").read_bytes())).status_code == 200
+            assert (await h.put(interview_id, "q2", costly_video.read_bytes())).status_code == 200
+            refused = await h.client.post(f"/v1/interviews/{interview_id}/complete")
+            again = await h.client.post(f"/v1/interviews/{interview_id}/complete")
+            manifest = json.loads((h.desk.root / interview_id / "manifest.json").read_text())
+            files = h.files(interview_id)
+            withdrawn = {topic: await h.messages(topic) for topic in (Topics.MEDIA_CONTROL, Topics.MEDIA_FRAMES,
+                                                                       Topics.MEDIA_AUDIO)}
+            uploaded = await h.put(interview_id, "q2", (media_dir / "talking_head_3.mp4").read_bytes())
+            done = await h.client.post(f"/v1/interviews/{interview_id}/complete")
+            control = await h.messages(Topics.MEDIA_CONTROL)
+            return interview_id, refused, again, manifest, files, withdrawn, uploaded, done, control
+
+    interview_id, refused, again, manifest, files, withdrawn, uploaded, done, control = asyncio.run(scenario())
+    error = refused.json()["error"]
+    assert refused.status_code == 422 and error["code"] == "decode_timeout" and error["question_id"] == "q2"
+    assert "'q2'" in error["message"] and "CPU seconds" in error["message"]
+    # Open again without the refused answer: complete asks for it, and nothing half-written stays.
+    assert again.status_code == 409 and again.json()["error"]["missing"] == ["q2"]
+    assert manifest["status"] == "open" and manifest["attempt"] == 1 and list(manifest["answers"]) == ["q1"]
+    assert files == sorted(["manifest.json", manifest["answers"]["q1"]["file"]])
+    first, second = f"{interview_id}-a1", f"{interview_id}-a2"
+    kinds = [(e.answer_id, e.payload.kind) for e in withdrawn[Topics.MEDIA_CONTROL]]
+    assert kinds == [("", "interview.opened"), (first, "answer.media_done"), ("", "interview.withdrawn")]
+    assert withdrawn[Topics.MEDIA_CONTROL][-1].payload.answer_ids == [first, second]
+    # The refused answer's streams were ended, so the analysers let go of what they hold of it.
+    for topic, end in ((Topics.MEDIA_FRAMES, "frames.end"), (Topics.MEDIA_AUDIO, "audio.end")):
+        ends = [e for e in withdrawn[topic] if e.answer_id == second and e.payload.kind == end]
+        assert len(ends) == 1
+    refused_frames = [e for e in withdrawn[Topics.MEDIA_FRAMES] if e.answer_id == second]
+    assert len(refused_frames) - 1 < 30 * GatewaySettings().sample_fps  # stopped part-way
+    assert uploaded.status_code == 200 and done.status_code == 202
+    # Published again under new ids: nothing of the withdrawn attempt can mix into this one.
+    republished = [(e.answer_id, e.payload.kind) for e in control[len(kinds):]]
+    assert republished == [("", "interview.opened"), (f"{first}-r1", "answer.media_done"),
+                           (f"{second}-r1", "answer.media_done")]
+
+
+def test_a_decoder_stopped_from_outside_is_a_503_to_retry_not_a_damaged_file(tmp_path, media_dir, monkeypatch):
+    stopped = MediaJobKilled("decode_interrupted", "the server stopped the process reading the file")
+
+    async def scenario():
+        async with harness(tmp_path) as h:
+            interview_id = await h.create(questions=QUESTIONS[:1])
+            probe = gateway_api.isolated_probe
+
+            def killed(path, limits):
+                monkeypatch.setattr(gateway_api, "isolated_probe", probe)  # once
+                raise stopped
+
+            monkeypatch.setattr(gateway_api, "isolated_probe", killed)
+            upload = await h.put(interview_id, "q1", (media_dir / "single_face.mp4").read_bytes())
+            left = h.files(interview_id)
+            assert (await h.put(interview_id, "q1", (media_dir / "single_face.mp4").read_bytes())).status_code == 200
+            publish = h.desk.gateway.publish_answer
+
+            async def killed_once(*args):
+                h.desk.gateway.publish_answer = publish
+                raise stopped
+
+            h.desk.gateway.publish_answer = killed_once
+            failed = await h.client.post(f"/v1/interviews/{interview_id}/complete")
+            status = json.loads((h.desk.root / interview_id / "manifest.json").read_text())["status"]
+            retried = await h.client.post(f"/v1/interviews/{interview_id}/complete")
+            return interview_id, upload, left, failed, status, retried, await h.messages(Topics.MEDIA_CONTROL)
+
+    interview_id, upload, left, failed, status, retried, control = asyncio.run(scenario())
+    assert upload.status_code == 503 and upload.json()["error"]["code"] == "decode_interrupted"
+    assert left == ["manifest.json"]
+    assert failed.status_code == 503 and failed.json()["error"]["code"] == "publish_failed"
+    assert status == "publishing" and retried.status_code == 202
+    # Nothing was withdrawn: the retry publishes the same answer ids again.
+    assert [(e.answer_id, e.payload.kind) for e in control] == [
+        ("", "interview.opened"), ("", "interview.opened"), (f"{interview_id}-a1", "answer.media_done")]
+
+
+def test_a_completed_interview_whose_messages_died_with_the_process_is_published_again(tmp_path, media_dir):
+    async def first_run() -> str:
+        async with harness(tmp_path, candidates=True) as h:
+            interview_id = await h.create(questions=QUESTIONS[:1])
+            assert (await h.put(interview_id, "q1", (media_dir / "single_face.mp4").read_bytes())).status_code == 200
+            assert (await h.client.post(f"/v1/interviews/{interview_id}/complete")).status_code == 202
+            return interview_id
+
+    async def restarted(interview_id: str) -> tuple[list, list, list]:
+        async with harness(tmp_path, candidates=True) as h:  # its in-memory bus starts empty
+            await asyncio.sleep(0)  # prepare() hands what it found to the loop
+            if h.desk._resuming is not None:
+                await h.desk._resuming
+            at_start = [(e.answer_id, e.payload.kind) for e in await h.messages(Topics.MEDIA_CONTROL)]
+            again = await h.client.post(f"/v1/interviews/{interview_id}/complete")
+            after = [(e.answer_id, e.payload.kind) for e in await h.messages(Topics.MEDIA_CONTROL)]
+            return at_start, after, again.status_code
+
+    interview_id = asyncio.run(first_run())
+    opened = ("", "interview.opened")
+    at_start, after, status = asyncio.run(restarted(interview_id))
+    assert at_start == [opened, (f"{interview_id}-a1", "answer.media_done")]
+    assert status == 202 and after == at_start  # published by this run already: not again
+
+    # Once fusion has scored it, a restart publishes nothing, and neither does complete.
+    store = FusionStore(session_factory(create_db_engine(f"sqlite:///{tmp_path / 'keys.db'}")))
+    store.apply(Envelope(interview_id=interview_id, tenant="local", stream="control", seq=0,
+                         payload=InterviewOpened(role="generic", questions=[])))
+    assert store.save_scorecard(interview_id, "local", "test", {"interview_id": interview_id})
+    at_start, after, status = asyncio.run(restarted(interview_id))
+    assert at_start == after == [] and status == 202

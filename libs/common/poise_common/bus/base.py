@@ -115,6 +115,10 @@ class Subscription(abc.ABC):
 class Bus(abc.ABC):
     """Publish envelopes keyed by interview id; consume them in groups."""
 
+    # Whether published messages outlive this process (a broker keeps them); where they do not,
+    # a restarted publisher must publish again what was not consumed to its end.
+    keeps_messages: bool = True
+
     def __init__(self, prefix: str = "", metrics: BusMetrics | None = None) -> None:
         self.prefix = prefix
         self.metrics = metrics or NullMetrics()

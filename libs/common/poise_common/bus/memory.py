@@ -162,6 +162,8 @@ class _Group:
 class MemoryBus(Bus):
     """An in-process bus with per-key order, consumer groups and at-least-once delivery."""
 
+    keeps_messages = False  # its logs (and spill files) end with the process
+
     def __init__(
         self,
         partitions: int = 4,
