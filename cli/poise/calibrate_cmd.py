@@ -1,4 +1,8 @@
-"""`poise calibrate` and `poise scoring-models`: fit a role's scores to human ratings, and choose its model."""
+"""`poise calibrate` and `poise scoring-models`: fit a role's scores to a tenant's human ratings, and choose its model.
+
+A model belongs to one tenant and scores only that tenant's candidates: every command here acts
+for `--tenant` (default POISE_TENANT).
+"""
 
 from __future__ import annotations
 
@@ -21,13 +25,20 @@ if TYPE_CHECKING:
     from poise_fusion.framework import Framework
 
 scoring_models_app = typer.Typer(
-    no_args_is_help=True, help="Calibrated scoring models per role: list, activate, back to the norms."
+    no_args_is_help=True,
+    help="A tenant's calibrated scoring models per role: list, activate, back to the norms.",
 )
 DbOption = Annotated[
     Optional[str], typer.Option("--db", help="Database URL (default: POISE_DATABASE_URL or SQLite under POISE_HOME).")
 ]
 BarOption = Annotated[
-    float, typer.Option("--bar", help="Lowest blind Pearson r every calibrated competency needs to be activated.")
+    float, typer.Option("--bar", help="Blind Pearson r that the lower end of every calibrated competency's 95 % "
+                                      "interval must reach for the model to be activated (the report prints the "
+                                      "whole rule).")
+]
+ForceOption = Annotated[bool, typer.Option("--force", help="Activate even if it fails the gate (recorded as forced).")]
+TenantOption = Annotated[
+    Optional[str], typer.Option("--tenant", help="The tenant whose models these are (default: POISE_TENANT).")
 ]
 EXIT_BELOW_BAR = 1
 
@@ -104,11 +115,16 @@ def calibrate(
     ] = 0.25,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the blind split, the folds and the bootstrap.")] = 0,
     bar: BarOption = 0.6,
-    force: Annotated[bool, typer.Option("--force", help="Activate even below the bar (recorded as forced).")] = False,
+    force: ForceOption = False,
     tenant: Annotated[
-        Optional[str], typer.Option("--tenant", help="Whose scored interviews (default: POISE_TENANT).")
+        Optional[str],
+        typer.Option("--tenant", help="The tenant whose candidates the model scores and whose scored interviews "
+                                      "it is fitted on (default: POISE_TENANT)."),
     ] = None,
-    all_tenants: Annotated[bool, typer.Option("--all-tenants", help="Use every tenant's scored interviews.")] = False,
+    all_tenants: Annotated[
+        bool, typer.Option("--all-tenants", help="Fit on every tenant's scored interviews; the model still scores "
+                                                 "only --tenant's candidates.")
+    ] = False,
     policy: Annotated[
         str, typer.Option("--policy", help="Policy profile deciding which kinds of measurement may be fitted.")
     ] = "default",
@@ -118,9 +134,9 @@ def calibrate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
     db: DbOption = None,
 ) -> None:
-    """Calibrate a role's competency scores against human ratings; save the model, activate it above the bar."""
+    """Fit a tenant's scores for a role to human ratings; save the model, activate it if it passes the gate."""
     from poise.cli import fail
-    from poise_fusion.calibration import Settings, calibrate as fit, failing
+    from poise_fusion.calibration import Settings, apply_gate, calibrate as fit
     from poise_fusion.labels import LabelsError, parse_scale, read_labels
     from poise_fusion.policy import PolicyError, get_profile
     from poise_fusion.scoring_model import ModelStore
@@ -136,7 +152,8 @@ def calibrate(
         fail(f"no labels file {labels}")
     with _database(db) as (settings, sessions):
         framework = _framework(settings, role)
-        scope = None if all_tenants else (tenant or settings.tenant)
+        owner = tenant or settings.tenant
+        scope = None if all_tenants else owner
         documents = scored_documents(sessions, framework.name, scope)
         try:
             ratings = read_labels(
@@ -149,19 +166,19 @@ def calibrate(
         version = store.next_version(framework)
         settings_used = Settings(policy=policy, holdout=holdout, seed=seed, min_labelled=min_labelled)
         model, report = fit(framework, documents, ratings, version, settings_used)
-        report.update(labels=labels.name, tenant=scope or "all", bar=bar)
+        report.update(labels=labels.name, tenant=owner, interviews_of=scope or "all tenants", bar=bar)
         if model is None:
             _print(report, as_json)
             fail("no competency could be calibrated (see the reasons above); nothing was saved", EXIT_BELOW_BAR)
-        below = failing(report, bar)
+        below = apply_gate(report, bar)
         active = not below or force
         report.update(failing=below, active=active, forced=bool(below) and force, saved_at=time.time())
-        store.save(model, report)
+        store.save(owner, model, report)
         if active:
-            store.activate(version, forced=bool(below))
+            store.activate(owner, version, forced=bool(below))
     _print(report, as_json)
     if not active:
-        fail(f"{version} saved but not activated: blind r below {bar} for {', '.join(below)} "
+        fail(f"{version} saved but not activated: {', '.join(below)} did not pass the gate "
              "(poise scoring-models activate --force to use it anyway)", EXIT_BELOW_BAR)
 
 
@@ -218,68 +235,91 @@ def render_report(report: dict, console: Console) -> None:
         counted = ", ".join(f"{method} ({n} answers)" for method, n in methods.items())
         console.print(f"warning: the rated answers' face signals were measured in different ways: {counted}",
                       highlight=False)
+    if "gate" in report:
+        render_gate(report, console)
     if "active" in report:
         state = "active" + (" (forced below the bar)" if report["forced"] else "") if report["active"] else "not active"
-        console.print(f"{report['version']}: {state}; bar {report['bar']}", highlight=False)
+        console.print(f"{report['version']} for tenant {report['tenant']}: {state}; bar {report['bar']}",
+                      highlight=False)
+
+
+def render_gate(report: dict, console: Console) -> None:
+    """The activation rule, then each calibrated competency's verdict under it."""
+    console.print(f"gate: {report['gate']['rule']}", highlight=False)
+    for name, c in report["competencies"].items():
+        if "verdict" in c:
+            outcome = "passes" if c["verdict"]["passes"] else "fails"
+            console.print(f"  {name}: {outcome}: {c['verdict']['reason']}", highlight=False)
 
 
 @scoring_models_app.command("list")
 def list_models(
     role: Annotated[Optional[str], typer.Option("--role", help="Only this role's models.")] = None,
+    tenant: TenantOption = None,
+    all_tenants: Annotated[
+        bool, typer.Option("--all-tenants", help="Every tenant's models, each line naming its tenant.")
+    ] = False,
     db: DbOption = None,
 ) -> None:
-    """List the scoring models: version, state, and each calibrated competency's blind r."""
+    """List a tenant's scoring models: version, state, and each calibrated competency's blind r [95% CI]."""
     from poise_fusion.scoring_model import ModelStore
 
-    with _database(db) as (_settings, sessions):
-        records = ModelStore(sessions).list(role)
+    with _database(db) as (settings, sessions):
+        records = ModelStore(sessions).list(None if all_tenants else (tenant or settings.tenant), role)
     for record in records:
         state = ("active, forced" if record.forced else "active") if record.active else "inactive"
+        owner = f"tenant {record.tenant or '(none)'}  " if all_tenants else ""
         created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(record.created_at))
         figures = ", ".join(
-            f"{name} {_value(c['blind']['pearson']['r'])}"
+            f"{name} {_figure(c['blind'], 'pearson')}"
             for name, c in record.report.get("competencies", {}).items() if c.get("status") == "calibrated"
         )
-        print(f"{record.version}  {state}  {created} UTC  blind r: {figures}")
+        print(f"{record.version}  {state}  {owner}{created} UTC  blind r: {figures}")
 
 
 @scoring_models_app.command("activate")
 def activate(
     version: Annotated[str, typer.Argument(help="The model's version, e.g. generic@1.0+cal.2.")],
     bar: BarOption = 0.6,
-    force: Annotated[bool, typer.Option("--force", help="Activate even below the bar (recorded as forced).")] = False,
+    force: ForceOption = False,
+    tenant: TenantOption = None,
     db: DbOption = None,
 ) -> None:
-    """Make a model its role's active one (the role's scores use it from then on)."""
+    """Make one of a tenant's models its active one for its role (the tenant's scores use it from then on)."""
     from poise.cli import fail
-    from poise_fusion.calibration import failing
+    from poise_fusion.calibration import gate_rule, verdicts
     from poise_fusion.scoring_model import ModelStore
 
     with _database(db) as (settings, sessions):
         store = ModelStore(sessions)
+        owner = tenant or settings.tenant
         record = store.get(version)
-        if record is None:
-            fail(f"no scoring model {version}")
+        if record is None or record.tenant != owner:
+            fail(f"no scoring model {version} of tenant {owner}")
         framework = _framework(settings, record.model.framework)
         if framework.version != record.model.framework_version:
             fail(f"{version} was calibrated for {framework.name} {record.model.framework_version}, "
                  f"but the framework is now {framework.version}: calibrate again")
-        below = failing(record.report, bar)
+        below = {name: v.reason for name, v in verdicts(record.report, bar).items() if not v.passes}
         if below and not force:
-            fail(f"{version}: blind r below {bar} for {', '.join(below)}; not activated (--force to use it anyway)",
+            reasons = "".join(f"\n  {name}: {reason}" for name, reason in below.items())
+            fail(f"{version} not activated (--force to use it anyway); gate: {gate_rule(bar)}{reasons}",
                  EXIT_BELOW_BAR)
-        store.activate(version, forced=bool(below))
-    print(f"activated {version}" + (" (forced below the bar)" if below else ""))
+        store.activate(owner, version, forced=bool(below))
+    print(f"activated {version} for tenant {owner}" + (" (forced below the bar)" if below else ""))
 
 
 @scoring_models_app.command("deactivate")
 def deactivate(
     role: Annotated[str, typer.Option("--role", help="The role whose scores go back to the framework's norms.")],
+    tenant: TenantOption = None,
     db: DbOption = None,
 ) -> None:
-    """Go back to the framework's norms for a role."""
+    """Go back to the framework's norms for a tenant's role."""
     from poise_fusion.scoring_model import ModelStore
 
-    with _database(db) as (_settings, sessions):
-        versions = ModelStore(sessions).deactivate(role)
-    print(f"deactivated {', '.join(versions)}; {role} uses its norms" if versions else f"{role} already uses its norms")
+    with _database(db) as (settings, sessions):
+        owner = tenant or settings.tenant
+        versions = ModelStore(sessions).deactivate(owner, role)
+    print(f"deactivated {', '.join(versions)}; {role} uses its norms for tenant {owner}" if versions
+          else f"{role} already uses its norms for tenant {owner}")

@@ -11,20 +11,24 @@ import pytest
 
 from poise_common.db.engine import create_db_engine, session_factory, upgrade
 from poise_common.db.models import Interview, Scorecard
+from poise_fusion.calibration import MIN_BLIND, gate_rule
 from poise_fusion.framework import get_framework
+from poise_fusion.scoring_model import ModelStore
 from poise_fusion.synthetic import generate
+
+LOCAL = 600  # a quarter blind: about 150, enough for every blind r's interval to clear 0.6 on this data
 
 
 @pytest.fixture()
 def home(tmp_path):
-    """POISE_HOME with 300 scored synthetic interviews of tenant local (and 5 of another tenant) and their ratings."""
+    """POISE_HOME with LOCAL scored synthetic interviews of tenant local (and 5 of another tenant) and their ratings."""
     home = tmp_path / "home"
-    synthetic = generate(get_framework("generic"), 305, seed=21)
+    synthetic = generate(get_framework("generic"), LOCAL + 5, seed=21)
     engine = create_db_engine(f"sqlite:///{home / 'poise.db'}")
     upgrade(engine)
     with session_factory(engine).begin() as session:
         for index, card in enumerate(synthetic.scorecards()):
-            tenant = "local" if index < 300 else "other"
+            tenant = "local" if index < LOCAL else "other"
             session.add(Interview(id=card["interview_id"], tenant=tenant, role="generic", status="scored",
                                   answer_count=1, questions=[{"question_id": "q1", "text": ""}]))
             session.flush()
@@ -32,7 +36,7 @@ def home(tmp_path):
                                   model_version=card["model_version"], document=card))
         session.add(Interview(id="pending", tenant="local", role="generic", status="processing", answer_count=1))
     engine.dispose()
-    synthetic.interviews = synthetic.interviews[:300]
+    synthetic.interviews = synthetic.interviews[:LOCAL]
     synthetic.write_labels_csv(tmp_path / "ratings.csv")
     return home
 
@@ -43,8 +47,9 @@ def poise(home, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "poise", *args], env=env, capture_output=True, text=True, timeout=300)
 
 
-def listed(home) -> dict[str, str]:
-    result = poise(home, "scoring-models", "list", "--role", "generic")
+def listed(home, *options: str) -> dict[str, str]:
+    """Version -> state of the models ``scoring-models list`` shows."""
+    result = poise(home, "scoring-models", "list", "--role", "generic", *options)
     assert result.returncode == 0, result.stderr
     return {line.split()[0]: line.split("  ")[1] for line in result.stdout.splitlines()}
 
@@ -55,20 +60,24 @@ def test_calibrate_saves_and_activates_a_model_above_the_bar(home):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["version"] == "generic@1.0+cal.1" and report["active"] is True and report["forced"] is False
-    assert report["failing"] == [] and report["tenant"] == "local" and report["n_rated_interviews"] == 300
+    assert report["failing"] == [] and report["tenant"] == "local" and report["interviews_of"] == "local"
+    assert report["n_rated_interviews"] == LOCAL
+    assert report["gate"] == {"rule": gate_rule(0.6), "bar": 0.6, "min_blind": MIN_BLIND}
     assert list(report["face_methods"]) == ["unrecorded"]  # synthetic scorecards name no face method
     for name, figures in report["competencies"].items():
         assert figures["status"] == "calibrated", name
-        assert figures["blind"]["pearson"]["r"] >= 0.6
-        assert figures["n_train"] + figures["n_blind"] == 300
+        assert figures["blind"]["pearson"]["ci"][0] >= 0.6 and figures["verdict"]["passes"]
+        assert figures["n_train"] + figures["n_blind"] == LOCAL
         assert figures["agreement"]["raters"] == 3 and 0 < figures["agreement"]["icc2_1"] < figures["agreement"]["icc2_k"]
         assert figures["norms_blind"]["n"] == figures["blind"]["n"]
     assert listed(home) == {"generic@1.0+cal.1": "active"}
 
     table = poise(home, "calibrate", "--labels", labels, "--seed", "3")
     assert table.returncode == 0, table.stderr
-    assert "generic@1.0+cal.2: active; bar 0.6" in table.stdout
+    assert "generic@1.0+cal.2 for tenant local: active; bar 0.6" in table.stdout
     assert "communication_clarity" in table.stdout and "norms r" in table.stdout
+    assert f"gate: {gate_rule(0.6)}" in table.stdout
+    assert "  teamwork: passes: blind r " in table.stdout and "lower end at or above 0.6" in table.stdout
     assert listed(home) == {"generic@1.0+cal.1": "inactive", "generic@1.0+cal.2": "active"}
 
 
@@ -78,11 +87,14 @@ def test_a_model_below_the_bar_is_saved_but_not_activated_unless_forced(home):
     below = poise(home, "calibrate", "--labels", labels, "--bar", "0.99", "--json")
     assert below.returncode == 1
     assert "generic@1.0+cal.2 saved but not activated" in below.stderr and "teamwork" in below.stderr
-    assert json.loads(below.stdout)["active"] is False
+    refused_report = json.loads(below.stdout)
+    assert refused_report["active"] is False
+    assert refused_report["competencies"]["teamwork"]["verdict"]["reason"].endswith("lower end below 0.99")
     assert listed(home) == {"generic@1.0+cal.1": "active", "generic@1.0+cal.2": "inactive"}
 
     refused = poise(home, "scoring-models", "activate", "generic@1.0+cal.2", "--bar", "0.99")
     assert refused.returncode == 1 and "not activated" in refused.stderr
+    assert gate_rule(0.99) in refused.stderr and "  teamwork: blind r " in refused.stderr
     assert listed(home)["generic@1.0+cal.1"] == "active"
     forced = poise(home, "scoring-models", "activate", "generic@1.0+cal.2", "--bar", "0.99", "--force")
     assert forced.returncode == 0 and "forced" in forced.stdout
@@ -99,25 +111,50 @@ def test_a_model_below_the_bar_is_saved_but_not_activated_unless_forced(home):
     assert poise(home, "scoring-models", "activate", "generic@1.0+cal.9").returncode == 2
 
 
+def test_a_model_belongs_to_the_tenant_it_was_calibrated_for(home):
+    labels = str(home.parent / "ratings.csv")
+    calibrated = poise(home, "calibrate", "--labels", labels, "--tenant", "local", "--json")
+    assert calibrated.returncode == 0, calibrated.stderr
+    assert listed(home) == {"generic@1.0+cal.1": "active"}  # POISE_TENANT is local
+    assert listed(home, "--tenant", "other") == {}
+    everyone = poise(home, "scoring-models", "list", "--all-tenants")
+    assert everyone.returncode == 0 and "generic@1.0+cal.1  active  tenant local  " in everyone.stdout
+
+    engine = create_db_engine(f"sqlite:///{home / 'poise.db'}")
+    store = ModelStore(session_factory(engine), cache_s=0)
+    framework = get_framework("generic")
+    assert store.active("local", framework).version == "generic@1.0+cal.1"
+    assert store.active("other", framework) is None  # other's candidates keep the framework's norms
+
+    # Another tenant can neither use nor switch off local's model.
+    foreign = poise(home, "scoring-models", "activate", "generic@1.0+cal.1", "--tenant", "other")
+    assert foreign.returncode == 2 and "no scoring model generic@1.0+cal.1 of tenant other" in foreign.stderr
+    untouched = poise(home, "scoring-models", "deactivate", "--role", "generic", "--tenant", "other")
+    assert untouched.returncode == 0 and "already uses its norms for tenant other" in untouched.stdout
+    assert store.active("local", framework).version == "generic@1.0+cal.1"
+    assert store.active("other", framework) is None
+    engine.dispose()
+
+
 def test_bad_labels_exit_2_naming_every_row(home):
     bad = home.parent / "bad.csv"
     lines = (home.parent / "ratings.csv").read_text().splitlines()
     first = lines[1].split(",")
     lines += [
-        f"{first[0]},{first[1]},3,3,3,3,3,3",  # row 902: the first row again
-        "pending,r1,3,3,3,3,3,3",  # row 903
-        "syn-21-00301,r1,3,3,3,3,3,3",  # row 904: another tenant's interview
-        f"{first[0]},r9,3,three,3,3,3,6",  # row 905
+        f"{first[0]},{first[1]},3,3,3,3,3,3",  # row 1802: the first row again
+        "pending,r1,3,3,3,3,3,3",  # row 1803
+        "syn-21-00601,r1,3,3,3,3,3,3",  # row 1804: another tenant's interview
+        f"{first[0]},r9,3,three,3,3,3,6",  # row 1805
     ]
     bad.write_text("\n".join(lines) + "\n")
     result = poise(home, "calibrate", "--labels", str(bad))
     assert result.returncode == 2
     assert "bad.csv: 5 problem(s)" in result.stderr
-    assert f"row 902: duplicate rating of interview {first[0]} by rater r1 (first on row 2)" in result.stderr
-    assert "row 903: interview pending is not scored (status processing)" in result.stderr
-    assert "row 904: interview syn-21-00301 is not in the store for tenant local" in result.stderr
-    assert "row 905: confidence: 'three' is not a number" in result.stderr
-    assert "row 905: structured_thinking: 6 is outside the scale 1-5" in result.stderr
+    assert f"row 1802: duplicate rating of interview {first[0]} by rater r1 (first on row 2)" in result.stderr
+    assert "row 1803: interview pending is not scored (status processing)" in result.stderr
+    assert "row 1804: interview syn-21-00601 is not in the store for tenant local" in result.stderr
+    assert "row 1805: confidence: 'three' is not a number" in result.stderr
+    assert "row 1805: structured_thinking: 6 is outside the scale 1-5" in result.stderr
     assert listed(home) == {}
     assert poise(home, "calibrate", "--labels", str(bad), "--scale", "5-1").returncode == 2
 

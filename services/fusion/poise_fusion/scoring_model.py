@@ -6,6 +6,9 @@ so a score stays within 0..100 without clipping. When some features could not be
 measured betas are scaled by ``sum(beta) / sum(beta measured)``, as the framework's own norms are
 renormalised. The rule-based norms are the same formula with intercept 0 and the framework's
 weights spread over 100 points.
+
+A model belongs to the tenant whose raters it was fitted to and scores only that tenant's
+candidates: another customer's raters (and their biases) never move a candidate's score.
 """
 
 from __future__ import annotations
@@ -102,8 +105,9 @@ class CalibratedModel:
 
 @dataclass
 class ModelRecord:
-    """A stored model with its state and validation report."""
+    """A stored model with its tenant (None: it scores no one), state and validation report."""
 
+    tenant: str | None
     model: CalibratedModel
     report: dict
     active: bool
@@ -118,23 +122,24 @@ class ModelRecord:
 
 def _record(row: ScoringModel) -> ModelRecord:
     return ModelRecord(
-        model=CalibratedModel.from_row(row), report=row.report, active=row.active, forced=row.forced,
+        tenant=row.tenant, model=CalibratedModel.from_row(row), report=row.report, active=row.active, forced=row.forced,
         created_at=row.created_at, activated_at=row.activated_at,
     )
 
 
 @dataclass
 class ModelStore:
-    """Scoring models in the database; at most one active per framework.
+    """Scoring models in the database; at most one active per (tenant, framework).
 
     ``active`` is read for every answer fusion scores, so it is cached for ``cache_s`` seconds:
     a model activated by another process takes effect within that time, without a restart.
+    Versions are numbered across tenants, so a scorecard's version names exactly one model.
     """
 
     sessions: sessionmaker
     cache_s: float = CACHE_S
     clock: Callable[[], float] = time.monotonic
-    _cache: dict[str, tuple[float, CalibratedModel | None]] = field(default_factory=dict, repr=False)
+    _cache: dict[tuple[str, str], tuple[float, CalibratedModel | None]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def next_version(self, framework: Framework) -> str:
@@ -143,12 +148,13 @@ class ModelStore:
             numbers = [int(m.group(1)) for v in versions if (m := _CAL_SUFFIX.search(v))]
         return f"{framework.name}@{framework.version}+cal.{max(numbers, default=0) + 1}"
 
-    def save(self, model: CalibratedModel, report: dict) -> None:
-        """Store a new model, inactive (``activate`` makes it the framework's model)."""
+    def save(self, tenant: str, model: CalibratedModel, report: dict) -> None:
+        """Store a new model of ``tenant``, inactive (``activate`` makes it the tenant's model of its framework)."""
         with self.sessions.begin() as session:
             session.add(
                 ScoringModel(
-                    version=model.version, framework=model.framework, framework_version=model.framework_version,
+                    version=model.version, tenant=tenant, framework=model.framework,
+                    framework_version=model.framework_version,
                     parameters=model.parameters(), report=report, active=False, forced=False,
                 )
             )
@@ -158,56 +164,67 @@ class ModelStore:
             row = session.get(ScoringModel, version)
             return None if row is None else _record(row)
 
-    def list(self, framework: str | None = None) -> list[ModelRecord]:
+    def list(self, tenant: str | None, framework: str | None = None) -> list[ModelRecord]:
+        """``tenant``'s models (None: every tenant's, and those of no tenant), oldest first per framework."""
         with self.sessions() as session:
             query = select(ScoringModel).order_by(ScoringModel.framework, ScoringModel.created_at)
+            if tenant is not None:
+                query = query.where(ScoringModel.tenant == tenant)
             if framework:
                 query = query.where(ScoringModel.framework == framework)
             return [_record(row) for row in session.scalars(query)]
 
-    def activate(self, version: str, forced: bool = False) -> None:
-        """Make ``version`` its framework's only active model."""
+    def activate(self, tenant: str, version: str, forced: bool = False) -> None:
+        """Make ``version``, a model of ``tenant``, the tenant's only active model of its framework."""
         with self.sessions.begin() as session:
-            row = session.scalar(select(ScoringModel).where(ScoringModel.version == version).with_for_update())
+            row = session.scalar(
+                select(ScoringModel).where(ScoringModel.version == version, ScoringModel.tenant == tenant)
+                .with_for_update()
+            )
             if row is None:
-                raise ModelError(f"no scoring model {version}")
+                raise ModelError(f"no scoring model {version} of tenant {tenant}")
             session.execute(
-                update(ScoringModel).where(ScoringModel.framework == row.framework, ScoringModel.version != version)
-                .values(active=False)
+                update(ScoringModel).where(
+                    ScoringModel.tenant == tenant, ScoringModel.framework == row.framework,
+                    ScoringModel.version != version,
+                ).values(active=False)
             )
             row.active, row.forced, row.activated_at = True, forced, time.time()
             framework = row.framework
-        self._forget(framework)
+        self._forget(tenant, framework)
 
-    def deactivate(self, framework: str) -> list[str]:
-        """Back to the framework's norms. Returns the versions that were active."""
+    def deactivate(self, tenant: str, framework: str) -> list[str]:
+        """Back to the framework's norms for ``tenant``. Returns the versions that were active."""
         with self.sessions.begin() as session:
-            rows = list(session.scalars(
-                select(ScoringModel).where(ScoringModel.framework == framework, ScoringModel.active.is_(True))
-            ))
+            rows = list(session.scalars(select(ScoringModel).where(
+                ScoringModel.tenant == tenant, ScoringModel.framework == framework, ScoringModel.active.is_(True)
+            )))
             for row in rows:
                 row.active = False
             versions = [row.version for row in rows]
-        self._forget(framework)
+        self._forget(tenant, framework)
         return versions
 
-    def active(self, framework: Framework) -> CalibratedModel | None:
-        """The framework's active model, if it was calibrated for this version of the framework."""
+    def active(self, tenant: str, framework: Framework) -> CalibratedModel | None:
+        """``tenant``'s active model of the framework, if it was calibrated for this version of the framework."""
+        key = (tenant, framework.name)
         now = self.clock()
         with self._lock:
-            cached = self._cache.get(framework.name)
+            cached = self._cache.get(key)
         if cached is None or cached[0] <= now:
-            with self.sessions() as session:
-                row = session.scalar(
-                    select(ScoringModel).where(ScoringModel.framework == framework.name, ScoringModel.active.is_(True))
-                )
-                model = None if row is None else CalibratedModel.from_row(row)
-            cached = (now + self.cache_s, model)
+            cached = (now + self.cache_s, self._load_active(tenant, framework.name))
             with self._lock:
-                self._cache[framework.name] = cached
+                self._cache[key] = cached
         model = cached[1]
         return model if model is not None and model.framework_version == framework.version else None
 
-    def _forget(self, framework: str) -> None:
+    def _load_active(self, tenant: str, framework: str) -> CalibratedModel | None:
+        with self.sessions() as session:
+            row = session.scalar(select(ScoringModel).where(
+                ScoringModel.tenant == tenant, ScoringModel.framework == framework, ScoringModel.active.is_(True)
+            ))
+            return None if row is None else CalibratedModel.from_row(row)
+
+    def _forget(self, tenant: str, framework: str) -> None:
         with self._lock:
-            self._cache.pop(framework, None)
+            self._cache.pop((tenant, framework), None)

@@ -104,7 +104,7 @@ class FusionService:
             await self.fail_interview(env, str(exc))
             return
         bundle = await asyncio.to_thread(self.store.answer_bundle, answer_id)
-        model = await asyncio.to_thread(self.models.active, framework)
+        model = await asyncio.to_thread(self.models.active, env.tenant, framework)
         document = build_answer(bundle, framework, self.settings.nlp.min_words_for_scoring, policy.name, model)
         interview_id, ready = await asyncio.to_thread(self.store.save_answer_result, answer_id, document)
         # Built from the answer, not from ``env``: a deferred answer is finished while handling
@@ -133,7 +133,7 @@ class FusionService:
         if await self._refused(env, policy):
             return
         framework = self.framework(bundle["role"])
-        model = await asyncio.to_thread(self.models.active, framework)
+        model = await asyncio.to_thread(self.models.active, bundle["tenant"], framework)
         version = model_version(framework, model)
         # The tenant's policy, or the active scoring model, may have changed while the answers
         # were scored: every answer of the scorecard follows the policy and model it names.

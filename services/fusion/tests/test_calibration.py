@@ -1,25 +1,30 @@
-"""Calibration: known weights recovered, honest blind figures, rater agreement, labels, models in scoring and fusion."""
+"""Calibration: known weights recovered, honest blind figures, the activation gate, rater agreement, labels,
+models in scoring and fusion, and a tenant's model scoring only that tenant's candidates."""
 
 from __future__ import annotations
 
 import asyncio
+import copy
 
 import numpy as np
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from poise_common.bus.memory import MemoryBus
+from poise_common.db.models import ScoringModel
 from poise_common.messages import (
     AnswerMediaDone, AudioFeatures, Envelope, InterviewOpened, NlpFeatures, Question, Topics, Transcript, VisionEnd,
 )
 from poise_common.settings import PoiseSettings
 from poise_common.signals import AudioSignals, NlpSignals
 from poise_fusion.calibration import (
-    UNRECORDED, calibrate, face_methods, failing, fit_nonneg_ridge, icc, is_blind, pearson, predict, rater_agreement,
+    MIN_BLIND, UNRECORDED, apply_gate, calibrate, face_methods, failing, fit_nonneg_ridge, gate_rule, icc, is_blind,
+    pearson, predict, rater_agreement,
 )
 from poise_fusion.framework import get_framework
 from poise_fusion.labels import LabelsError, read_labels, to_points
 from poise_fusion.scoring import AnswerInputs, roll_up, score_answer, score_competency
-from poise_fusion.scoring_model import CalibratedModel, CompetencyModel, ModelStore
+from poise_fusion.scoring_model import CalibratedModel, CompetencyModel, ModelError, ModelStore
 from poise_fusion.service import FusionService
 from poise_fusion.store import FusionStore
 from poise_fusion.synthetic import RATER_BIAS_SD, RATING_STEP, SyntheticSet, generate
@@ -203,15 +208,61 @@ def test_a_competency_with_too_few_labels_stays_uncalibrated(tmp_path):
     assert "teamwork" not in model.competencies and "empathy" in model.competencies
 
 
-def test_only_a_bar_every_calibrated_competency_clears_passes():
+def calibrated_on(n_interviews: int, seed: int, tmp_path) -> dict:
+    """The report of a calibration on ``n_interviews`` rated synthetic interviews (a quarter of them blind)."""
+    synthetic = generate(FW, n_interviews, seed=seed)
+    path = tmp_path / "ratings.csv"
+    synthetic.write_labels_csv(path)
+    documents = {card["interview_id"]: card for card in synthetic.scorecards()}
+    return calibrate(FW, documents, read_labels(path, NAMES), "generic@1.0+cal.1")[1]
+
+
+def test_a_model_passes_the_gate_where_every_blind_intervals_lower_end_reaches_the_bar(calibrated):
+    report = copy.deepcopy(calibrated[2])  # the module's report stays as calibrated
+    assert apply_gate(report, 0.6) == []
+    assert report["gate"] == {"rule": gate_rule(0.6), "bar": 0.6, "min_blind": MIN_BLIND}
+    lows = {}
+    for name, figures in report["competencies"].items():
+        low, high = figures["blind"]["pearson"]["ci"]
+        assert low >= 0.6 and figures["blind"]["n"] >= MIN_BLIND, name
+        assert figures["verdict"]["passes"] and f"[{low:.2f}, {high:.2f}]" in figures["verdict"]["reason"]
+        lows[name] = low
+    # A bar between two lower ends: exactly the competencies whose interval reaches below it fail.
+    ordered = sorted(lows.values())
+    bar = (ordered[2] + ordered[3]) / 2
+    assert failing(report, bar) == [name for name, low in lows.items() if low < bar]
+    assert len(failing(report, bar)) == 3
+
+
+def test_blind_rs_above_the_bar_whose_intervals_reach_below_it_are_refused(tmp_path):
+    report = calibrated_on(120, 1, tmp_path)  # about 30 blind interviews: intervals of about +-0.15
+    below = apply_gate(report, 0.6)
+    blind = {name: figures["blind"] for name, figures in report["competencies"].items()}
+    # Every point estimate reaches the bar: r alone would have activated this model.
+    assert all(b["pearson"]["r"] >= 0.6 and b["n"] >= MIN_BLIND for b in blind.values())
+    assert below == [name for name, b in blind.items() if b["pearson"]["ci"][0] < 0.6]
+    assert 0 < len(below) < len(blind)
+    for name in below:
+        verdict = report["competencies"][name]["verdict"]
+        assert not verdict["passes"] and verdict["reason"].endswith("lower end below 0.6")
+
+
+def test_too_few_blind_interviews_fail_the_gate_whatever_their_r(tmp_path):
+    report = calibrated_on(60, 5, tmp_path)  # about 15 blind interviews
+    counts = {name: figures["blind"]["n"] for name, figures in report["competencies"].items()}
+    assert max(counts.values()) < MIN_BLIND
+    assert apply_gate(report, 0.0) == list(counts)
+    for name, n in counts.items():
+        assert report["competencies"][name]["verdict"]["reason"] == f"{n} blind interviews, fewer than {MIN_BLIND}"
+
+
+def test_a_competency_without_a_blind_interval_fails_and_an_uncalibrated_one_is_not_judged():
     report = {"competencies": {
-        "a": {"status": "calibrated", "blind": {"pearson": {"r": 0.7}}},
-        "b": {"status": "calibrated", "blind": {"pearson": {"r": 0.55}}},
-        "c": {"status": "calibrated", "blind": {"pearson": {"r": None}}},
-        "d": {"status": "uncalibrated", "reason": "no ratings in the file"},
+        "a": {"status": "calibrated", "blind": {"n": 40, "pearson": {"r": None, "ci": None}}},
+        "b": {"status": "uncalibrated", "reason": "no ratings in the file"},
     }}
-    assert failing(report, 0.6) == ["b", "c"]
-    assert failing(report, 0.5) == ["c"]
+    assert apply_gate(report, 0.0) == ["a"]
+    assert "verdict" not in report["competencies"]["b"]
 
 
 def answer(**signals) -> AnswerInputs:
@@ -261,34 +312,52 @@ def test_calibrated_scores_stay_within_0_100_and_add_up_exactly_to_the_cent():
     assert best["score"] == 100.0
 
 
-def test_models_are_versioned_per_framework_and_one_is_active(sessions):
+def test_models_belong_to_a_tenant_and_one_is_active_per_tenant_and_framework(sessions):
     now = [0.0]
     fusion_view = ModelStore(sessions, cache_s=5.0, clock=lambda: now[0])
     admin = ModelStore(sessions)
     first = admin.next_version(FW)
     assert first == "generic@1.0+cal.1"
     parameters = {"teamwork": CompetencyModel(5.0, {"nlp.we_ratio": 60.0})}
-    admin.save(CalibratedModel(first, "generic", "1.0", "default", parameters), {"competencies": {}})
+    admin.save("acme", CalibratedModel(first, "generic", "1.0", "default", parameters), {"competencies": {}})
     second = admin.next_version(FW)
     assert second == "generic@1.0+cal.2"
-    admin.save(CalibratedModel(second, "generic", "1.0", "default", parameters), {"competencies": {}})
-    assert fusion_view.active(FW) is None
-    admin.activate(first)
-    assert fusion_view.active(FW) is None  # cached for a few seconds...
+    admin.save("acme", CalibratedModel(second, "generic", "1.0", "default", parameters), {"competencies": {}})
+    assert fusion_view.active("acme", FW) is None
+    admin.activate("acme", first)
+    assert fusion_view.active("acme", FW) is None  # cached for a few seconds...
     now[0] = 6.0
-    assert fusion_view.active(FW).version == first  # ...then seen without a restart
-    admin.activate(second, forced=True)
-    assert [(r.version, r.active, r.forced) for r in admin.list("generic")] == [(first, False, False), (second, True, True)]
+    assert fusion_view.active("acme", FW).version == first  # ...then seen without a restart
+    assert fusion_view.active("othercorp", FW) is None  # acme's raters never score othercorp's candidates
+    with pytest.raises(ModelError):
+        admin.activate("othercorp", first)
+    admin.activate("acme", second, forced=True)
+    assert [(r.tenant, r.version, r.active, r.forced) for r in admin.list("acme", "generic")] == [
+        ("acme", first, False, False), ("acme", second, True, True)]
+    assert admin.list("othercorp") == []
+    # Versions are numbered across tenants; othercorp's own model is active beside acme's.
+    third = admin.next_version(FW)
+    assert third == "generic@1.0+cal.3"
+    admin.save("othercorp", CalibratedModel(third, "generic", "1.0", "default", parameters), {"competencies": {}})
+    admin.activate("othercorp", third)
+    fresh = ModelStore(sessions, cache_s=0)
+    assert (fresh.active("acme", FW).version, fresh.active("othercorp", FW).version) == (second, third)
     newer = FW.model_copy(update={"version": "1.1"})
-    assert ModelStore(sessions, cache_s=0).active(newer) is None  # calibrated for 1.0 only
-    assert admin.deactivate("generic") == [second]
-    assert ModelStore(sessions, cache_s=0).active(FW) is None
-    assert admin.next_version(newer) == "generic@1.1+cal.3"
+    assert fresh.active("acme", newer) is None  # calibrated for 1.0 only
+    assert admin.deactivate("acme", "generic") == [second]
+    assert fresh.active("acme", FW) is None and fresh.active("othercorp", FW).version == third
+    assert [r.tenant for r in admin.list(None)] == ["acme", "acme", "othercorp"]
+    assert admin.next_version(newer) == "generic@1.1+cal.4"
+    # The database itself refuses a second active model of one tenant's framework.
+    with pytest.raises(IntegrityError), sessions.begin() as session:
+        session.add(ScoringModel(version="generic@1.0+cal.9", tenant="othercorp", framework="generic",
+                                 framework_version="1.0", parameters={}, report={}, active=True))
 
 
-def messages(answer_id: str, question_id: str) -> list[Envelope]:
+def messages(answer_id: str, question_id: str, interview_id: str = "iv", tenant: str = "acme") -> list[Envelope]:
     def env(stream: str, seq: int, payload) -> Envelope:
-        return Envelope(interview_id="iv", answer_id=answer_id, tenant="acme", stream=stream, seq=seq, payload=payload)
+        return Envelope(interview_id=interview_id, answer_id=answer_id, tenant=tenant, stream=stream, seq=seq,
+                        payload=payload)
 
     audio = AudioSignals(duration_s=30.0, speech_s=25.0, speech_ratio=0.8, pause_ratio=0.2, mean_pause_s=0.6,
                          speech_rate_wpm=140.0, pitch_variation_st=2.5)
@@ -326,8 +395,8 @@ def test_a_model_activated_mid_interview_makes_the_whole_scorecard(sessions):
         model = CalibratedModel(version, "generic", "1.0", "default", {
             "teamwork": CompetencyModel(12.0, {"nlp.we_ratio": 50.0, "nlp.perspective_taking_rate": 30.0}),
         })
-        store.save(model, {"competencies": {}})
-        store.activate(version)
+        store.save("acme", model, {"competencies": {}})
+        store.activate("acme", version)
         for env in messages("iv-a2", "q2"):
             await service.handle(env)
         while len(events) < 3:
@@ -350,3 +419,51 @@ def test_a_model_activated_mid_interview_makes_the_whole_scorecard(sessions):
             assert round(sum(c["points"] for c in competency["contributions"]), 2) == competency["score"]
     empathy = next(c for c in interview["competencies"] if c["name"] == "empathy")
     assert all(c["feature"] != "baseline" for c in empathy["contributions"])  # not calibrated: the norms
+
+
+def scored_interviews(sessions, tenants: dict[str, str]) -> dict[str, dict]:
+    """Interview id -> its scorecard, for interviews (id -> tenant) that each answer one question alike."""
+    async def scenario() -> dict[str, dict]:
+        bus = MemoryBus()
+        await bus.start()
+        scorecards: dict[str, dict] = {}
+
+        async def record(env: Envelope) -> None:
+            if env.payload.type == "interview.scored":
+                scorecards[env.interview_id] = env.payload.scorecard
+
+        await bus.subscribe([Topics.SCORECARDS], "test", record)
+        service = FusionService(bus, FusionStore(sessions), PoiseSettings())
+        for interview_id, tenant in tenants.items():
+            await service.handle(Envelope(interview_id=interview_id, tenant=tenant, stream="control", seq=0,
+                                          payload=InterviewOpened(role="generic", questions=[Question(
+                                              question_id="q1", text="Why?")])))
+            for env in messages(f"{interview_id}-a1", "q1", interview_id, tenant):
+                await service.handle(env)
+        while len(scorecards) < len(tenants):
+            await asyncio.sleep(0.01)
+        await bus.stop()
+        return scorecards
+
+    return asyncio.run(scenario())
+
+
+def test_a_tenants_calibrated_model_scores_its_own_candidates_only(calibrated, sessions):
+    _, model, report = calibrated  # fitted on real ratings of acme's interviews
+    store = ModelStore(sessions)
+    store.save("acme", model, report)
+    store.activate("acme", model.version)
+    scorecards = scored_interviews(sessions, {"iv-acme": "acme", "iv-other": "othercorp"})
+    acme, other = scorecards["iv-acme"], scorecards["iv-other"]
+    assert acme["model_version"] == model.version == "generic@1.0+cal.1"
+    assert other["model_version"] == "generic@1.0+norms"  # the framework's norms, untouched by acme's raters
+    scored = [(mine, theirs) for mine, theirs in zip(acme["competencies"], other["competencies"])
+              if mine["status"] == theirs["status"] == "scored"]
+    assert {mine["name"] for mine, _ in scored} >= {"communication_clarity", "teamwork"}
+    for mine, theirs in scored:
+        baseline = mine["contributions"][0]
+        assert baseline["feature"] == "baseline"
+        assert baseline["weight"] == pytest.approx(model.competencies[mine["name"]].intercept, abs=0.01)
+        assert all(c["feature"] != "baseline" for c in theirs["contributions"])
+    # The same answers, scored apart: acme's fit moves acme's scores only.
+    assert any(mine["score"] != theirs["score"] for mine, theirs in scored)

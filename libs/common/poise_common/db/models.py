@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -191,14 +191,24 @@ class Demographics(Base):
 
 
 class ScoringModel(Base):
-    """A calibrated scoring model for one framework (role): fitted weights and its validation report.
+    """A calibrated scoring model for one tenant and framework (role): fitted weights and its validation report.
 
-    At most one model per framework is active; scorecards record the version that made them.
+    It scores only its tenant's candidates, whose raters it was fitted to: at most one model per
+    (tenant, framework) is active; scorecards record the version that made them. Versions are
+    unique across tenants, so a scorecard's version names one model.
     """
 
     __tablename__ = "scoring_models"
+    # The database itself keeps a second active model per (tenant, framework) from being written.
+    __table_args__ = (
+        Index("ux_scoring_models_one_active", "tenant", "framework", unique=True,
+              sqlite_where=text("active"), postgresql_where=text("active")),
+    )
 
     version: Mapped[str] = mapped_column(String(160), primary_key=True)
+    # None only for models fitted on every tenant's data before models had a tenant: they score no
+    # one (migration 0008 says why).
+    tenant: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     framework: Mapped[str] = mapped_column(String(128), index=True)
     framework_version: Mapped[str] = mapped_column(String(32))
     parameters: Mapped[dict] = mapped_column(JSON)  # per competency: intercept and feature weights
