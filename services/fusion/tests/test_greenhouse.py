@@ -185,11 +185,13 @@ def test_a_failed_interview_is_final_for_greenhouse_with_a_reason_and_the_patch_
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
 
 
-def test_a_callback_whose_host_resolves_to_loopback_when_due_is_refused_and_not_retried(sessions):
+@pytest.mark.parametrize(("host", "refusal"), [("localhost", "resolves to a loopback"),
+                                               ("169.254.169.254", "is a link-local")])
+def test_a_callback_to_a_non_public_address_when_due_is_refused_and_not_retried(sessions, host, refusal):
     stand_in = RecordingServer()
     store = GreenhouseStore(sessions)
     # Taken when ordered (the name resolved elsewhere then, or the deployment allowed it).
-    store.add("iv1", "acme", "generic", Candidate(), f"http://localhost:{stand_in.port}/cb", f"{BASE}/candidate/iv1")
+    store.add("iv1", "acme", "generic", Candidate(), f"http://{host}:{stand_in.port}/cb", f"{BASE}/candidate/iv1")
     scored = Envelope(interview_id="iv1", tenant="acme", stream="score", seq=0,
                       payload=ScoreEvent(type="interview.scored", scorecard={"competencies": []}))
     asyncio.run(notify(store, [scored], lambda: callback_of(sessions, "iv1").callback_status in ("failed", "delivered"),
@@ -198,7 +200,7 @@ def test_a_callback_whose_host_resolves_to_loopback_when_due_is_refused_and_not_
     stand_in.close()
     row = callback_of(sessions, "iv1")
     assert row.callback_status == "failed" and row.callback_attempts == 1 and row.next_attempt_at is None
-    assert row.last_error.startswith("refused: its host resolves to a loopback address")
+    assert row.last_error.startswith(f"refused: its host {refusal} address")
     assert stand_in.requests == []
 
 

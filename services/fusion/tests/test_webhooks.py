@@ -224,8 +224,10 @@ def test_an_explicit_empty_event_list_is_a_422_not_every_event(sessions):
     assert omitted.status_code == 201 and omitted.json()["events"] == sorted(EVENT_TYPES)
 
 
-@pytest.mark.parametrize(("host", "kind"), [("localhost", "loopback"), ("127.0.0.1", "loopback"),
-                                            ("169.254.169.254", "link-local"), ("10.0.0.7", "private")])
+@pytest.mark.parametrize(("host", "kind"), [
+    ("localhost", "loopback"), ("127.0.0.1", "loopback"), ("169.254.169.254", "link-local"), ("10.0.0.7", "private"),
+    ("0.0.0.0", "unspecified"), ("239.1.2.3", "multicast"), ("240.0.0.1", "reserved"),
+])
 def test_a_delivery_to_a_non_public_address_is_refused_when_sent_without_a_connection(sessions, host, kind):
     receiver = Receiver()
     port = receiver.server.server_address[1]
