@@ -49,6 +49,19 @@ def read_demographics_csv(path: Path) -> dict[str, tuple[str | None, str | None]
     return found
 
 
+def _record_run(trail, tenant: str, actor: str, *, role: str, competency: str | None, mode: str, fmt: str,
+                given: bool) -> None:
+    """The audit log's ``audit.run`` entry of this run; if it cannot be written, the report is not given."""
+    from poise.cli import fail
+
+    detail = {"role": role, "competency": competency, "mode": mode, "format": fmt,
+              "demographics": "file" if given else "stored"}
+    try:
+        trail.record(tenant=tenant, actor=actor, action="audit.run", detail=detail)
+    except Exception as exc:  # noqa: BLE001 - any failure to record refuses the run
+        fail(f"the audit log cannot be written ({type(exc).__name__}), so no report was made; retry shortly", code=1)
+
+
 def audit(
     role: Annotated[str, typer.Option("--role", help="The role (competency profile) whose scores are audited.")],
     competency: Annotated[
@@ -78,7 +91,9 @@ def audit(
     ] = 0.02,
 ) -> None:
     """Bias audit (NYC Local Law 144): scoring or selection rates and impact ratios by sex and race/ethnicity."""
+    from poise.audit_log_cmd import operator
     from poise.cli import fail
+    from poise_common.audit_trail import AuditTrail
     from poise_common.db.engine import create_db_engine, session_factory, upgrade
     from poise_fusion.audit import MODES, AuditError, run_audit
     from poise_fusion.audit_report import FORMATS, render
@@ -98,7 +113,8 @@ def audit(
     engine = create_db_engine(settings.resolved_database_url)
     try:
         upgrade(engine)
-        store = DemographicsStore(session_factory(engine))
+        sessions = session_factory(engine)
+        store = DemographicsStore(sessions)
         try:
             sample = store.sample(tenant, role, competency)
             source = data_source(tenant, role, demographics.name if demographics else None)
@@ -112,6 +128,9 @@ def audit(
                                unscored=sample.unscored)
         except AuditError as exc:
             fail(str(exc))
+        # Recorded before the report goes out, as GET /v1/audit does: no audit run goes unlogged.
+        _record_run(AuditTrail(sessions), tenant, operator(), role=role, competency=competency, mode=mode_name,
+                    fmt=fmt, given=demographics is not None)
     finally:
         engine.dispose()
     text = render(result, fmt)

@@ -14,7 +14,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from poise.audit_log_cmd import operator
 from poise_audio.service import AudioService
+from poise_common.audit_trail import AuditTrail
 from poise_common.bus import Bus, create_bus
 from poise_common.bus.spread_ids import SpreadIds
 from poise_common.crypto import KeyRing
@@ -49,12 +51,14 @@ class Progress:
 class EmbeddedPoise:
     """Start with ``async with EmbeddedPoise(settings) as poise:`` then ``await poise.score(...)``.
 
-    ``policy`` overrides the tenant's policy profile for this run.
+    ``policy`` overrides the tenant's policy profile for this run; ``actor`` is who the audit log
+    names for its scores (default ``cli:<the operating system user>``).
     """
 
-    def __init__(self, settings: PoiseSettings, policy: str | None = None) -> None:
+    def __init__(self, settings: PoiseSettings, policy: str | None = None, actor: str | None = None) -> None:
         self.settings = settings
         self.policy = policy
+        self.actor = actor or operator()
         self.bus: Bus | None = None
         self._services: list = []
         self._waiters: dict[str, asyncio.Future] = {}
@@ -76,7 +80,9 @@ class EmbeddedPoise:
         self.gateway = Gateway(self.bus, settings.gateway)
         await asyncio.to_thread(self.gateway.warm_up)
         self._services = [
-            FusionService(self.bus, self.store, settings, policy=self.policy),
+            # Every score goes to the audit log, as in every other mode.
+            FusionService(self.bus, self.store, settings, policy=self.policy, audit=AuditTrail(sessions),
+                          actor=self.actor),
             NlpService(self.bus, settings.nlp),
             AudioService(self.bus, settings.audio, create_backend(settings, whole_pipeline=True)),
             VisionService(self.bus, create_backend(settings, whole_pipeline=True), batch_frames=settings.vision.feature_batch_frames),

@@ -110,3 +110,34 @@ def test_bad_input_exits_2_with_one_line(home, tmp_path):
         assert run.stdout == "" and run.stderr.count("\n") == 1 and run.stderr.startswith("poise: error: ")
         for message in messages:
             assert message in run.stderr, (extra, run.stderr)
+
+
+def audit_log(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "poise", "audit-log", *args], capture_output=True, text=True,
+                          env=os.environ.copy(), timeout=120)
+
+
+def test_each_run_is_an_entry_of_the_audit_log_by_the_operator(home):
+    import getpass
+
+    assert poise("--role", "generic", "--format", "markdown").returncode == 0
+    assert poise("--role", "generic", "--competency", "communication_clarity").returncode == 0
+    exported = audit_log("export", "--action", "audit.run")
+    assert exported.returncode == 0, exported.stderr
+    entries = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert [(e["tenant"], e["actor"], e["detail"]["format"], e["detail"]["competency"]) for e in entries] == [
+        ("local", f"cli:{getpass.getuser()}", "markdown", None),
+        ("local", f"cli:{getpass.getuser()}", "json", "communication_clarity"),
+    ]
+    verified = audit_log("verify")
+    assert verified.returncode == 0, verified.stderr
+
+
+def test_no_report_when_the_audit_log_cannot_be_written(home):
+    import sqlite3
+
+    with sqlite3.connect(home / "poise.db") as conn:  # the log's table refuses every new entry
+        conn.execute("CREATE TRIGGER no_entries BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'no'); END")
+    run = poise("--role", "generic")
+    assert run.returncode == 1
+    assert run.stdout == "" and run.stderr.startswith("poise: error: the audit log cannot be written")

@@ -47,9 +47,13 @@ def interview_rows(home: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def sample_card(tmp_path_factory) -> dict:
-    home = tmp_path_factory.mktemp("home")
-    return score_json([SAMPLE, "--questions", QUESTIONS], home)
+def sample_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def sample_card(sample_home) -> dict:
+    return score_json([SAMPLE, "--questions", QUESTIONS], sample_home)
 
 
 def test_sample_scorecard_has_every_promised_field(sample_card):
@@ -92,6 +96,20 @@ def test_every_score_is_the_sum_of_its_contributions_and_has_evidence(sample_car
     quotes = [e for c in scored for e in c["evidence"] if e["kind"] == "quote"]
     transcript = " ".join(s["text"] for s in sample_card["answers"][0]["transcript"])
     assert quotes and all(q["text"] in transcript for q in quotes)
+
+
+def test_a_score_is_an_entry_of_the_audit_log_by_the_operator(sample_card, sample_home):
+    import getpass
+
+    exported = poise(["audit-log", "export", "--action", "interview.scored"], sample_home)
+    assert exported.returncode == 0, exported.stderr
+    entries = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert [(e["interview_id"], e["actor"]) for e in entries] == [
+        (sample_card["interview_id"], f"cli:{getpass.getuser()}")
+    ]
+    assert entries[0]["detail"]["model_version"] == sample_card["model_version"]
+    verified = poise(["audit-log", "verify"], sample_home)
+    assert verified.returncode == 0, verified.stderr
 
 
 def test_embedded_runs_keep_no_transcript_in_clear_at_rest(sample_card, tmp_path):

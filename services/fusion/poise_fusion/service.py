@@ -33,10 +33,12 @@ class FusionService:
 
     def __init__(
         self, bus: Bus, store: FusionStore, settings: PoiseSettings, policies: TenantPolicyStore | None = None,
-        policy: str | None = None, audit: AuditTrail | None = None,
+        policy: str | None = None, audit: AuditTrail | None = None, actor: str = "system",
     ) -> None:
         self.bus = bus
         self.audit = audit
+        # Who the audit log names for a score: the service itself, or the operator of a `poise score` run.
+        self.actor = actor
         self.store = store
         self.settings = settings
         self.policies = policies or TenantPolicyStore(store.sessions, settings.fusion.default_policy)
@@ -145,7 +147,7 @@ class FusionService:
                 )
         scorecard = build_scorecard(bundle, framework, policy.name, policy.candidate_notice(framework), model)
         # Before it is stored: no scorecard exists without its entry (a failure here fails the message).
-        await record_access(self.audit, tenant=bundle["tenant"], actor="system", action="interview.scored",
+        await record_access(self.audit, tenant=bundle["tenant"], actor=self.actor, action="interview.scored",
                             interview_id=interview_id, detail={"model_version": version, "policy": policy.name})
         saved = await asyncio.to_thread(
             self.store.save_scorecard, interview_id, bundle["tenant"], version, scorecard
