@@ -50,9 +50,10 @@ from sqlalchemy.orm import sessionmaker
 from poise_common.audit_trail import AuditTrail, record_access
 from poise_common.auth import KeyStore, Principal
 from poise_common.bus import Bus
-from poise_common.db.models import Failure, GreenhouseTest
+from poise_common.db.models import GreenhouseTest
 from poise_common.messages import Envelope, ScoreEvent
 from poise_common.outbound_urls import UnsafeUrl, check_url, parse_url
+from poise_fusion.api import failure_error
 from poise_fusion.framework import available_frameworks
 from poise_fusion.outbox import OutboxSender
 from poise_fusion.store import FusionStore
@@ -165,7 +166,7 @@ class TestStatus(BaseModel):
     )
     metadata: dict[str, str | int | float | bool | None] = Field(
         description="Flat. outcome: scored, insufficient_evidence (no competency could be scored) or not_scored "
-        "(it failed; reason: consent_not_recorded or not_scorable). Once scored also each competency's final "
+        "(it failed; reason: consent_required or not_scorable). Once scored also each competency's final "
         "score (a reviewer's override, else the model's; null when evidence was insufficient), model_version, "
         "policy, reviewed."
     )
@@ -254,21 +255,6 @@ class GreenhouseStore:
                 row.callback_status, row.next_attempt_at = "failed", None
             else:
                 row.next_attempt_at = retry_at
-
-    def failure_reason(self, interview_id: str) -> str:
-        """Why fusion could not score the interview, as a code Greenhouse may show (see :func:`failure_code`)."""
-        with self.sessions() as session:
-            failure = session.get(Failure, interview_id)
-            return failure_code(failure.reason if failure is not None else None)
-
-
-def failure_code(reason: str | None) -> str:
-    """A stored failure reason as a fixed code: recruiters see it in Greenhouse, so never the text itself."""
-    # The policy's refusal (poise_fusion.policy.TenantPolicy.consent_refusal) is the one failure a
-    # recruiter can act on: the candidate has to consent, or be assessed another way.
-    if reason and "consent" in reason:
-        return "consent_not_recorded"
-    return "not_scorable"
 
 
 # -- auth -----------------------------------------------------------------------------------
@@ -427,7 +413,9 @@ def create_greenhouse_router(
         if found is None or found[0] != caller.tenant:
             return in_progress()
         if found[1] == "failed":
-            reason = await asyncio.to_thread(tests.failure_reason, interview_id)
+            # The code the scorecard API gives, not the stored text: Greenhouse shows metadata to
+            # recruiters, and a code is what they act on (the same one wherever they look).
+            reason = failure_error(await asyncio.to_thread(fusion.failure_reason, interview_id))["code"]
             return failed_status(reason, profile_url(base, interview_id))
         if found[1] == "scored":
             document = await asyncio.to_thread(fusion.reviewed_scorecard, interview_id)

@@ -22,6 +22,7 @@ from poise_fusion.dashboard import create_dashboard_router
 from poise_fusion.greenhouse import (
     Candidate, GreenhouseNotifier, GreenhouseStore, create_greenhouse_router, is_email_address, status_of,
 )
+from poise_fusion.framework import FrameworkError, get_framework
 from poise_fusion.policy import TenantPolicyStore
 from poise_fusion.store import FusionStore
 from poise_gateway.api import NewInterview, UploadDesk
@@ -178,11 +179,23 @@ def test_a_failed_interview_is_final_for_greenhouse_with_a_reason_and_the_patch_
     assert status.json() == {
         "partner_status": "complete", "partner_score": None,
         "partner_profile_url": f"{BASE}/dashboard/#/interviews/{interview_id}",
-        "metadata": {"outcome": "not_scored", "reason": "consent_not_recorded"},
+        "metadata": {"outcome": "not_scored", "reason": "consent_required"},
     }
     # The profile URL is a page a browser opens (the dashboard asks for a key), not a 401.
     page = partner.call("GET", "/dashboard/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+
+
+def test_an_interview_whose_role_cannot_be_scored_is_not_scorable_and_names_no_one(partner):
+    interview_id = partner.order(ORDER).json()["partner_interview_id"]
+    with pytest.raises(FrameworkError) as unusable:
+        get_framework("astronaut")
+    FusionStore(partner.sessions).discard_interview(interview_id, "acme", str(unusable.value))
+    status = partner.call("GET", "/ats/greenhouse/test_status", params={"partner_interview_id": interview_id},
+                          headers=partner.basic()).json()
+    assert status["partner_status"] == "complete" and status["partner_score"] is None
+    assert status["metadata"] == {"outcome": "not_scored", "reason": "not_scorable"}
+    assert not {"Janet", "Quill", CANDIDATE["email"]} & {str(v) for v in status.values()}
 
 
 @pytest.mark.parametrize(("host", "refusal"), [("localhost", "resolves to a loopback"),
