@@ -45,10 +45,10 @@ EXIT_BELOW_BAR = 1
 
 @contextmanager
 def _database(db: str | None) -> Iterator[tuple[PoiseSettings, sessionmaker]]:
-    from poise_common.db.engine import create_db_engine, session_factory, upgrade
+    from poise_common.db.engine import create_db_engine, private_dir, session_factory, upgrade
 
     settings = PoiseSettings(**({"database_url": db} if db else {}))
-    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.home_dir)
     engine = create_db_engine(settings.resolved_database_url)
     try:
         upgrade(engine)

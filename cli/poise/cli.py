@@ -50,10 +50,10 @@ DbOption = Annotated[Optional[str], typer.Option("--db", help="Database URL (def
 
 def _key_store(db: str | None):
     from poise_common.auth import KeyStore
-    from poise_common.db.engine import create_db_engine, session_factory, upgrade
+    from poise_common.db.engine import create_db_engine, private_dir, session_factory, upgrade
 
     settings = PoiseSettings(**({"database_url": db} if db else {}))
-    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.home_dir)
     engine = create_db_engine(settings.resolved_database_url)
     upgrade(engine)
     return KeyStore(session_factory(engine))

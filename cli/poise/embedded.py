@@ -20,7 +20,7 @@ from poise_common.audit_trail import AuditTrail
 from poise_common.bus import Bus, create_bus
 from poise_common.bus.spread_ids import SpreadIds
 from poise_common.crypto import KeyRing
-from poise_common.db.engine import create_db_engine, session_factory, upgrade
+from poise_common.db.engine import create_db_engine, private_dir, session_factory, upgrade
 from poise_common.inference.backend import create_backend
 from poise_common.messages import Envelope, Question, ScoreEvent, Topics
 from poise_common.settings import PoiseSettings
@@ -67,7 +67,7 @@ class EmbeddedPoise:
 
     async def __aenter__(self) -> "EmbeddedPoise":
         settings = self.settings
-        settings.home_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.home_dir)
         engine = create_db_engine(settings.resolved_database_url)
         await asyncio.to_thread(upgrade, engine)
         self.engine = engine

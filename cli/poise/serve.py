@@ -27,7 +27,7 @@ async def build(
     from poise_common.audit_trail import AuditTrail
     from poise_common.auth import KeyStore
     from poise_common.crypto import KeyRing
-    from poise_common.db.engine import create_db_engine, session_factory, upgrade
+    from poise_common.db.engine import create_db_engine, private_dir, session_factory, upgrade
     from poise_common.grpc_api.server import GrpcServer, ScoringServicer
     from poise_common.inference.backend import create_backend
     from poise_common.metrics import InferenceMetrics
@@ -59,7 +59,7 @@ async def build(
     from poise_vision.service import VisionService
 
     get_framework(settings.fusion.default_role, settings.fusion.frameworks_dir)
-    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.home_dir)
     engine = create_db_engine(settings.resolved_database_url)
     if settings.migrate_on_start:  # otherwise a migration step ran before the server
         await asyncio.to_thread(upgrade, engine)

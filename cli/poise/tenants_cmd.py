@@ -23,11 +23,11 @@ DbOption = Annotated[
 
 @contextmanager
 def _policy_store(db: str | None) -> Iterator[TenantPolicyStore]:
-    from poise_common.db.engine import create_db_engine, session_factory, upgrade
+    from poise_common.db.engine import create_db_engine, private_dir, session_factory, upgrade
     from poise_fusion.policy import TenantPolicyStore
 
     settings = PoiseSettings(**({"database_url": db} if db else {}))
-    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.home_dir)
     engine = create_db_engine(settings.resolved_database_url)
     try:
         upgrade(engine)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,11 @@ def test_a_score_is_an_entry_of_the_audit_log_by_the_operator(sample_card, sampl
     assert entries[0]["detail"]["model_version"] == sample_card["model_version"]
     verified = poise(["audit-log", "verify"], sample_home)
     assert verified.returncode == 0, verified.stderr
+
+
+def test_the_local_database_is_readable_by_its_owner_only(sample_card, sample_home):
+    files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in sample_home.glob("poise.db*")}
+    assert "poise.db" in files and set(files.values()) == {0o600}, files
 
 
 def test_embedded_runs_keep_no_transcript_in_clear_at_rest(sample_card, tmp_path):
