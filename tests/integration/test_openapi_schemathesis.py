@@ -41,6 +41,37 @@ def _operations(base: str):
     return [result.ok() for result in schema.get_all_operations()]
 
 
+# /v1 operations that take no API key, or take one only as an alternative to another credential:
+# a notice is public (a key adds the tenant's details), a media link's token plays a video.
+KEY_OPTIONAL = {"/v1/notices/{profile}", "/v1/interviews/{interview_id}/answers/{question_id}/media"}
+
+
+def test_document_declares_the_api_key_and_the_error_shape(served):
+    base, _ = served
+    document = httpx.get(f"{base}/openapi.json", timeout=10).json()
+    assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert document["components"]["securitySchemes"]["HTTPBasic"]["scheme"] == "basic"
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    error = {"$ref": "#/components/schemas/Error"}
+    keyed = 0
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            where, responses = f"{method.upper()} {path}", operation["responses"]
+            if path.startswith("/ats/greenhouse/"):
+                assert operation["security"] == [{"HTTPBasic": []}], where
+            elif path.startswith("/v1/") and path not in KEY_OPTIONAL:
+                assert operation["security"] == [{"HTTPBearer": []}], where
+                keyed += 1
+            # Whatever else a route answers, these statuses are the error shape (422: at least one form of it).
+            statuses = ["503", "422"] + (["401", "403"] if "security" in operation else [])
+            for status in statuses:
+                if status in responses:
+                    schema = responses[status]["content"]["application/json"]["schema"]
+                    assert schema == error or error in schema.get("anyOf", []), (where, status, schema)
+            assert "503" in responses and ("security" not in operation or {"401", "403"} <= set(responses)), where
+    assert keyed >= 10
+
+
 def test_api_conforms_to_its_openapi_document(served):
     # schemathesis.pytest.from_fixture (its lazy loader) breaks on pytest 9 (Function._nodeid is
     # gone), so each operation runs its own Hypothesis test here, from its examples and in both generation modes.

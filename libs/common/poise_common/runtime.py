@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import NoReturn, Protocol
 
 import uvicorn
-from fastapi import APIRouter, FastAPI, HTTPException
-from fastapi.exception_handlers import http_exception_handler
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, ProcessCollector, generate_latest
 from pydantic import BaseModel, ValidationError
 
+from poise_common.api_errors import install_error_handling
 from poise_common.bus import Bus, create_bus
 from poise_common.bus.base import failure_label
 from poise_common.metrics import BusMetrics
@@ -255,13 +255,7 @@ def create_app(name: str, registry: CollectorRegistry, readiness: Readiness) -> 
     """The process's HTTP app: health, readiness and metrics; services add their routers later."""
     app = FastAPI(title=f"poise-{name}")
     app.add_middleware(_Gate, readiness=readiness)
-
-    @app.exception_handler(HTTPException)
-    async def error_shape(request, exc: HTTPException) -> JSONResponse:
-        """Errors raised with a {code, message} detail (e.g. authentication) get the API's one error shape."""
-        if isinstance(exc.detail, dict) and "code" in exc.detail:
-            return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-        return await http_exception_handler(request, exc)
+    install_error_handling(app)
 
     # async routes run on the event loop itself, so an answer proves the loop is alive.
     @app.get("/healthz", include_in_schema=False)

@@ -12,12 +12,14 @@ gateway published it, until fusion has seen its first message).
 # dependencies as objects, and they are made inside create_router.
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
 
 from poise_common.api_auth import requires
+from poise_common.api_errors import Error, ErrorDetail
 from poise_common.audit_trail import AuditTrail, record_access
 from poise_common.auth import KeyStore, Principal
 from poise_common.paging import BadCursor, decode_cursor, page_of
@@ -25,10 +27,23 @@ from poise_common.settings import PoiseSettings
 from poise_fusion.events import EventHub
 from poise_fusion.store import FusionStore
 
+
+class ScoringInProgress(BaseModel):
+    status: Literal["processing"]
+
+
+class ScoringFailed(BaseModel):
+    """The interview could not be scored: why, as an error."""
+
+    status: Literal["failed"]
+    error: ErrorDetail
+
+
 _RESPONSES = {
-    202: {"description": "Still being scored: `{\"status\": \"processing\"}`."},
-    404: {"description": "No such interview: `{\"error\": {\"code\": \"not_found\", ...}}`."},
-    422: {"description": "The interview could not be scored: `{\"status\": \"failed\"}`."},
+    202: {"model": ScoringInProgress, "description": "Still being scored."},
+    404: {"description": "No such interview (code not_found)."},
+    422: {"model": ScoringFailed | Error,
+          "description": "The interview could not be scored (`status` failed, and why), or the id is not valid."},
 }
 
 

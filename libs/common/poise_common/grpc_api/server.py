@@ -28,6 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pydantic import ValidationError
 
+from poise_common.api_errors import describe_errors
 from poise_common.audit_trail import AuditTrail, record_access
 from poise_common.auth import KeyStore, Principal
 from poise_common.grpc_api.poise.v1 import scoring_pb2 as pb
@@ -70,10 +71,7 @@ def _json(document: Any) -> str:
 
 
 def _validation_message(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(part) for part in error['loc']) or 'request'}: {error['msg']}"
-        for error in exc.errors(include_url=False, include_input=False)
-    )
+    return describe_errors(exc.errors(include_url=False, include_input=False))
 
 
 class ScoringServicer(pb_grpc.ScoringServiceServicer):
