@@ -97,6 +97,9 @@ def keys_revoke(
     print(f"revoked {key_id}")
 
 EXIT_BAD_INPUT = 2
+# As a shell reports a process ended by SIGINT or SIGTERM (128 + the signal's number).
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
@@ -120,7 +123,7 @@ def score(
     db: Annotated[Optional[str], typer.Option("--db", help="Database URL (default: SQLite under POISE_HOME).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details to stderr.")] = False,
 ) -> None:
-    """Score one interview: each PATH is one recorded answer."""
+    """Score one interview: each PATH is one recorded answer. Ctrl+C or SIGTERM stops it, keeping nothing of it."""
     from poise.embedded import EmbeddedPoise, ScoringFailed, uploads_for
     from poise.questions import QuestionsError, load_questions
     from poise.render import render_scorecard
@@ -149,6 +152,7 @@ def score(
     err = Console(stderr=True)
 
     async def run() -> dict:
+        _cancel_on_sigterm()
         async with EmbeddedPoise(settings, policy=policy) as poise:
             with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                           TextColumn("{task.completed}/{task.total} answers"), TimeElapsedColumn(),
@@ -161,6 +165,10 @@ def score(
 
     try:
         card = asyncio.run(run())
+    except KeyboardInterrupt:  # Ctrl+C: asyncio.run cancelled the run, which removed what it had stored
+        fail("interrupted; nothing of this run was kept", code=EXIT_INTERRUPTED)
+    except asyncio.CancelledError:  # SIGTERM, the same way
+        fail("terminated; nothing of this run was kept", code=EXIT_TERMINATED)
     except MediaRejected as exc:
         fail(_rejection(exc, uploads))
     except PolicyError as exc:
@@ -174,6 +182,14 @@ def score(
         sys.stdout.write("\n")
     else:
         render_scorecard(card, Console())
+
+
+def _cancel_on_sigterm() -> None:
+    """SIGTERM cancels the run as Ctrl+C does, so that it removes what it stored rather than dying
+    with it half-written."""
+    import signal
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
 
 
 def _rejection(exc, uploads) -> str:

@@ -10,17 +10,21 @@ import asyncio
 import gc
 import json
 import logging
+import os
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from sqlalchemy import select
 
 from poise.audit_log_cmd import operator
 from poise_audio.service import AudioService
 from poise_common.audit_trail import AuditTrail
 from poise_common.bus import Bus, create_bus
-from poise_common.bus.spread_ids import SpreadIds
 from poise_common.crypto import KeyRing
 from poise_common.db.engine import create_db_engine, private_dir, session_factory, upgrade
+from poise_common.db.models import Interview
 from poise_common.inference.backend import create_backend
 from poise_common.messages import Envelope, Question, ScoreEvent, Topics
 from poise_common.settings import PoiseSettings
@@ -35,6 +39,11 @@ from poise_vision.service import VisionService
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_GROUPS = ("vision", "audio", "nlp", "fusion")
+# The interviews a run opens are named cli<its process id in hex>-<random hex>, 32 characters in all
+# like a server's (32 hex digits, never an "l" or a "-"): a later run can then tell what a run that
+# died (killed, power lost) left behind from a live run's interviews and from a server's sharing
+# the database.
+_CLI_ID = re.compile(r"cli([0-9a-f]+)-[0-9a-f]+")
 
 
 class ScoringFailed(RuntimeError):
@@ -74,9 +83,9 @@ class EmbeddedPoise:
         sessions = session_factory(engine)
         # Transcripts at rest are sealed with the tenant's data key, as in every other mode.
         self.store = FusionStore(sessions, await asyncio.to_thread(KeyRing.from_settings, sessions, settings))
+        await asyncio.to_thread(self._discard_abandoned)
         self.bus = create_bus(settings.bus_url)
         await self.bus.start()
-        self._ids = SpreadIds(self.bus)
         self.gateway = Gateway(self.bus, settings.gateway)
         await asyncio.to_thread(self.gateway.warm_up)
         self._services = [
@@ -104,6 +113,20 @@ class EmbeddedPoise:
         for interview_id, tenant, reason in self._to_discard:
             self.store.discard_interview(interview_id, tenant, reason, record=False)
         self.engine.dispose()
+
+    def _discard_abandoned(self) -> None:
+        """Remove what earlier runs left half-written when they were killed: their interviews still
+        processing, whose process is gone. A live run's, and a server's, are not touched."""
+        with self.store.sessions() as session:
+            rows = session.execute(
+                select(Interview.id, Interview.tenant).where(Interview.status == "processing",
+                                                            Interview.id.like("cli%-%"))
+            ).all()
+        abandoned = [(i, tenant) for i, tenant in rows if not _run_alive(i)]
+        for interview_id, tenant in abandoned:
+            self.store.discard_interview(interview_id, tenant, "abandoned", record=False)
+        if abandoned:
+            log.info("removed %d interview(s) left half-scored by interrupted runs", len(abandoned))
 
     async def _on_score(self, env: Envelope) -> None:
         event: ScoreEvent = env.payload
@@ -142,7 +165,7 @@ class EmbeddedPoise:
         tenant = self.settings.tenant
         await self._check_policy(tenant)
         infos = await asyncio.to_thread(self.gateway.validate, uploads)
-        interview_id = self._ids.next()
+        interview_id = cli_interview_id()
         waiter = asyncio.get_running_loop().create_future()
         self._waiters[interview_id] = waiter
         self._progress[interview_id] = progress or Progress()
@@ -157,9 +180,10 @@ class EmbeddedPoise:
             if watchdog in done:
                 watchdog.result()
             return waiter.result()
-        except (MediaRejected, ScoringFailed) as exc:
-            # Nothing half-written: whatever the services stored for it goes on exit.
-            self._to_discard.append((interview_id, tenant, str(exc)))
+        except BaseException as exc:
+            # Nothing half-written, whatever stopped it (bad media, a failed stage, Ctrl+C, SIGTERM):
+            # what the services stored for it goes on exit.
+            self._to_discard.append((interview_id, tenant, type(exc).__name__))
             raise
         finally:
             watchdog.cancel()
@@ -172,6 +196,27 @@ class EmbeddedPoise:
         refusal = policy.consent_refusal(None)  # a run from files records no consent
         if refusal:
             raise PolicyError(f"{refusal}; use the API, which records consent when the interview is created")
+
+
+def cli_interview_id() -> str:
+    """A new interview id naming this process (see _CLI_ID)."""
+    stem = f"cli{os.getpid():x}-"
+    return stem + uuid.uuid4().hex[: 32 - len(stem)]
+
+
+def _run_alive(interview_id: str) -> bool:
+    """Whether the run that opened ``interview_id`` may still be running (True for ids not a run's).
+    A reused process id keeps a dead run's leftovers a while longer, never removes a live run's."""
+    match = _CLI_ID.fullmatch(interview_id)
+    if match is None:
+        return True
+    try:
+        os.kill(int(match[1], 16), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def uploads_for(paths, questions: list[Question] | None) -> list[AnswerUpload]:

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import stat
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from media_factory import silence, write_video
+from poise_common.db.engine import create_db_engine, session_factory
 from poise_common.inference.faces import FACE_METHOD
+from poise_common.messages import Envelope, InterviewOpened, Question
+from poise_fusion.store import FusionStore
 
 REPO = Path(__file__).resolve().parents[2]
 POISE = [sys.executable, "-m", "poise"]
@@ -268,3 +274,61 @@ def test_silent_video_without_face_made_here(tmp_path):
     assert answer["signals"]["vision"]["face_presence"] == 0
     assert answer["signals"]["audio"]["speech_ratio"] == 0
     assert all(c["score"] is None for c in card["competencies"])
+
+
+def count_rows(home: Path, table: str) -> int:
+    try:
+        with sqlite3.connect(home / "poise.db") as conn:
+            return conn.execute(f"select count(*) from {table}").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
+def started_scoring(home: Path, *paths) -> subprocess.Popen:
+    """A `poise score` run, returned once it has stored face rows of its interview."""
+    process = subprocess.Popen([*POISE, "score", *map(str, paths), "--json"], cwd=REPO, text=True,
+                               env={**os.environ, "POISE_HOME": str(home)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while count_rows(home, "vision_frames") == 0:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no face rows were stored"
+        time.sleep(0.2)
+    return process
+
+
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_ctrl_c_or_sigterm_leaves_nothing_of_the_run(sig, code, said, tmp_path):
+    home = tmp_path / "home"
+    process = started_scoring(home, SAMPLE, SAMPLE)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == code, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == f"poise: error: {said}; nothing of this run was kept"
+    assert interview_rows(home) == 0
+
+
+def test_a_run_removes_what_a_killed_run_left_and_nothing_else(tmp_path):
+    home = tmp_path / "home"
+    killed = started_scoring(home, SAMPLE, SAMPLE)
+    killed.kill()  # SIGKILL: nothing of it runs any more
+    killed.communicate(timeout=60)
+    with sqlite3.connect(home / "poise.db") as conn:
+        left = conn.execute("select id, status from interviews").fetchall()
+    assert len(left) == 1 and left[0][1] == "processing" and count_rows(home, "vision_frames") > 0
+    # A server sharing the database has an interview in progress: not the command's to remove.
+    engine = create_db_engine(f"sqlite:///{home / 'poise.db'}")
+    FusionStore(session_factory(engine)).apply(Envelope(
+        interview_id=uuid.uuid4().hex, tenant="acme", stream="control", seq=0,
+        payload=InterviewOpened(role="generic", questions=[Question(question_id="q1", text="Why us?")]),
+    ))
+    engine.dispose()
+
+    card = score_json([SAMPLE], home)
+    with sqlite3.connect(home / "poise.db") as conn:
+        remaining = dict(conn.execute("select id, status from interviews").fetchall())
+        orphans = conn.execute(
+            "select count(*) from answers where interview_id not in (select id from interviews)").fetchone()[0]
+    assert left[0][0] not in remaining
+    assert sorted(remaining.values()) == ["processing", "scored"] and remaining[card["interview_id"]] == "scored"
+    assert orphans == 0 and count_rows(home, "vision_frames") > 0  # the new run's own face rows
