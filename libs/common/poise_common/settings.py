@@ -163,6 +163,25 @@ class FusionSettings(BaseModel):
         "(what was said, voice and face may feed scores), eu (only what was said), us-nyc (scorecards carry the "
         "candidate notice), us-il (no analysis without the candidate's recorded consent).",
     )
+    short_answer_words: int = Field(
+        50, ge=0,
+        description="An answer with fewer words (but at least nlp.min_words_for_scoring) is scored with a warning "
+        "that its scores rest on little evidence: over a few dozen words one hedge or filler moves a rate per 100 "
+        "words by a whole band (one hedge in 22 words is 4.5 per 100; in 50 words, 2).",
+    )
+    min_face_presence: float = Field(
+        0.5, ge=0, le=1,
+        description="Share of an answer's sampled frames that must show a face for its face measurements (eye "
+        "contact, smiles, blinks, head movement) to be kept and to feed scores; below it they are null, as "
+        "without a face, with a warning. Under half, the ratios describe the minority of the answer in which a "
+        "face was seen, and a handful of frames decide them (one face frame makes eye contact 0 or 1).",
+    )
+    face_presence_warning: float = Field(
+        0.9, ge=0, le=1,
+        description="Below this share of frames with a face (and at or above min_face_presence) the face "
+        "measurements are kept with a warning stating the share: they describe only the frames with a face. Above "
+        "it, the odd frame the detector misses (motion blur, a hand) goes unremarked.",
+    )
     webhook_max_attempts: int = Field(12, description="Deliveries of one event to a webhook before it is marked failed.")
     webhook_backoff_s: float = Field(5.0, description="Delay before the first retry of a webhook; it doubles per attempt.")
     webhook_timeout_s: float = Field(10.0, description="Deadline of one webhook delivery.")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 from poise_common.behaviour.series import SERIES_STEP_S
 from poise_common.behaviour.vision_summary import eye_contact_series, summarise_vision
-from poise_common.signals import AudioSignals, FaceObservation, NlpSignals
+from poise_common.settings import PoiseSettings
+from poise_common.signals import AudioSignals, FaceObservation, NlpSignals, VisionSignals
 from poise_fusion.framework import Framework
 from poise_fusion.scoring import AnswerInputs, roll_up, score_answer
 from poise_fusion.scoring_model import CalibratedModel
@@ -13,12 +17,71 @@ from poise_fusion.scoring_model import CalibratedModel
 _LISTS = {"episodes", "segments", "quotes", "star_parts", "series"}
 
 
+# Measured over the frames with a face; face_presence and the frame counts describe the whole answer.
+_FACE_MEASUREMENTS = (
+    "eye_contact_ratio", "smile_ratio", "brow_raise_ratio", "lip_press_ratio", "blink_rate_per_min",
+    "head_movement_deg_per_s", "head_yaw_sd_deg",
+)
+
+
+@dataclass(frozen=True)
+class EvidenceRules:
+    """How much an answer must hold for its measurements to feed scores, and when it gets a warning."""
+
+    min_words: int  # fewer: speech-based competencies are insufficient evidence
+    short_answer_words: int  # fewer: scored, with a warning that the scores rest on little evidence
+    min_face_presence: float  # a smaller share of frames with a face: face measurements are not kept
+    face_presence_warning: float  # a smaller share (but at least min_face_presence): kept, with a warning
+
+    @classmethod
+    def from_settings(cls, settings: PoiseSettings) -> EvidenceRules:
+        return cls(
+            min_words=settings.nlp.min_words_for_scoring, short_answer_words=settings.fusion.short_answer_words,
+            min_face_presence=settings.fusion.min_face_presence,
+            face_presence_warning=settings.fusion.face_presence_warning,
+        )
+
+
 def _measurements(signals: dict) -> dict:
     return {k: v for k, v in signals.items() if k not in _LISTS}
 
 
+def _percent(share: float) -> str:
+    # Cut, not rounded: 49.6 % of the frames must not read as the 50 % needed.
+    return f"{math.floor(share * 100)}%"
+
+
+def _face_measured(presence: float, rules: EvidenceRules) -> bool:
+    return presence > 0 and presence >= rules.min_face_presence
+
+
+def _face_checked(vision: VisionSignals, rules: EvidenceRules, label: str) -> tuple[VisionSignals, list[str]]:
+    """The answer's vision signals as they may feed scores, and the warnings about its face.
+
+    A face seen in a few frames is not the answer's face behaviour: its ratios would describe a
+    moment (one face frame makes eye contact 0 or 1), so below ``min_face_presence`` the face
+    measurements are left unmeasured, as without a face, and drop out of scores like any other.
+    """
+    presence = vision.face_presence
+    if vision.frames_analysed == 0:
+        return vision, [f"{label}: no video frames could be analysed; face signals are null"]
+    if presence == 0:
+        return vision, [f"{label}: no face was found; face signals are null"]
+    if not _face_measured(presence, rules):
+        unmeasured = vision.model_copy(update=dict.fromkeys(_FACE_MEASUREMENTS))
+        return unmeasured, [
+            f"{label}: a face was found in only {_percent(presence)} of the frames, under the "
+            f"{rules.min_face_presence:.0%} needed; face signals are null and left out of scores"
+        ]
+    if presence < rules.face_presence_warning:
+        return vision, [f"{label}: a face was found in {_percent(presence)} of the frames; "
+                        "face signals describe those frames only"]
+    return vision, []
+
+
 def build_answer(
-    bundle: dict, framework: Framework, min_words: int, policy: str = "default", model: CalibratedModel | None = None
+    bundle: dict, framework: Framework, rules: EvidenceRules, policy: str = "default",
+    model: CalibratedModel | None = None,
 ) -> dict:
     media = bundle["media"]
     parts = bundle["parts"]
@@ -28,18 +91,13 @@ def build_answer(
         (t_s, count, FaceObservation.model_validate(face) if face else None)
         for t_s, count, face in bundle["frames"]
     ]
-    vision = summarise_vision(frames, media["sample_fps"])
     audio = AudioSignals.model_validate(parts["audio"]["signals"])
     nlp = NlpSignals.model_validate(parts["nlp"]["signals"])
     transcript = parts["transcript"]["segments"]
 
-    warnings: list[str] = []
     label = f"answer {question_id}"
-    has_face = vision.face_presence > 0
-    if vision.frames_analysed == 0:
-        warnings.append(f"{label}: no video frames could be analysed; face signals are null")
-    elif not has_face:
-        warnings.append(f"{label}: no face was found; face signals are null")
+    vision, warnings = _face_checked(summarise_vision(frames, media["sample_fps"]), rules, label)
+    has_face = _face_measured(vision.face_presence, rules)
     if vision.multiple_faces_ratio > 0.05:
         warnings.append(
             f"{label}: more than one face in {vision.multiple_faces_ratio:.0%} of frames; "
@@ -48,12 +106,15 @@ def build_answer(
     missing = parts["vision_end"]["count"] - vision.frames_analysed
     if missing > 0:
         warnings.append(f"{label}: {missing} video frames could not be analysed")
-    has_speech = audio.speech_ratio > 0 and nlp.word_count >= min_words
+    has_speech = audio.speech_ratio > 0 and nlp.word_count >= rules.min_words
     if not has_speech:
         warnings.append(
             f"{label}: too little speech ({nlp.word_count} words); speech-based competencies "
             "are marked insufficient evidence"
         )
+    elif nlp.word_count < rules.short_answer_words:
+        # Rates per 100 words and ratios over a few dozen words swing by whole bands with one word.
+        warnings.append(f"{label}: short answer: {nlp.word_count} words; scores rest on little evidence")
     warnings += [f"{label}: {w}" for w in parts["audio"].get("warnings", [])]
 
     episodes = [e.model_dump() for e in vision.episodes + audio.episodes]

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from poise_fusion.framework import Competency, FeatureWeight, Framework
-from poise_fusion.policy import get_profile
+from poise_fusion.policy import PolicyProfile, get_profile
 from poise_fusion.scoring_model import CalibratedModel, CompetencyModel, weighted_points
 
 MAX_EVIDENCE_PER_FEATURE = 3
@@ -114,11 +115,14 @@ def score_competency(
     weight = (lambda f: f.weight) if model is None else (lambda f: model.weights.get(f.feature, 0.0))
     values = [feature_value(inputs, f.feature) for _, f in eligible]
     normalised = [None if v is None else f.normalise(v) for (_, f), v in zip(eligible, values)]
-    coverage, points = weighted_points(
+    model_coverage, points = weighted_points(
         [weight(f) for _, f in eligible], normalised, 100.0 if model is None else model.span
     )
+    # A calibrated model must also have its own weight measured: the framework's weights may
+    # spread evenly what the model puts on one feature.
+    coverage = min(evidence_coverage(competency, profile.feeds, inputs), model_coverage)
     if all(n is None for n in normalised) or coverage < framework.min_coverage:
-        result = _insufficient(competency, "too few of its signals could be measured")
+        result = _insufficient(competency, _too_little_reason(competency, profile, framework.min_coverage))
         result["coverage"] = _r(coverage)
         return result
     contributions = [] if model is None else [_baseline(model.intercept)]
@@ -138,6 +142,27 @@ def score_competency(
         "coverage": _r(coverage), "contributions": contributions,
         "evidence": _rank_evidence(evidence),
     }
+
+
+def evidence_coverage(competency: Competency, allowed: Callable[[FeatureWeight], bool], inputs: AnswerInputs) -> float:
+    """The share of the competency's whole weight in the framework that was measured and may feed
+    its score. Against the whole weight, not the policy's part of it: a policy that keeps most of a
+    competency's evidence out leaves too little for a score, rather than a score on what is left."""
+    total = sum(spec.weight for spec in competency.features)
+    measured = sum(
+        spec.weight for spec in competency.features
+        if allowed(spec) and feature_value(inputs, spec.feature) is not None
+    )
+    return measured / total
+
+
+def _too_little_reason(competency: Competency, profile: PolicyProfile, min_coverage: float) -> str:
+    total = sum(spec.weight for spec in competency.features)
+    allowed = sum(spec.weight for spec in competency.features if profile.feeds(spec))
+    if allowed / total < min_coverage:
+        return (f"the {profile.name} policy lets only {allowed / total:.0%} of its weight feed a score, "
+                f"under the {min_coverage:.0%} it needs")
+    return "too few of its signals could be measured"
 
 
 def _first_per_feature(eligible: list[tuple[str, FeatureWeight]]) -> list[tuple[str, FeatureWeight]]:

@@ -9,7 +9,7 @@ from poise_common.audit_trail import AuditTrail, record_access
 from poise_common.bus import Bus, Subscription
 from poise_common.messages import Envelope, InterviewOpened, InterviewWithdrawn, ScoreEvent, Topics
 from poise_common.settings import PoiseSettings
-from poise_fusion.assemble import build_answer, build_scorecard, model_version
+from poise_fusion.assemble import EvidenceRules, build_answer, build_scorecard, model_version
 from poise_fusion.framework import Framework, FrameworkError, get_framework
 from poise_fusion.policy import TenantPolicy, TenantPolicyStore
 from poise_fusion.scoring_model import ModelStore
@@ -107,7 +107,7 @@ class FusionService:
             return
         bundle = await asyncio.to_thread(self.store.answer_bundle, answer_id)
         model = await asyncio.to_thread(self.models.active, env.tenant, framework)
-        document = build_answer(bundle, framework, self.settings.nlp.min_words_for_scoring, policy.name, model)
+        document = build_answer(bundle, framework, EvidenceRules.from_settings(self.settings), policy.name, model)
         interview_id, ready = await asyncio.to_thread(self.store.save_answer_result, answer_id, document)
         # Built from the answer, not from ``env``: a deferred answer is finished while handling
         # the interview's announcement, whose envelope names no answer.
@@ -143,7 +143,7 @@ class FusionService:
             if answer.get("policy") != policy.name or answer.get("model_version") != version:
                 answer_bundle = await asyncio.to_thread(self.store.answer_bundle, answer["answer_id"])
                 bundle["answers"][index] = build_answer(
-                    answer_bundle, framework, self.settings.nlp.min_words_for_scoring, policy.name, model
+                    answer_bundle, framework, EvidenceRules.from_settings(self.settings), policy.name, model
                 )
         scorecard = build_scorecard(bundle, framework, policy.name, policy.candidate_notice(framework), model)
         # Before it is stored: no scorecard exists without its entry (a failure here fails the message).

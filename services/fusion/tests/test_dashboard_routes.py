@@ -11,8 +11,9 @@ import pytest
 from fastapi import FastAPI
 
 from poise_common.auth import KeyStore
+from poise_common.settings import PoiseSettings
 from poise_common.signals import AudioSeries, AudioSignals, NlpSignals
-from poise_fusion.assemble import build_answer, build_scorecard
+from poise_fusion.assemble import EvidenceRules, build_answer, build_scorecard
 from poise_fusion.dashboard import STATIC, create_dashboard_router
 from poise_fusion.framework import available_frameworks
 
@@ -127,7 +128,7 @@ def test_a_scorecard_carries_the_bands_and_the_series_the_dashboard_draws():
                   "nlp": {"signals": NlpSignals(word_count=20).model_dump()},
                   "transcript": {"segments": []}, "vision_end": {"count": len(frames)}},
         "frames": frames,
-    }, framework, 8)
+    }, framework, EvidenceRules.from_settings(PoiseSettings()))
     assert answer["series"]["step_s"] == 1.0
     assert answer["series"]["eye_contact"] == [1.0, 1.0, 1.0, 0.0, 0.0, None]
     assert answer["series"]["pitch_hz"] == series.pitch_hz and answer["series"]["pause"] == series.pause

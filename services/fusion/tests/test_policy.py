@@ -19,7 +19,7 @@ from poise_common.messages import (
 )
 from poise_common.settings import FusionSettings, PoiseSettings
 from poise_common.signals import AudioSignals, NlpSignals, VisionSignals
-from poise_fusion.assemble import build_answer, build_scorecard
+from poise_fusion.assemble import EvidenceRules, build_answer, build_scorecard
 from poise_fusion.framework import available_frameworks, load_framework_file
 from poise_fusion.policy import PROFILE_NAMES, PolicyError, TenantPolicyStore
 from poise_fusion.policy_api import create_tenant_settings_router
@@ -205,7 +205,8 @@ HALTING = {"speech_ratio": 0.55, "pause_ratio": 0.45, "pause_count": 11, "mean_p
 
 def scorecard(role: str, policy: str, smiling: float, looking: float, voice: dict) -> dict:
     framework = available_frameworks()[role]
-    answers = [build_answer(bundle(f"iv-a{n}", f"q{n}", n, smiling, looking, voice), framework, 8, policy)
+    answers = [build_answer(bundle(f"iv-a{n}", f"q{n}", n, smiling, looking, voice), framework,
+                            EvidenceRules.from_settings(PoiseSettings()), policy)
                for n in (1, 2)]
     return build_scorecard({"interview_id": "iv", "tenant": "acme", "role": role, "consent": None,
                             "questions": [{"question_id": "q1"}, {"question_id": "q2"}], "answers": answers},

@@ -75,6 +75,25 @@ def test_too_little_coverage_or_no_speech_is_insufficient_not_zero():
         assert comp["score"] is None and comp["band"] == "insufficient_evidence"
 
 
+def test_coverage_is_a_share_of_the_frameworks_whole_weight_not_of_the_policys_part():
+    framework = get_framework("generic")
+    measured = inputs(nlp__hedge_rate=0.0, audio__pitch_variation_st=3.0, audio__mean_pause_s=0.5,
+                      vision__eye_contact_ratio=0.8)
+    default, eu = (next(c for c in score_answer(framework, measured, policy) if c["name"] == "confidence")
+                   for policy in ("default", "eu"))
+    assert default["status"] == "scored" and default["coverage"] == 1.0
+    # eu lets only the hedges feed Confidence: 2 of its weight of 5, under min_coverage 0.5.
+    assert eu["score"] is None and eu["coverage"] == 0.4
+    assert eu["reason"] == "the eu policy lets only 40% of its weight feed a score, under the 50% it needs"
+    only_hedges = inputs(nlp__hedge_rate=0.0)
+    alone = next(c for c in score_answer(framework, only_hedges) if c["name"] == "confidence")
+    assert alone["score"] is None and alone["reason"] == "too few of its signals could be measured"
+    # Empathy keeps 3 of its 4 in what was said, and is scored under eu with that coverage.
+    empathy_inputs = inputs(nlp__perspective_taking_rate=1.0, nlp__sentiment=0.2, vision__smile_ratio=0.3)
+    empathy = next(c for c in score_answer(framework, empathy_inputs, "eu") if c["name"] == "empathy")
+    assert empathy["status"] == "scored" and empathy["coverage"] == 0.75
+
+
 def test_evidence_points_at_quotes_episodes_and_signals():
     framework = get_framework("generic")
     answer = inputs(nlp__hedge_rate=3.0, audio__pitch_variation_st=2.0, audio__mean_pause_s=0.8,
