@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from poise_fusion.framework import FeatureWeight, FrameworkError, available_frameworks, get_framework, load_framework_file
-from poise_fusion.scoring import AnswerInputs, roll_up, score_answer
+from poise_fusion.scoring import AnswerInputs, roll_up, score_answer, score_competency
+from poise_fusion.scoring_model import CompetencyModel
 
 # Words that name a feeling or a trait: a behaviour is what the camera or microphone recorded.
 AFFECT_WORDS = {"warm", "warmth", "friendly", "energetic", "happy", "sad", "nervous", "enthusiastic",
@@ -92,6 +93,18 @@ def test_coverage_is_a_share_of_the_frameworks_whole_weight_not_of_the_policys_p
     empathy_inputs = inputs(nlp__perspective_taking_rate=1.0, nlp__sentiment=0.2, vision__smile_ratio=0.3)
     empathy = next(c for c in score_answer(framework, empathy_inputs, "eu") if c["name"] == "empathy")
     assert empathy["status"] == "scored" and empathy["coverage"] == 0.75
+
+
+def test_a_calibrated_competency_needs_the_frameworks_coverage_as_well_as_its_own():
+    framework = get_framework("generic")
+    teamwork = next(c for c in framework.competencies if c.name == "teamwork")
+    # All of the model's weight is on perspective-taking, which is 1 of teamwork's 3 in the framework.
+    model = CompetencyModel(10.0, {"nlp.perspective_taking_rate": 60.0})
+    alone = score_competency(framework, teamwork, inputs(nlp__perspective_taking_rate=1.0), model=model)
+    assert alone["score"] is None and alone["coverage"] == pytest.approx(1 / 3, abs=1e-4)
+    both = score_competency(framework, teamwork, inputs(nlp__perspective_taking_rate=1.0, nlp__we_ratio=0.3),
+                            model=model)
+    assert both["score"] == pytest.approx(10 + 60 * 0.5) and both["coverage"] == 1.0
 
 
 def test_evidence_points_at_quotes_episodes_and_signals():
