@@ -58,8 +58,8 @@ class Error(BaseModel):
 
 
 def describe_errors(errors: Iterable[Mapping[str, Any]]) -> str:
-    """Validation errors as one line: where (``body.questions.0.text``) and what, never the value
-    sent (it may be a candidate's)."""
+    """Validation errors as one line: where (``body.questions.0.text``) and what, without the
+    value sent (it may be a candidate's)."""
     return "; ".join(f"{'.'.join(str(part) for part in error['loc']) or 'request'}: {error['msg']}"
                      for error in errors)
 
