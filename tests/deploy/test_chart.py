@@ -222,12 +222,44 @@ def test_the_command_the_refusal_names_makes_a_master_key(render):
     assert key.key_id == command.group(1).split()[-1]
 
 
-def test_media_topics_get_the_short_retention(render):
-    job = by_kind(render(values=[FULL]), "Job")["poise-kafka-topics"]
+def fixed_consumer_groups() -> set[str]:
+    """The consumer groups whose names do not change between processes (so their dead-letter topics can be named)."""
+    from poise_audio.service import GROUP as AUDIO
+    from poise_fusion.greenhouse import GreenhouseNotifier
+    from poise_fusion.invitations import InvitationMailer
+    from poise_fusion.service import GROUP as FUSION
+    from poise_fusion.webhooks import WebhookDispatcher
+    from poise_nlp.service import GROUP as NLP
+    from poise_vision.service import GROUP as VISION
+
+    return {AUDIO, FUSION, NLP, VISION, GreenhouseNotifier.group, InvitationMailer.group, WebhookDispatcher.group}
+
+
+def test_every_topic_gets_its_bounded_retention_from_the_job_and_the_services(render):
+    from poise_common.bus.kafka import STANDARD_TOPICS
+
+    manifests = render(values=[FULL])
+    job = by_kind(manifests, "Job")["poise-kafka-topics"]
     script = containers(job)[0]["command"][-1]
-    assert "prod.media.frames prod.media.audio" in script
-    assert script.count("retention.ms=1800000") == 2
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    # Each loop: its topics, then the retention and segment.ms they get.
+    loops = re.findall(r"for name in ([^;]+); do\n\s+topic \"\$name\" (\d+) (\d+)", script)
+    given = {name: (retention, segment) for names, retention, segment in loops for name in names.split()}
+    media = {"prod.media.frames", "prod.media.audio"}
+    expected = {f"prod.{t}" for t in STANDARD_TOPICS} | {f"prod.dlq.{g}" for g in fixed_consumer_groups()}
+    assert set(given) == expected
+    assert {given[t] for t in media} == {("1800000", "1800000")}  # the full values' mediaRetentionMs
+    assert {given[t] for t in expected - media} == {("259200000", "3600000")}  # the default retentionMs
+    assert 'retention.ms="$2",segment.ms="$3"' in script  # also set on topics that exist
+    # The services create topics with the same retention.
+    bus_urls = {env["value"] for d in by_kind(manifests, "Deployment").values() for c in containers(d)
+                for env in c.get("env", []) if env["name"] == "POISE_BUS_URL"}
+    assert bus_urls and all("&retention_ms=259200000&media_retention_ms=1800000" in url for url in bus_urls)
+
+
+def test_a_retention_past_two_weeks_is_refused(render):
+    message = render(sets=["kafka.retentionMs=2592000000"], expect_failure=True)
+    assert "retentionMs" in message
 
 
 def test_frameworks_configmap_is_mounted_and_loads(render, tmp_path):

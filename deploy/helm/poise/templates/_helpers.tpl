@@ -47,10 +47,11 @@ app.kubernetes.io/part-of: poise
 {{- printf "%s/poise-%s:%s" .root.Values.image.registry .component (default .root.Chart.AppVersion .root.Values.image.tag) -}}
 {{- end -}}
 
-{{/* POISE_BUS_URL: kafka://bootstrap?partitions=..&replication=..[&prefix=..] (poise_common.bus.create_bus). */}}
+{{/* POISE_BUS_URL: kafka://bootstrap?partitions=..&replication=..&retention_ms=..&media_retention_ms=..[&prefix=..]
+(poise_common.bus.create_bus). */}}
 {{- define "poise.busUrl" -}}
 {{- $k := .Values.kafka -}}
-{{- $url := printf "kafka://%s?partitions=%d&replication=%d" $k.bootstrapServers (int $k.partitions) (int $k.replication) -}}
+{{- $url := printf "kafka://%s?partitions=%d&replication=%d&retention_ms=%d&media_retention_ms=%d" $k.bootstrapServers (int $k.partitions) (int $k.replication) (int64 $k.retentionMs) (int64 $k.mediaRetentionMs) -}}
 {{- if $k.topicPrefix }}{{ $url = printf "%s&prefix=%s" $url $k.topicPrefix }}{{ end -}}
 {{- $url -}}
 {{- end -}}

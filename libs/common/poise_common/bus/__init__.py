@@ -16,8 +16,10 @@ def create_bus(url: str, metrics: BusMetrics | None = None) -> Bus:
     Options: ``prefix`` (topic name prefix), ``partitions`` (per topic), for memory ``capacity``
     (records a partition holds beyond its slowest group before publishers wait), for Kafka
     ``replication``, ``compression`` (``zstd``, the default, ``gzip``, ``lz4`` or ``none``),
-    ``linger_ms`` (how long a message may wait for others to share its request, 0-1000) and
-    ``batch_kb`` (the most one request carries for a partition, 16-1000).
+    ``linger_ms`` (how long a message may wait for others to share its request, 0-1000),
+    ``batch_kb`` (the most one request carries for a partition, 16-1000), and how long the topics
+    the services create keep messages: ``retention_ms`` (default 3 days) and, for frames and audio,
+    ``media_retention_ms`` (default 1 hour), each from a minute to 14 days.
     """
     parsed = urlparse(url)
     options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
@@ -32,7 +34,9 @@ def create_bus(url: str, metrics: BusMetrics | None = None) -> Bus:
             metrics=metrics,
         )
     if parsed.scheme == "kafka":
-        from poise_common.bus.kafka import DEFAULT_BATCH_BYTES, DEFAULT_LINGER_MS, KafkaBus
+        from poise_common.bus.kafka import (
+            DEFAULT_BATCH_BYTES, DEFAULT_LINGER_MS, DEFAULT_MEDIA_RETENTION_MS, DEFAULT_RETENTION_MS, KafkaBus,
+        )
 
         if not parsed.netloc:
             raise ValueError("a kafka:// bus URL needs host:port, e.g. kafka://127.0.0.1:9092")
@@ -44,10 +48,18 @@ def create_bus(url: str, metrics: BusMetrics | None = None) -> Bus:
             compression=_compression(options.get("compression", "zstd")),
             linger_ms=_bounded(options, "linger_ms", DEFAULT_LINGER_MS, 0, 1000),
             batch_bytes=1024 * _bounded(options, "batch_kb", DEFAULT_BATCH_BYTES // 1024, 16, 1000),
+            retention_ms=_bounded(options, "retention_ms", DEFAULT_RETENTION_MS, MIN_RETENTION_MS, MAX_RETENTION_MS),
+            media_retention_ms=_bounded(options, "media_retention_ms", DEFAULT_MEDIA_RETENTION_MS,
+                                        MIN_RETENTION_MS, MAX_RETENTION_MS),
             metrics=metrics,
         )
     raise ValueError(f"unknown bus URL scheme {parsed.scheme!r}: use memory:// or kafka://")
 
+
+# Topics' retention: at least a minute (Kafka checks every five anyway), at most two weeks, so that
+# with Kafka's slack it stays well inside the 30 days an erasure must reach every copy in.
+MIN_RETENTION_MS = 60_000
+MAX_RETENTION_MS = 14 * 24 * 3600 * 1000
 
 # zstd by default: frames travel as base64 JPEGs, and zstd takes back base64's quarter as gzip
 # does for a fourteenth of the CPU (0.06 against 0.82 ms a frame); lz4 takes back nothing of it.
