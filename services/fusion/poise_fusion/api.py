@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from poise_common.api_auth import requires
 from poise_common.api_errors import Error, ErrorDetail
@@ -37,6 +37,20 @@ class ScoringFailed(BaseModel):
 
     status: Literal["failed"]
     error: ErrorDetail
+
+
+class InterviewSummary(BaseModel):
+    interview_id: str
+    role: str | None = Field(description="Its competency profile; null until announced, and for a failed interview.")
+    status: Literal["processing", "scored", "failed"]
+    answer_count: int | None = Field(description="How many answers it has; null as role is.")
+    created_at: float = Field(description="When fusion first saw it (Unix time, seconds).")
+    scored_at: float | None = Field(description="When it was scored (Unix time, seconds); null until then.")
+
+
+class InterviewPage(BaseModel):
+    items: list[InterviewSummary] = Field(description="Newest first.")
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null on the last page.")
 
 
 _RESPONSES = {
@@ -81,7 +95,7 @@ def create_router(
             )
 
 
-    @router.get("")
+    @router.get("", responses={200: {"model": InterviewPage, "description": "A page of interviews."}})
     async def list_interviews(
         caller: Caller,
         status: Annotated[str | None, Query(pattern="^(processing|scored|failed)$")] = None,

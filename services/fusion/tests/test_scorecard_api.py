@@ -12,7 +12,7 @@ from poise_common.db.engine import create_db_engine, session_factory, upgrade
 from poise_common.messages import Envelope, InterviewOpened, Question
 from poise_common.settings import PoiseSettings
 from poise_common.auth import KeyStore
-from poise_fusion.api import create_router
+from poise_fusion.api import InterviewPage, create_router
 from poise_fusion.store import FusionStore
 
 SCORECARD = {
@@ -165,6 +165,7 @@ def pages(store: FusionStore, query: str, tenant: str = "local") -> list[dict]:
     while True:
         (page,) = get_all(store, [f"/v1/interviews?{query}{cursor}"], tenant=tenant)
         assert page.status_code == 200, page.text
+        InterviewPage.model_validate_json(page.text, strict=True)  # what the OpenAPI document says it is
         found.append(page.json())
         if page.json()["next_cursor"] is None:
             return found
