@@ -103,9 +103,9 @@ class ScoringServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetScorecard(self, request, context):
-        """Where an interview's scoring stands and, once scored, its scorecard (REST: GET
-        /v1/interviews/{id}/scorecard). NOT_FOUND until fusion has seen the interview's first
-        message, which may be shortly after CompleteInterview returns. Scope scores:read.
+        """Where an interview's scoring stands and, once scored, its scorecard, or, once failed, why
+        (REST: GET /v1/interviews/{id}/scorecard). NOT_FOUND until fusion has seen the interview's
+        first message, which may be shortly after CompleteInterview returns. Scope scores:read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
