@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -129,14 +128,15 @@ def score(
     from poise.render import render_scorecard
     from poise_fusion.framework import FrameworkError
     from poise_common.inference.backend import InferenceConfigError, InferenceUnavailable
+    from poise_common.runtime import configure_logging
     from poise_fusion.framework import get_framework
     from poise_fusion.policy import PolicyError, get_profile
     from poise_gateway.errors import MediaRejected
     from poise_gateway.service import validate_uploads
 
     filter_native_stderr()
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The services' one-line format, which never prints an exception's text (it can hold candidates' data).
+    configure_logging("INFO" if verbose else "WARNING")
     settings = PoiseSettings(**({"database_url": db} if db else {}))
     try:
         uploads = uploads_for(paths, load_questions(questions) if questions else None)
