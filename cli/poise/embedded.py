@@ -44,6 +44,9 @@ DEAD_LETTER_GROUPS = ("vision", "audio", "nlp", "fusion")
 # died (killed, power lost) left behind from a live run's interviews and from a server's sharing
 # the database.
 _CLI_ID = re.compile(r"cli([0-9a-f]+)-[0-9a-f]+")
+# The interviews this process's runs are scoring now: an interview named with this process's id
+# and not here was left by an earlier process that had the same id (in containers, runs often do).
+_SCORING_HERE: set[str] = set()
 
 
 class ScoringFailed(RuntimeError):
@@ -170,6 +173,7 @@ class EmbeddedPoise:
         self._waiters[interview_id] = waiter
         self._progress[interview_id] = progress or Progress()
         watchdog = asyncio.create_task(self._watch_dead_letters(interview_id))
+        _SCORING_HERE.add(interview_id)
         try:
             await self.gateway.open_interview(
                 interview_id, tenant, role, [u.question for u in uploads]
@@ -187,6 +191,7 @@ class EmbeddedPoise:
             raise
         finally:
             watchdog.cancel()
+            _SCORING_HERE.discard(interview_id)
             self._waiters.pop(interview_id, None)
             self._progress.pop(interview_id, None)
 
@@ -210,8 +215,11 @@ def _run_alive(interview_id: str) -> bool:
     match = _CLI_ID.fullmatch(interview_id)
     if match is None:
         return True
+    pid = int(match[1], 16)
+    if pid == os.getpid():
+        return interview_id in _SCORING_HERE
     try:
-        os.kill(int(match[1], 16), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process

@@ -59,3 +59,28 @@ def test_replaying_every_message_neither_duplicates_nor_changes_the_scorecard(me
     assert before["frames"] > 0 and before["scorecards"] == 1
     assert after == before
     assert stored == card
+
+
+def test_a_run_tells_its_own_and_live_runs_interviews_from_those_of_dead_ones():
+    import os
+    import subprocess
+
+    from poise import embedded
+
+    here = embedded.cli_interview_id()
+    assert here.startswith(f"cli{os.getpid():x}-") and len(here) == 32
+    # This process's id, but not one of its runs: an earlier process with the same id left it.
+    assert not embedded._run_alive(here)
+    embedded._SCORING_HERE.add(here)
+    try:
+        assert embedded._run_alive(here)
+    finally:
+        embedded._SCORING_HERE.discard(here)
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert embedded._run_alive(f"cli{child.pid:x}-0123456789abcdef")
+    finally:
+        child.kill()
+        child.wait()
+    assert not embedded._run_alive(f"cli{child.pid:x}-0123456789abcdef")
+    assert embedded._run_alive("0123456789abcdef0123456789abcdef")  # a server's: never the command's
