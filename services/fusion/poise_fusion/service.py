@@ -80,10 +80,13 @@ class FusionService:
         if isinstance(env.payload, InterviewWithdrawn):
             await asyncio.to_thread(self.store.withdraw, env)
             return
-        applied, complete_answer = await asyncio.to_thread(self.store.apply, env)
+        _, complete_answer = await asyncio.to_thread(self.store.apply, env)
         if complete_answer:
             await self._finish_answer(env, complete_answer)
-        elif applied and isinstance(env.payload, InterviewOpened):
+        elif isinstance(env.payload, InterviewOpened):
+            # Also when it is a replay (a gateway publishing again what a dead process had
+            # published): answers stored complete, or an interview with every answer scored, may
+            # have been left unfinished by that process.
             if await self._refused(env, await self.tenant_policy(env.tenant)):
                 return
             # The announcement travels on its own topic: answers may have completed before it,

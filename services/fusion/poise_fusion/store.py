@@ -94,7 +94,8 @@ class FusionStore:
 
     # -- applying messages ---------------------------------------------------------------
     def apply(self, env: Envelope) -> tuple[bool, str | None]:
-        """Store ``env``. Returns (applied, answer_id now complete or None)."""
+        """Store ``env``. Returns (applied, the id of its answer when every part of that answer is
+        in and it is not scored yet, also when ``env`` was a replay; else None)."""
         with self._lock, self.sessions.begin() as session:
             interview = self._lock_interview(session, env)
             if interview is None:
@@ -117,7 +118,7 @@ class FusionStore:
                 return self._add_frames(session, answer.id, payload), None
             if isinstance(payload, AnswerMediaDone):
                 if answer.media is not None:
-                    return False, None
+                    return False, self._complete_id(session, answer)
                 answer.media = payload.model_dump(mode="json")
                 answer.question_id = payload.question_id
                 part = "media"
@@ -127,12 +128,17 @@ class FusionStore:
                     select(AnswerPart.id).where(AnswerPart.answer_id == answer.id, AnswerPart.part == part)
                 )
                 if exists:
-                    return False, None
+                    return False, self._complete_id(session, answer)
                 data = seal(self.keys, interview.tenant, payload.model_dump(mode="json"), _part_aad(answer.id, part),
                             whole=True)
                 session.add(AnswerPart(answer_id=answer.id, part=part, data=data))
             session.flush()
-            return True, answer.id if self._complete(session, answer) else None
+            return True, self._complete_id(session, answer)
+
+    def _complete_id(self, session: Session, answer: Answer) -> str | None:
+        """The answer's id when every part of it is in. Also for a replayed part, which adds
+        nothing: the process that stored the last part may have died before it scored the answer."""
+        return answer.id if self._complete(session, answer) else None
 
     def withdraw(self, env: Envelope) -> None:
         """Forget what arrived for the answers ``env`` withdraws (an ``InterviewWithdrawn``): their
