@@ -1,7 +1,9 @@
-"""Fixtures shared by every test folder: where the real recordings are, and a private POISE_HOME."""
+"""Fixtures shared by every test folder: where the real recordings are, a private POISE_HOME, and a
+video that is costly to decode."""
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,30 @@ def sessions(tmp_path):
     upgrade(engine)
     yield session_factory(engine)
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def costly_video(tmp_path_factory) -> Path:
+    """30 s of 640x360 noise with AAC sound: it probes in a moment, but decoding its frames takes
+    more than a CPU second (noise does not compress), so a tight CPU budget stops it part-way."""
+    import av
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("media") / "noise.mp4"
+    rng = np.random.default_rng(3)
+    pictures = [rng.integers(0, 256, (360, 640, 3), dtype=np.uint8) for _ in range(16)]
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=30)
+        video.width, video.height, video.pix_fmt, video.options = 640, 360, "yuv420p", {"preset": "ultrafast"}
+        sound = out.add_stream("aac", rate=16000, layout="mono")
+        for index in range(30 * 30):
+            frame = av.VideoFrame.from_ndarray(pictures[index % len(pictures)], format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, 30)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        for start in range(0, 30 * 16000, 1024):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, start
+            out.mux(sound.encode(frame))
+        out.mux(sound.encode(None))
+    return path

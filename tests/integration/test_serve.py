@@ -153,3 +153,36 @@ def test_a_server_killed_while_scoring_delivers_the_scorecard_after_a_restart(tm
     assert [a["question_id"] for a in card.json()["answers"]] == ["q1"]
     assert again.status_code == 202
     assert log.count("never scored; publishing them again") == 1
+
+
+def test_an_answer_refused_at_complete_is_uploaded_again_and_the_interview_scored(tmp_path, media_dir,
+                                                                                   costly_video):
+    # A CPU budget for decoding that the noise video passes at its probe but not in full.
+    limits = {"POISE_GATEWAY__MEDIA_CPU_S": "0.3", "POISE_GATEWAY__MEDIA_CPU_PER_MEDIA_S": "0.001"}
+    with serve(tmp_path / "home", settings=limits) as served:
+        headers = {"Authorization": f"Bearer {served.key('acme', 'interviews:write,scores:read')}"}
+        base = served.base
+        body = {"role": "generic", "questions": [{"question_id": "q1", "text": "Why this role?"},
+                                                 {"question_id": "q2", "text": "And this team?"}]}
+        interview = httpx.post(f"{base}/v1/interviews", json=body, headers=headers, timeout=30).json()["interview_id"]
+
+        def upload(question_id: str, path: Path) -> int:
+            with path.open("rb") as fh:
+                return httpx.put(f"{base}/v1/interviews/{interview}/answers/{question_id}", content=fh,
+                                 headers=headers, timeout=120).status_code
+
+        assert upload("q1", media_dir / "single_face.mp4") == upload("q2", costly_video) == 200
+        refused = httpx.post(f"{base}/v1/interviews/{interview}/complete", headers=headers, timeout=120)
+        time.sleep(2.0)  # what was published before the refusal reaches fusion, and is dropped there
+        pending = httpx.get(f"{base}/v1/interviews/{interview}/scorecard", headers=headers, timeout=10)
+        uploaded = upload("q2", media_dir / "talking_head_3.mp4")
+        done = httpx.post(f"{base}/v1/interviews/{interview}/complete", headers=headers, timeout=120)
+        card = scorecard_when_ready(base, interview, headers)
+    error = refused.json()["error"]
+    assert refused.status_code == 422 and error["code"] == "decode_timeout" and error["question_id"] == "q2"
+    assert pending.status_code == 404  # open again: nothing of it is scored, or kept, until it is completed
+    assert uploaded == 200 and done.status_code == 202
+    assert card.status_code == 200, card.text
+    answers = card.json()["answers"]
+    assert [a["question_id"] for a in answers] == ["q1", "q2"]
+    assert [a["answer_id"] for a in answers] == [f"{interview}-a1-r1", f"{interview}-a2-r1"]

@@ -329,11 +329,21 @@ class FusionStore:
         """(tenant, status) of an interview: processing, scored, or failed; None if unknown."""
         with self.sessions() as session:
             interview = session.get(Interview, interview_id)
-            if interview is not None:
+            if interview is not None and not self._withdrawn(session, interview):
                 return interview.tenant, interview.status
+            if interview is not None:
+                return None  # withdrawn, open at the gateway again: as if it had not been published
             failure = session.get(Failure, interview_id)
             # An erased interview is unknown, as if it had never been.
             return None if failure is None or failure.reason == ERASED_REASON else (failure.tenant, "failed")
+
+    @staticmethod
+    def _withdrawn(session: Session, interview: Interview) -> bool:
+        """Whether the gateway withdrew the interview and has not announced it again."""
+        if interview.answer_count is not None:
+            return False
+        statuses = set(session.scalars(select(Answer.status).where(Answer.interview_id == interview.id)))
+        return statuses == {WITHDRAWN}
 
     def failure_reason(self, interview_id: str) -> str | None:
         """Why the interview could not be scored; None when it did not fail (or was erased).

@@ -8,13 +8,10 @@ import os
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import grpc
 import httpx
-import numpy as np
 import pytest
 from fastapi import FastAPI
 
@@ -384,30 +381,6 @@ def test_an_unknown_role_is_refused_at_creation_over_rest_and_grpc(tmp_path):
     assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT and refused.details() == error["message"]
     assert ("poise-error-code", "unknown_role") in tuple(refused.trailing_metadata())
     assert [f.name for f in folders] == [known]  # nothing was written for the refused ones
-
-
-@pytest.fixture(scope="module")
-def costly_video(tmp_path_factory) -> Path:
-    """30 s of 640x360 noise with AAC sound: it probes in a moment, but decoding its frames takes
-    more than a CPU second (noise does not compress), so a tight CPU budget stops it part-way."""
-    path = tmp_path_factory.mktemp("media") / "noise.mp4"
-    rng = np.random.default_rng(3)
-    pictures = [rng.integers(0, 256, (360, 640, 3), dtype=np.uint8) for _ in range(16)]
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=30)
-        video.width, video.height, video.pix_fmt, video.options = 640, 360, "yuv420p", {"preset": "ultrafast"}
-        sound = out.add_stream("aac", rate=16000, layout="mono")
-        for index in range(30 * 30):
-            frame = av.VideoFrame.from_ndarray(pictures[index % len(pictures)], format="rgb24")
-            frame.pts, frame.time_base = index, Fraction(1, 30)
-            out.mux(video.encode(frame))
-        out.mux(video.encode(None))
-        for start in range(0, 30 * 16000, 1024):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, start
-            out.mux(sound.encode(frame))
-        out.mux(sound.encode(None))
-    return path
 
 
 def test_an_answer_whose_full_decode_fails_is_withdrawn_and_the_interview_opens_again(tmp_path, media_dir,
