@@ -313,7 +313,8 @@ class UploadDesk:
             return  # nothing was lost, or no loop to publish on, or no database that says what was scored
         lost = [m.interview_id for m in self._manifests() if self._messages_lost(m)]
         if lost:
-            log.warning("completed interviews were never scored; publishing them again", extra={"interviews": len(lost)})
+            log.warning("completed interviews were never scored; publishing them again",
+                        extra={"interviews": len(lost)})
             self._loop.call_soon_threadsafe(self._start_resuming, lost)
 
     def _manifests(self) -> Iterator[Manifest]:
@@ -328,13 +329,16 @@ class UploadDesk:
     async def _publish_again(self, interview_ids: list[str]) -> None:
         for interview_id in interview_ids:
             async with self._lock(interview_id):
-                manifest = await asyncio.to_thread(self._load, self.root / interview_id)
-                if manifest is None or not await asyncio.to_thread(self._messages_lost, manifest):
-                    continue  # erased, or completed again through the API meanwhile
                 try:
+                    manifest = await asyncio.to_thread(self._load, self.root / interview_id)
+                    if manifest is None or not await asyncio.to_thread(self._messages_lost, manifest):
+                        continue  # erased, or completed again through the API meanwhile
                     await self._publish_completed(manifest)
                 except ApiError as exc:  # logged where it happened; the client's next complete retries
                     log.warning("publishing again failed", extra={"interview_id": interview_id, "code": exc.code})
+                except (ValueError, OSError) as exc:  # unreadable now: the next interview still goes
+                    log.error("publishing again failed", extra={"interview_id": interview_id,
+                                                                "error": type(exc).__name__})
 
     def _messages_lost(self, manifest: Manifest) -> bool:
         """Whether the completed ``manifest``'s messages are gone before fusion finished with them:
