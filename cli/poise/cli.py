@@ -131,7 +131,7 @@ def score(
     from poise_common.runtime import configure_logging
     from poise_fusion.framework import get_framework
     from poise_fusion.policy import PolicyError, get_profile
-    from poise_gateway.errors import MediaRejected
+    from poise_gateway.errors import MediaJobKilled, MediaRejected
     from poise_gateway.service import validate_uploads
 
     filter_native_stderr()
@@ -171,6 +171,8 @@ def score(
         fail("terminated; nothing of this run was kept", code=EXIT_TERMINATED)
     except MediaRejected as exc:
         fail(_rejection(exc, uploads))
+    except MediaJobKilled as exc:  # the decoder was stopped from outside: the file may well be fine
+        fail(f"{exc}; running the command again may succeed", code=1)
     except PolicyError as exc:
         fail(str(exc))
     except ScoringFailed as exc:
