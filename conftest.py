@@ -24,7 +24,7 @@ def media_dir() -> Path:
 def poise_home(tmp_path, monkeypatch) -> Path:
     """Each test gets its own local state folder."""
     home = tmp_path / "poise-home"
-    home.mkdir()
+    home.mkdir(mode=0o700)  # as Poise makes it: one others can enter gets a warning on stderr
     monkeypatch.setenv("POISE_HOME", str(home))
     return home
 
