@@ -12,14 +12,13 @@ import abc
 import asyncio
 import logging
 import time
-import traceback
-from pathlib import Path
 
 import httpx
 
 from poise_common.bus import Bus, Subscription
 from poise_common.messages import Envelope, Topics
 from poise_common.outbound_urls import outbound_client
+from poise_common.runtime import exception_summary
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +80,7 @@ class OutboxSender(abc.ABC):
                 due = await asyncio.to_thread(self.due, time.time())
                 await asyncio.gather(*(self.send(*row) for row in due))
             except Exception as exc:  # noqa: BLE001 - the loop must outlive a database hiccup
-                # The kind and the place only: an exception's text can quote a row (a database
+                # The kinds and places only: an exception's text can quote a row (a database
                 # error's parameters, an email address), and rows hold personal data.
-                log.error("%s round failed", self.group, extra={"error": type(exc).__name__, "at": _place(exc)})
+                log.error("%s round failed", self.group, extra={"error": exception_summary(exc)})
             await asyncio.sleep(self.poll_s)
-
-
-def _place(exc: BaseException) -> str:
-    """``file.py:line`` where ``exc`` was raised."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    return f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
